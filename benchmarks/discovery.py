@@ -1,0 +1,131 @@
+"""Benchmark pci_topology_info against lspci -vvv on GPU-server-shaped trees.
+
+Builds two synthetic sysfs trees shaped like a large GPU server (GPUs and
+ConnectX NICs behind PCIe switch ports, NVSwitches, SR-IOV VFs) at about 400
+and 1,600 PCI functions, then times:
+
+* the module as Ansible runs it on a host: the AnsiballZ payload that
+  ``ansible`` builds (kept with ANSIBLE_KEEP_REMOTE_FILES), run by python3;
+* ``lspci -A linux-sysfs -O sysfs.path=<tree>/sys/bus/pci -vvv`` on the same tree;
+* the payload of ``ansible.builtin.ping`` (a module that does nothing), for the start-up floor.
+
+It prints the median of several runs of each and two figures:
+per-function cost relative to lspci's ((t1600 - t400) / 1200, ours over
+lspci's) and the whole task at 1,600 functions relative to lspci's.
+
+Run from the repository root after ./scripts/setup:
+    .venv/bin/python benchmarks/discovery.py [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from fake_sysfs import ServerShape, build_tree, gpu_server  # noqa: E402
+
+# 8 GPUs with 2 NIC PFs each and 4 NVSwitches; VFs per PF set the size.
+SHAPES = {
+    "small": ServerShape(gpus=8, nic_pfs_per_gpu=2, vfs_per_pf=21, nvswitches=4, sockets=2),
+    "large": ServerShape(gpus=8, nic_pfs_per_gpu=2, vfs_per_pf=96, nvswitches=4, sockets=2),
+}
+
+
+def median_seconds(command: List[str], runs: int, env: Dict[str, str]) -> float:
+    samples = []
+    for _run in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def ansiballz_payload(module: str, args: str, work: Path) -> Path:
+    """Build the module's AnsiballZ payload the way ansible does, and keep it."""
+    remote_tmp = work / "remote"
+    env = dict(os.environ, ANSIBLE_KEEP_REMOTE_FILES="1", ANSIBLE_REMOTE_TMP=str(remote_tmp),
+               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    command = [str(REPO / ".venv/bin/ansible"), "localhost", "-c", "local", "-i", "localhost,",
+               "-e", "ansible_python_interpreter=" + sys.executable, "-m", module]
+    if args:
+        command += ["-a", args]
+    subprocess.run(command, cwd=REPO, check=True, env=env, stdout=subprocess.DEVNULL)
+    name = module.rsplit(".", 1)[-1]
+    found = glob.glob(str(remote_tmp / "*" / ("AnsiballZ_%s.py" % name)))
+    if not found:
+        raise SystemExit("ansible kept no AnsiballZ payload for %s under %s" % (module, remote_tmp))
+    target = work / ("AnsiballZ_%s.py" % name)
+    shutil.copy(found[0], target)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--runs", type=int, default=15, help="runs per measurement (median is kept)")
+    options = parser.parse_args()
+    if shutil.which("lspci") is None:
+        raise SystemExit("lspci is missing: run ./scripts/setup (Debian package pciutils)")
+    work = Path(tempfile.mkdtemp(prefix="discovery-bench-"))
+    try:
+        run(work, options.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, runs: int) -> None:
+    sizes = {}
+    for label, shape in SHAPES.items():
+        functions = gpu_server(shape)
+        build_tree(work / label, functions)
+        sizes[label] = len(functions)
+    current = work / "current"
+    current.symlink_to(work / "small")
+    payload = ansiballz_payload("confidential_gpu.host.pci_topology_info", "root=%s" % current, work)
+    ping = ansiballz_payload("ansible.builtin.ping", "", work)
+    env = dict(os.environ, LC_ALL="C")
+    python = sys.executable
+    results = {}
+    for label in SHAPES:
+        current.unlink()
+        current.symlink_to(work / label)
+        check = json.loads(subprocess.run([python, str(payload)], capture_output=True, text=True, check=True).stdout)
+        assert check["summary"]["functions"] == sizes[label], check["summary"]
+        results[label] = {
+            "module": median_seconds([python, str(payload)], runs, env),
+            "lspci": median_seconds(["lspci", "-A", "linux-sysfs", "-O",
+                                     "sysfs.path=%s/sys/bus/pci" % (work / label), "-vvv"], runs, env),
+        }
+    floor = median_seconds([python, str(ping)], runs, env)
+    report(sizes, results, floor)
+
+
+def report(sizes: Dict[str, int], results: Dict[str, Dict[str, float]], floor: float) -> None:
+    small, large = sizes["small"], sizes["large"]
+    print("python: %s" % sys.version.split()[0])
+    print("no-op module (ansible.builtin.ping payload): %.3f s" % floor)
+    for label in ("small", "large"):
+        print("%5d functions: pci_topology_info %.3f s, lspci -vvv %.3f s"
+              % (sizes[label], results[label]["module"], results[label]["lspci"]))
+    extra = large - small
+    ours = (results["large"]["module"] - results["small"]["module"]) / extra
+    theirs = (results["large"]["lspci"] - results["small"]["lspci"]) / extra
+    print("per extra function: module %.1f us, lspci %.1f us -> ratio %.2f (target <= 1.0)"
+          % (ours * 1e6, theirs * 1e6, ours / theirs))
+    print("whole task at %d functions: ratio %.2f (target <= 1.5)"
+          % (large, results["large"]["module"] / results["large"]["lspci"]))
+
+
+if __name__ == "__main__":
+    main()

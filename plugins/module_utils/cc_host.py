@@ -1,0 +1,519 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Confidential-computing readiness of a host, read from sysfs and procfs.
+
+:func:`gather_facts` reads everything once through a :class:`HostRoot` and
+returns one plain dict (the ``cc_host_info`` module's result, key for key).
+:func:`evaluate` turns those facts into verdicts (``vfio_ready``,
+``snp_ready``, ``tdx_ready``) with reasons that name the missing piece and its
+fix; it reads no files, so it can be tested on hand-written facts.
+
+Standard library only: this runs on target hosts with Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+# /proc/cpuinfo flags reported in cpu.flags (always all of them, true or false).
+CPU_FLAGS = (
+    "hypervisor",
+    "vmx",
+    "svm",
+    "sme",
+    "sev",
+    "sev_es",
+    "sev_snp",
+    "tdx_host_platform",
+    "tdx_guest",
+)
+
+CPU_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
+
+GPU_DRIVER_MODULES = ("nvidia", "nouveau", "vfio_pci")
+
+# Result key -> sysfs attribute, for a hugepage pool and for its per-node share.
+_POOL_COUNTS = (("total", "nr_hugepages"), ("free", "free_hugepages"),
+                ("reserved", "resv_hugepages"), ("surplus", "surplus_hugepages"))
+_NODE_POOL_COUNTS = (("total", "nr_hugepages"), ("free", "free_hugepages"), ("surplus", "surplus_hugepages"))
+
+_HUGEPAGE_DIR = re.compile(r"^hugepages-(\d+)kB$")
+_NODE_DIR = re.compile(r"^node(\d+)$")
+_NODE_MEMTOTAL = re.compile(r"^Node\s+\d+\s+MemTotal:\s*(\S+)")
+_MEMINFO_HUGEPAGESIZE = re.compile(r"^Hugepagesize:\s*(\d+)\s*kB", re.MULTILINE)
+_VFIO_PCI_KO = re.compile(r"(^|/)vfio[-_]pci\.ko(\.[a-z0-9]+)?$")
+_REMAPPED_IRQ = re.compile(r"(^|\s)IR-")
+
+_TRUE_WORDS = ("y", "yes", "1", "on", "true")
+_FALSE_WORDS = ("n", "no", "0", "off", "false")
+
+
+# --------------------------------------------------------------------------
+# Parsers (pure)
+# --------------------------------------------------------------------------
+
+def _next_token(text: str, pos: int) -> tuple[str, str | None, int]:
+    """One kernel parameter starting at ``pos``: (key, value, end), as the kernel's next_arg() splits it.
+
+    Double quotes group spaces; a value that starts with a quote loses it and
+    its closing quote (``foo="a b"`` -> ``a b``), and so does a whole
+    argument in quotes (``"foo=a b"``).  Inner quotes are kept as written.
+    """
+    quoted = text[pos] == '"'
+    if quoted:
+        pos += 1
+    in_quote = quoted
+    equals = -1
+    end = pos
+    while end < len(text):
+        char = text[end]
+        if char.isspace() and not in_quote:
+            break
+        if equals < 0 and char == "=":
+            equals = end
+        if char == '"':
+            in_quote = not in_quote
+        end += 1
+    if equals < 0:
+        key, value = text[pos:end], None
+        if quoted and key.endswith('"'):
+            key = key[:-1]
+        return key, value, end
+    key, value = text[pos:equals], text[equals + 1:end]
+    if value.startswith('"'):
+        closed = len(value) > 1 and value.endswith('"')
+        value = value[1:-1] if closed else value[1:]
+    elif quoted and value.endswith('"'):
+        value = value[:-1]
+    return key, value, end
+
+
+def parse_cmdline(text: str | None) -> tuple[list[dict[str, str | None]], list[str]]:
+    """Kernel command line -> (``[{key, value}]`` in order with repeats, init arguments after ``--``).
+
+    A bare flag has value ``None``; ``key=`` has value ``""``.
+    """
+    args: list[dict[str, str | None]] = []
+    if not text:
+        return args, []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return args, []
+        key, value, pos = _next_token(text, pos)
+        if key == "--" and value is None:
+            return args, text[pos:].split()
+        args.append({"key": key, "value": value})
+
+
+def parse_bool_word(text: str) -> bool | None:
+    """``Y``/``N``/``1``/``0``/``on``/``off`` -> bool; anything else ``None``."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    return None
+
+
+def parse_cpuinfo(text: str | None) -> tuple[dict[str, str], list[str]]:
+    """First processor block of /proc/cpuinfo -> ({field: value}, flags)."""
+    fields: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(name.strip(), value.strip())
+    return fields, fields.get("flags", "").split()
+
+
+def parse_id_list(text: str) -> list[int]:
+    """Kernel list format (``0-3,8,10-11``) -> sorted ids; ``ValueError`` on garbage."""
+    ids = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _sep, last = part.partition("-")
+        start, stop = int(first), int(last or first)
+        if stop < start:
+            raise ValueError(part)
+        ids.update(range(start, stop + 1))
+    return sorted(ids)
+
+
+def size_label(size_kb: int) -> str:
+    """2048 -> ``2M``, 1048576 -> ``1G``, 64 -> ``64K``."""
+    for unit, factor in (("T", 1 << 30), ("G", 1 << 20), ("M", 1 << 10)):
+        if size_kb >= factor and size_kb % factor == 0:
+            return f"{size_kb // factor}{unit}"
+    return f"{size_kb}K"
+
+
+# --------------------------------------------------------------------------
+# Readers (one concern each, all through HostRoot)
+# --------------------------------------------------------------------------
+
+def _module_loaded(host: HostRoot, name: str) -> bool:
+    return host.exists(f"/sys/module/{name}")
+
+
+def _read_bool(host: HostRoot, host_path: str) -> bool | None:
+    """A Y/N (or 1/0) sysfs attribute; ``None`` when absent, a warning when garbage."""
+    text = host.read_text(host_path)
+    if text is None or text == "":
+        return None
+    value = parse_bool_word(text)
+    if value is None:
+        host.warn(f"{host_path} holds {text[:40]!r}, not Y/N or 1/0; ignored")
+    return value
+
+
+def _to_int(host: HostRoot, source: str, text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        host.warn(f"{source} holds {text[:40]!r}, not an integer; ignored")
+        return None
+
+
+def read_kernel(host: HostRoot) -> dict[str, Any]:
+    raw = host.read_text("/proc/cmdline")
+    args, init_args = parse_cmdline(raw)
+    return {
+        "release": host.read_text("/proc/sys/kernel/osrelease"),
+        "cmdline": raw,
+        "cmdline_args": args,
+        "init_args": init_args,
+    }
+
+
+def read_cpu(host: HostRoot) -> dict[str, Any]:
+    fields, flags = parse_cpuinfo(host.read_text("/proc/cpuinfo"))
+    vendor_id = fields.get("vendor_id")
+    family = fields.get("cpu family")
+    model = fields.get("model")
+    present = set(flags)
+    return {
+        "vendor": CPU_VENDORS.get(vendor_id or "", "other"),
+        "vendor_id": vendor_id,
+        "model_name": fields.get("model name"),
+        "family": None if family is None else _to_int(host, "/proc/cpuinfo cpu family", family),
+        "model": None if model is None else _to_int(host, "/proc/cpuinfo model", model),
+        "flags": {flag: flag in present for flag in CPU_FLAGS},
+    }
+
+
+def _iommu_type(units: list[str], group_count: int) -> str | None:
+    if any(unit.startswith("dmar") for unit in units):
+        return "intel_dmar"
+    if any(unit.startswith("ivhd") for unit in units):
+        return "amd_vi"
+    if units or group_count:
+        return "other"
+    return None
+
+
+def _group_types(host: HostRoot, groups: list[str]) -> dict[str, int]:
+    counts: Counter = Counter()
+    for group in groups:
+        value = host.read_text(f"/sys/kernel/iommu_groups/{group}/type")
+        if value:
+            counts[value] += 1
+    return dict(sorted(counts.items()))
+
+
+def _most_common(counts: dict[str, int]) -> str | None:
+    if not counts:
+        return None
+    return max(sorted(counts), key=lambda name: counts[name])
+
+
+def cmdline_passthrough(args: list[dict[str, str | None]]) -> bool | None:
+    """Passthrough as the command line asks for it (last word wins); ``None`` when it does not say."""
+    wanted: bool | None = None
+    for arg in args:
+        key = (arg["key"] or "").replace("-", "_")
+        value = arg["value"] or ""
+        if key == "iommu":
+            for word in value.split(","):
+                if word == "pt":
+                    wanted = True
+                elif word == "nopt":
+                    wanted = False
+        elif key == "iommu.passthrough":
+            parsed = parse_bool_word(value)
+            if parsed is not None:
+                wanted = parsed
+    return wanted
+
+
+def _vfio_pci_source(host: HostRoot, release: str | None) -> str | None:
+    """``builtin``, ``loaded``, ``module`` (installed, not loaded) or ``None``."""
+    modules_dir = f"/lib/modules/{release}" if release else None
+    if modules_dir and _lists_vfio_pci(host.read_text(modules_dir + "/modules.builtin")):
+        return "builtin"
+    if _module_loaded(host, "vfio_pci"):
+        return "loaded"
+    if modules_dir and _lists_vfio_pci(host.read_text(modules_dir + "/modules.dep")):
+        return "module"
+    return None
+
+
+def _lists_vfio_pci(text: str | None) -> bool:
+    return any(_VFIO_PCI_KO.search(line.split(":", 1)[0].strip()) for line in (text or "").splitlines())
+
+
+def _interrupt_remapping(host: HostRoot) -> bool | None:
+    """True when /proc/interrupts shows remapped (``IR-``) interrupt chips; ``None`` when unreadable."""
+    try:
+        with open(host.path("/proc/interrupts"), encoding="utf-8", errors="replace") as handle:
+            return any(_REMAPPED_IRQ.search(line) for line in handle)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        host.warn(f"cannot read /proc/interrupts: {error.strerror or error}")
+        return None
+
+
+def read_iommu(host: HostRoot, kernel: dict[str, Any]) -> dict[str, Any]:
+    units = host.listdir("/sys/class/iommu")
+    groups = [name for name in host.listdir("/sys/kernel/iommu_groups") if name.isdigit()]
+    group_types = _group_types(host, groups)
+    vfio_pci_source = _vfio_pci_source(host, kernel["release"])
+    return {
+        "enabled": bool(units or groups),
+        "type": _iommu_type(units, len(groups)),
+        "units": units,
+        "group_count": len(groups),
+        "group_types": group_types,
+        "default_domain_type": _most_common(group_types),
+        "cmdline_passthrough": cmdline_passthrough(kernel["cmdline_args"]),
+        "interrupt_remapping": _interrupt_remapping(host),
+        "iommufd": host.exists("/dev/iommu"),
+        "vfio_cdev": host.exists("/dev/vfio/devices"),
+        "vfio_pci_available": vfio_pci_source is not None,
+        "vfio_pci_source": vfio_pci_source,
+    }
+
+
+def read_sev(host: HostRoot) -> dict[str, Any]:
+    params = "/sys/module/kvm_amd/parameters/"
+    return {
+        "kvm_amd_loaded": _module_loaded(host, "kvm_amd"),
+        "kvm_amd_sev": _read_bool(host, params + "sev"),
+        "kvm_amd_sev_es": _read_bool(host, params + "sev_es"),
+        "kvm_amd_sev_snp": _read_bool(host, params + "sev_snp"),
+        "dev_sev": host.exists("/dev/sev"),
+    }
+
+
+def read_tdx(host: HostRoot) -> dict[str, Any]:
+    return {
+        "kvm_intel_loaded": _module_loaded(host, "kvm_intel"),
+        "kvm_intel_tdx": _read_bool(host, "/sys/module/kvm_intel/parameters/tdx"),
+    }
+
+
+def read_kvm(host: HostRoot) -> dict[str, Any]:
+    return {"dev_kvm": host.exists("/dev/kvm")}
+
+
+def read_gpu_drivers(host: HostRoot) -> dict[str, Any]:
+    return {name: _module_loaded(host, name) for name in GPU_DRIVER_MODULES}
+
+
+def _node_ids(host: HostRoot) -> list[int]:
+    online = host.read_text("/sys/devices/system/node/online")
+    if online:
+        try:
+            return parse_id_list(online)
+        except ValueError:
+            host.warn(f"/sys/devices/system/node/online holds {online[:40]!r}, not a node list; "
+                      "using the node* directories")
+    found = (_NODE_DIR.match(name) for name in host.listdir("/sys/devices/system/node"))
+    return sorted(int(match.group(1)) for match in found if match)
+
+
+def _node_mem_total_kb(host: HostRoot, node: int) -> int | None:
+    source = f"/sys/devices/system/node/node{node}/meminfo"
+    text = host.read_text(source)
+    if text is None:
+        return None
+    for line in text.splitlines():
+        match = _NODE_MEMTOTAL.match(line.strip())
+        if match:
+            return _to_int(host, source + " MemTotal", match.group(1))
+    host.warn(f"{source} has no MemTotal line; ignored")
+    return None
+
+
+def read_numa(host: HostRoot) -> dict[str, Any]:
+    nodes = []
+    for node in _node_ids(host):
+        nodes.append({
+            "node": node,
+            "cpulist": host.read_text(f"/sys/devices/system/node/node{node}/cpulist"),
+            "mem_total_kb": _node_mem_total_kb(host, node),
+        })
+    return {"nodes": nodes}
+
+
+def _hugepage_counts(host: HostRoot, base: str, names: tuple[tuple[str, str], ...]) -> dict[str, int | None]:
+    return {key: host.read_int(f"{base}/{attribute}") for key, attribute in names}
+
+
+def read_hugepages(host: HostRoot, node_ids: list[int]) -> dict[str, Any]:
+    pools = []
+    for entry in host.listdir("/sys/kernel/mm/hugepages"):
+        match = _HUGEPAGE_DIR.match(entry)
+        if not match:
+            host.warn(f"/sys/kernel/mm/hugepages/{entry} is not a hugepages-<N>kB pool; ignored")
+            continue
+        size_kb = int(match.group(1))
+        pool: dict[str, Any] = {"size_kb": size_kb, "size": size_label(size_kb)}
+        pool.update(_hugepage_counts(host, "/sys/kernel/mm/hugepages/" + entry, _POOL_COUNTS))
+        pool["nodes"] = []
+        for node in node_ids:
+            base = f"/sys/devices/system/node/node{node}/hugepages/{entry}"
+            if host.exists(base):
+                per_node: dict[str, Any] = {"node": node}
+                per_node.update(_hugepage_counts(host, base, _NODE_POOL_COUNTS))
+                pool["nodes"].append(per_node)
+        pools.append(pool)
+    meminfo = host.read_text("/proc/meminfo") or ""
+    default = _MEMINFO_HUGEPAGESIZE.search(meminfo)
+    return {
+        "default_size_kb": int(default.group(1)) if default else None,
+        "pools": sorted(pools, key=lambda item: item["size_kb"]),
+    }
+
+
+# --------------------------------------------------------------------------
+# Verdicts (pure functions of the facts)
+# --------------------------------------------------------------------------
+
+def _iommu_disabled_by(args: list[dict[str, str | None]]) -> list[str]:
+    """Command-line arguments that switch the IOMMU off, as written."""
+    found = []
+    for arg in args:
+        key = (arg["key"] or "").replace("-", "_")
+        words = (arg["value"] or "").split(",")
+        if key in ("intel_iommu", "amd_iommu", "iommu") and "off" in words:
+            found.append(f"{arg['key']}={arg['value']}")
+    return found
+
+
+def _iommu_off_reason(facts: dict[str, Any], needed_by: str = "") -> str:
+    vendor = facts["cpu"]["vendor"]
+    if vendor == "intel":
+        fix = "add intel_iommu=on to the kernel command line and enable VT-d in firmware"
+    elif vendor == "amd":
+        fix = ("enable the IOMMU (AMD-Vi) in firmware; Linux turns AMD-Vi on by default, "
+               "so amd_iommu=on is not needed")
+    else:
+        fix = ("enable the IOMMU (VT-d or AMD-Vi) in firmware and, on Intel, add intel_iommu=on "
+               "to the kernel command line")
+    disabled_by = _iommu_disabled_by(facts["kernel"]["cmdline_args"])
+    if disabled_by:
+        fix = f"remove {' '.join(disabled_by)} from the kernel command line and {fix}"
+    return f"IOMMU is off{needed_by}: {fix}"
+
+
+def vfio_reasons(facts: dict[str, Any]) -> list[str]:
+    iommu = facts["iommu"]
+    reasons = []
+    if not iommu["enabled"]:
+        reasons.append(_iommu_off_reason(facts))
+    elif not iommu["group_count"]:
+        units = ", ".join(iommu["units"])
+        reasons.append(f"IOMMU units {units} exist but /sys/kernel/iommu_groups is empty: no device is behind "
+                       "an IOMMU; check dmesg for DMAR/AMD-Vi errors and the firmware's DMAR/IVRS tables")
+    if not iommu["vfio_pci_available"]:
+        release = facts["kernel"]["release"] or "the running kernel"
+        reasons.append(f"vfio-pci is not available (not loaded, not built in, not in modules.dep of {release}): "
+                       "install the kernel modules package that ships vfio-pci.ko, then modprobe vfio-pci")
+    return reasons
+
+
+def snp_reasons(facts: dict[str, Any]) -> list[str]:
+    cpu, sev = facts["cpu"], facts["sev"]
+    if cpu["vendor"] != "amd":
+        vendor_id = cpu["vendor_id"] or "unknown"
+        return [f"CPU is not AMD (vendor_id {vendor_id}): SEV-SNP needs an AMD EPYC CPU (Milan or newer)"]
+    reasons = []
+    if not facts["iommu"]["enabled"]:
+        reasons.append(_iommu_off_reason(facts, " (SEV-SNP needs it)"))
+    if not sev["kvm_amd_loaded"]:
+        reasons.append("kvm_amd is not loaded: enable SVM and SEV-SNP in BIOS, then modprobe kvm_amd sev_snp=1")
+    elif sev["kvm_amd_sev_snp"] is None:
+        reasons.append("kvm_amd has no sev_snp parameter: this kernel lacks KVM SEV-SNP host support; "
+                       "boot a kernel that has it (upstream Linux 6.11 or newer)")
+    elif not sev["kvm_amd_sev_snp"]:
+        reasons.append("SEV-SNP is not enabled in kvm_amd (sev_snp=N): enable SEV-SNP, SMEE and SNP memory "
+                       "coverage in BIOS, then load kvm_amd with sev_snp=1")
+    if not sev["dev_sev"]:
+        reasons.append("/dev/sev is missing: the AMD Secure Processor driver is not ready; modprobe ccp and "
+                       "check dmesg for SEV firmware errors")
+    return reasons
+
+
+def tdx_reasons(facts: dict[str, Any]) -> list[str]:
+    cpu, tdx = facts["cpu"], facts["tdx"]
+    if cpu["vendor"] != "intel":
+        vendor_id = cpu["vendor_id"] or "unknown"
+        return [f"CPU is not Intel (vendor_id {vendor_id}): TDX needs a TDX-capable Xeon (4th gen or newer)"]
+    reasons = []
+    if not tdx["kvm_intel_loaded"]:
+        reasons.append("kvm_intel is not loaded: enable VMX and TDX in BIOS, then modprobe kvm_intel tdx=1")
+    elif tdx["kvm_intel_tdx"] is None:
+        reasons.append("kvm_intel has no tdx parameter: this kernel lacks KVM TDX host support; "
+                       "boot a kernel that has it (upstream Linux 6.16 or newer)")
+    elif not tdx["kvm_intel_tdx"]:
+        bios = ("" if cpu["flags"]["tdx_host_platform"]
+                else " (the CPU does not report tdx_host_platform, so TDX is off in BIOS)")
+        reasons.append(f"TDX is not enabled in kvm_intel (tdx=N){bios}: enable TME, TME-MK and TDX with the "
+                       "SEAM loader in BIOS, then load kvm_intel with tdx=1 (kvm_intel.tdx=1 on the kernel "
+                       "command line)")
+    if not facts["iommu"]["enabled"]:
+        reasons.append(_iommu_off_reason(facts, " (GPU passthrough to TDs needs it)"))
+    return reasons
+
+
+def evaluate(facts: dict[str, Any]) -> dict[str, Any]:
+    """Verdicts from gathered facts: ``<name>_ready`` and ``<name>_ready_reasons`` (empty when ready)."""
+    verdicts: dict[str, Any] = {}
+    for name, reasons_of in (("vfio", vfio_reasons), ("snp", snp_reasons), ("tdx", tdx_reasons)):
+        reasons = reasons_of(facts)
+        verdicts[name + "_ready"] = not reasons
+        verdicts[name + "_ready_reasons"] = reasons
+    return verdicts
+
+
+def gather_facts(host: HostRoot) -> dict[str, Any]:
+    """Everything ``cc_host_info`` returns, verdicts included; problems go to ``host.warnings``."""
+    if not host.exists("/sys") and not host.exists("/proc"):
+        host.warn(f"{host.root} has neither sys/ nor proc/: is it a host root or a captured tree?")
+    kernel = read_kernel(host)
+    numa = read_numa(host)
+    facts: dict[str, Any] = {
+        "cpu": read_cpu(host),
+        "kernel": kernel,
+        "iommu": read_iommu(host, kernel),
+        "sev": read_sev(host),
+        "tdx": read_tdx(host),
+        "kvm": read_kvm(host),
+        "numa": numa,
+        "hugepages": read_hugepages(host, [node["node"] for node in numa["nodes"]]),
+        "gpu_drivers": read_gpu_drivers(host),
+    }
+    facts["verdicts"] = evaluate(facts)
+    return facts

@@ -1,0 +1,380 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A host's PCI topology as data: functions, bridge paths, IOMMU groups, roles.
+
+One pass over ``/sys/bus/pci/devices`` (through :class:`HostRoot`, so any
+root prefix works): for each function the sysfs path gives its bridge path,
+``config`` gives identity and capabilities, and the ``driver``,
+``iommu_group``, ``physfn`` and ``numa_node`` attributes give the rest.
+IOMMU groups are then judged for passthrough, and GPUs are paired with the
+NICs closest to them.
+
+Standard library only: this runs on target hosts with Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
+    EXTENDED_SIZE,
+    HEADER_SIZE,
+    LEGACY_SIZE,
+    decode_config,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+PCI_DEVICES = "/sys/bus/pci/devices"
+IOMMU_GROUPS = "/sys/kernel/iommu_groups"
+ADDRESS_RE = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+HOST_BRIDGE_DIR_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
+
+ROLES = ("gpu", "nvswitch", "nic", "bridge", "storage", "other")
+NVIDIA = "10de"
+# Drivers under which VFIO accepts a group member (Linux: vfio_dev_driver_allowed).
+VFIO_DRIVERS = ("vfio-pci", "pci-stub")
+# Chipset functions a host cannot give away: host bridge, ISA/LPC bridge.
+HOST_ONLY_CLASSES = {"0600": "host bridge", "0601": "ISA/LPC bridge"}
+
+
+def device_role(vendor_id: Optional[str], class_id: Optional[str]) -> str:
+    """gpu, nvswitch, nic, bridge, storage or other, from vendor and class."""
+    if not class_id:
+        return "other"
+    base, sub = class_id[:2], class_id[:4]
+    if vendor_id == NVIDIA and sub in ("0300", "0302"):
+        return "gpu"
+    if vendor_id == NVIDIA and sub == "0680":
+        return "nvswitch"
+    if base == "02":
+        return "nic"
+    if base == "06":
+        return "bridge"
+    if base == "01":
+        return "storage"
+    return "other"
+
+
+def normalize_address(address: str) -> str:
+    """Lower-case ``DDDD:BB:DD.F``; a missing domain means 0000."""
+    address = address.strip().lower()
+    if address.count(":") == 1:
+        address = "0000:" + address
+    return address
+
+
+def sysfs_path_chain(real_path: str) -> List[str]:
+    """PCI addresses in a device's resolved sysfs path, root port first."""
+    return [part for part in real_path.split("/") if ADDRESS_RE.match(part)]
+
+
+def host_bridge_of(real_path: str) -> Optional[str]:
+    """The ``pciDDDD:BB`` directory (root complex) a device hangs off."""
+    for part in real_path.split("/"):
+        if HOST_BRIDGE_DIR_RE.match(part):
+            return part
+    return None
+
+
+def read_config(host: HostRoot, address: str) -> bytes:
+    """The function's config space, with a warning when it is short or unreadable."""
+    config_path = "%s/%s/config" % (PCI_DEVICES, address)
+    try:
+        fd = os.open(host.path(config_path), os.O_RDONLY)
+        try:
+            data = os.read(fd, EXTENDED_SIZE)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        host.warn("%s: cannot read %s (%s); identity taken from the sysfs attributes, capabilities "
+                  "not decoded" % (address, config_path, error.strerror or error))
+        return b""
+    if len(data) < LEGACY_SIZE:
+        host.warn("%s: config space readable only up to %d of at least %d bytes (not root?); capabilities "
+                  "(PCIe, ACS, ATS, SR-IOV) are not decoded: run the module as root"
+                  % (address, len(data), LEGACY_SIZE))
+    return data
+
+
+def hex_attribute(host: HostRoot, address: str, name: str, digits: int) -> Optional[str]:
+    """A 0x-prefixed hex sysfs attribute (vendor, class...) as bare lower-case hex."""
+    path = "%s/%s/%s" % (PCI_DEVICES, address, name)
+    text = host.read_text(path)
+    if text is None:
+        return None
+    try:
+        return "%0*x" % (digits, int(text, 16))
+    except ValueError:
+        host.warn("%s: %s holds %r, not a hex number; ignored" % (address, path, text[:40]))
+        return None
+
+
+def identity_from_attributes(host: HostRoot, address: str, info: Dict[str, Any]) -> None:
+    """Fill identity fields the config bytes did not provide from sysfs attributes."""
+    for key, name, digits in (
+        ("vendor_id", "vendor", 4),
+        ("device_id", "device", 4),
+        ("class_id", "class", 6),
+        ("subsystem_vendor_id", "subsystem_vendor", 4),
+        ("subsystem_device_id", "subsystem_device", 4),
+    ):
+        if info.get(key) is None:
+            info[key] = hex_attribute(host, address, name, digits)
+
+
+def numa_node_of(host: HostRoot, address: str) -> Optional[int]:
+    """NUMA node of the function; None when the platform says -1 (unknown) or the file is bad."""
+    path = "%s/%s/numa_node" % (PCI_DEVICES, address)
+    try:
+        fd = os.open(host.path(path), os.O_RDONLY)
+        try:
+            raw = os.read(fd, 64)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        host.warn("%s: %s holds %r, not an integer; ignored" % (address, path, raw[:40].decode("utf-8", "replace")))
+        return None
+    return value if value >= 0 else None
+
+
+def device_sysfs_path(host: HostRoot, address: str) -> str:
+    """The function's place under /sys/devices.
+
+    The kernel's /sys/bus/pci/devices entries are symlinks like
+    ``../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0``: one readlink
+    gives the whole bridge path, where resolving it would stat every level.
+    """
+    link = host.readlink("%s/%s" % (PCI_DEVICES, address))
+    if link is not None and "/devices/" in link and ".." not in link.split("/devices/", 1)[1]:
+        return "/sys/devices/" + link.split("/devices/", 1)[1]
+    return host.realpath("%s/%s" % (PCI_DEVICES, address))
+
+
+def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
+    """Everything one function tells about itself, in the module's device format.
+
+    Keys starting with ``_`` are working data for the topology pass and are
+    removed before the result is returned.
+    """
+    base = "%s/%s" % (PCI_DEVICES, address)
+    real_path = device_sysfs_path(host, address)
+    chain = sysfs_path_chain(real_path) or [address]
+    config = read_config(host, address)
+    info = decode_config(config)
+    short = len(config) < LEGACY_SIZE
+    if len(config) < HEADER_SIZE:
+        identity_from_attributes(host, address, info)
+    group = host.readlink_name(base + "/iommu_group")
+    device: Dict[str, Any] = {
+        "address": address,
+        "vendor_id": info["vendor_id"],
+        "device_id": info["device_id"],
+        "class_id": info["class_id"],
+        "subsystem_vendor_id": info["subsystem_vendor_id"],
+        "subsystem_device_id": info["subsystem_device_id"],
+        "driver": host.readlink_name(base + "/driver"),
+        "iommu_group": int(group) if group is not None and group.isdigit() else None,
+        "numa_node": numa_node_of(host, address),
+        "parent": chain[-2] if len(chain) > 1 else None,
+        "path": chain,
+        "physfn": host.readlink_name(base + "/physfn") if short else None,
+        "role": device_role(info["vendor_id"], info["class_id"]),
+        "_bridge": info["header_type"] == "bridge",
+        "_root_complex": host_bridge_of(real_path),
+    }
+    for key in ("pcie", "acs", "ats", "pri", "pasid", "sriov", "ari", "resizable_bar"):
+        device[key] = info[key]
+    return device
+
+
+def virtual_function_addresses(pf: Dict[str, Any]) -> List[str]:
+    """Addresses of a PF's enabled VFs, from its SR-IOV capability (as the kernel computes them)."""
+    sriov = pf["sriov"]
+    if not sriov or not sriov["vf_enabled"] or not sriov["num_vfs"] or sriov["vf_offset"] is None:
+        return []
+    domain, bus, slot = pf["address"].split(":")
+    device, function = slot.split(".")
+    routing_id = (int(bus, 16) << 8) | (int(device, 16) << 3) | int(function)
+    addresses = []
+    for index in range(sriov["num_vfs"]):
+        vf_id = routing_id + sriov["vf_offset"] + index * (sriov["vf_stride"] or 0)
+        addresses.append("%s:%02x:%02x.%d" % (domain, (vf_id >> 8) & 0xFF, (vf_id >> 3) & 0x1F, vf_id & 7))
+    return addresses
+
+
+def link_virtual_functions(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> None:
+    """Set ``physfn`` of VFs and the IDs their config space hides.
+
+    A VF's Vendor and Device ID registers read 0xffff (PCIe SR-IOV); the
+    kernel takes them from the PF (vendor, SR-IOV VF Device ID).  Doing the
+    same from the PFs' capabilities costs no extra file reads.
+    """
+    by_address = {dev["address"]: dev for dev in devices}
+    for pf in devices:
+        for vf_address in virtual_function_addresses(pf):
+            vf = by_address.get(vf_address)
+            if vf is None:
+                continue
+            vf["physfn"] = pf["address"]
+            if vf["vendor_id"] in (None, "ffff"):
+                vf["vendor_id"], vf["device_id"] = pf["vendor_id"], pf["sriov"]["vf_device_id"]
+                vf["role"] = device_role(vf["vendor_id"], vf["class_id"])
+    for dev in devices:
+        if dev["vendor_id"] == "ffff":
+            dev["vendor_id"] = dev["device_id"] = None
+            identity_from_attributes(host, dev["address"], dev)
+            dev["physfn"] = host.readlink_name("%s/%s/physfn" % (PCI_DEVICES, dev["address"]))
+            dev["role"] = device_role(dev["vendor_id"], dev["class_id"])
+
+
+def read_functions(host: HostRoot) -> List[Dict[str, Any]]:
+    """Every PCI function of the host, sorted by address."""
+    devices = [read_function(host, address) for address in host.listdir(PCI_DEVICES)
+               if ADDRESS_RE.match(address)]
+    link_virtual_functions(host, devices)
+    return devices
+
+
+def group_verdict(members: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Can this group be handed to one guest as a whole, and is VFIO ready for it now?"""
+    reasons: List[str] = []
+    endpoints = [dev for dev in members if not dev["_bridge"]]
+    for dev in members:
+        what = HOST_ONLY_CLASSES.get((dev["class_id"] or "")[:4])
+        if what:
+            reasons.append("%s is a %s (driver %s) that the host needs; the group cannot be passed "
+                           "through: a BIOS/ACS setting or another slot is needed to split it"
+                           % (dev["address"], what, dev["driver"] or "none"))
+    if not endpoints:
+        reasons.append("the group holds only bridges: nothing to pass through")
+    not_on_vfio = [dev["address"] for dev in endpoints
+                   if dev["driver"] is not None and dev["driver"] not in VFIO_DRIVERS]
+    return {
+        "viable": not reasons,
+        "reasons": reasons,
+        "bound_to_vfio": bool(endpoints) and not not_on_vfio,
+        "not_bound_to_vfio": not_on_vfio,
+    }
+
+
+def build_groups(devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """IOMMU groups with their members and passthrough verdicts, by group id."""
+    members: Dict[int, List[Dict[str, Any]]] = {}
+    for dev in devices:
+        if dev["iommu_group"] is not None:
+            members.setdefault(dev["iommu_group"], []).append(dev)
+    groups = []
+    for gid in sorted(members):
+        group = {"id": gid, "devices": [dev["address"] for dev in members[gid]]}
+        group.update(group_verdict(members[gid]))
+        groups.append(group)
+    return groups
+
+
+def common_bridge(path_a: Sequence[str], path_b: Sequence[str]) -> Optional[str]:
+    """Deepest bridge both functions sit below (None when they share none)."""
+    shared = None
+    for left, right in zip(path_a[:-1], path_b[:-1]):
+        if left != right:
+            break
+        shared = left
+    return shared
+
+
+# nvidia-smi topo's link classes, closest first.
+LINK_ORDER = ("PIX", "PXB", "PHB", "NODE", "SYS")
+
+
+def pair_link(gpu: Dict[str, Any], nic: Dict[str, Any], bridge: Optional[str],
+              port_types: Dict[str, Optional[str]]) -> str:
+    """nvidia-smi style link class: PIX, PXB, PHB, NODE or SYS."""
+    if bridge is not None:
+        return "PXB" if port_types.get(bridge) == "root_port" else "PIX"
+    if gpu["_root_complex"] is not None and gpu["_root_complex"] == nic["_root_complex"]:
+        return "PHB"
+    if gpu["numa_node"] is not None and gpu["numa_node"] == nic["numa_node"]:
+        return "NODE"
+    return "SYS"
+
+
+def gpu_nic_affinity(devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Every GPU paired with every NIC physical function, closest first."""
+    gpus = [dev for dev in devices if dev["role"] == "gpu"]
+    nics = [dev for dev in devices if dev["role"] == "nic" and dev["physfn"] is None]
+    port_types = {dev["address"]: (dev["pcie"] or {}).get("port_type") for dev in devices}
+    pairs: List[Dict[str, Any]] = []
+    for gpu in gpus:
+        ranked = []
+        for nic in nics:
+            bridge = common_bridge(gpu["path"], nic["path"])
+            depth = gpu["path"].index(bridge) + 1 if bridge else 0
+            hops = len(gpu["path"]) + len(nic["path"]) - 2 * depth - 1 if bridge else None
+            ranked.append({
+                "gpu": gpu["address"],
+                "nic": nic["address"],
+                "common_bridge": bridge,
+                "bridges_between": hops,
+                "link": pair_link(gpu, nic, bridge, port_types),
+                "same_numa_node": gpu["numa_node"] is not None and gpu["numa_node"] == nic["numa_node"],
+            })
+        ranked.sort(key=lambda pair: (LINK_ORDER.index(pair["link"]), pair["bridges_between"] or 0, pair["nic"]))
+        pairs.extend(ranked)
+    return pairs
+
+
+def closest_nics(pairs: Sequence[Dict[str, Any]], gpu: str) -> List[str]:
+    """The NICs that share the deepest bridge (or NUMA node) with a GPU."""
+    mine = [pair for pair in pairs if pair["gpu"] == gpu]
+    if not mine:
+        return []
+    best = (mine[0]["link"], mine[0]["bridges_between"])
+    return [pair["nic"] for pair in mine if (pair["link"], pair["bridges_between"]) == best]
+
+
+def read_topology(host: HostRoot) -> Dict[str, Any]:
+    """Functions, IOMMU groups and GPU-NIC affinity of the host below ``host.root``."""
+    devices = read_functions(host)
+    groups = build_groups(devices)
+    pairs = gpu_nic_affinity(devices)
+    for dev in devices:
+        if dev["role"] == "gpu":
+            dev["closest_nics"] = closest_nics(pairs, dev["address"])
+        del dev["_bridge"], dev["_root_complex"]
+    return {"devices": devices, "iommu_groups": groups, "gpu_nic_affinity": pairs}
+
+
+def matches(dev: Dict[str, Any], roles: Sequence[str], addresses: Sequence[str],
+            ids: Sequence[str]) -> bool:
+    """Does a device pass the module's filters (each empty filter passes all)?"""
+    if roles and dev["role"] not in roles:
+        return False
+    if addresses and dev["address"] not in addresses:
+        return False
+    if ids:
+        vendor_device = "%s:%s" % (dev["vendor_id"], dev["device_id"])
+        if not any(vendor_device == want or (want.endswith(":*") and dev["vendor_id"] == want[:-2])
+                   for want in ids):
+            return False
+    return True
+
+
+def filter_topology(topology: Dict[str, Any], roles: Sequence[str], addresses: Sequence[str],
+                    ids: Sequence[str]) -> Dict[str, Any]:
+    """Keep the selected devices, the groups they are in and the pairs they are part of."""
+    if not (roles or addresses or ids):
+        return topology
+    wanted = [dev for dev in topology["devices"] if matches(dev, roles, addresses, ids)]
+    chosen = {dev["address"] for dev in wanted}
+    group_ids = {dev["iommu_group"] for dev in wanted}
+    return {
+        "devices": wanted,
+        "iommu_groups": [group for group in topology["iommu_groups"] if group["id"] in group_ids],
+        "gpu_nic_affinity": [pair for pair in topology["gpu_nic_affinity"]
+                             if pair["gpu"] in chosen or pair["nic"] in chosen],
+    }

@@ -1,0 +1,132 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read sysfs, procfs, /etc and /dev below a root prefix.
+
+Every module of this collection takes a ``root`` option so that it can run
+against the live host (``/``) or against a captured or synthetic tree (tests,
+offline replay of a capture).  All file access goes through :class:`HostRoot`,
+which maps absolute host paths such as ``/sys/bus/pci/devices`` below that
+root and turns the usual sysfs failure modes (missing attribute, permission
+denied, garbage content) into ``None`` plus a warning instead of a crash.
+
+Standard library only: this runs on target hosts with Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+
+class HostRootError(Exception):
+    """The root prefix cannot be used at all (missing, not a directory)."""
+
+
+class HostRoot:
+    """Access to a host's files below ``root`` (``/`` for the live host)."""
+
+    def __init__(self, root: str = "/") -> None:
+        if not root:
+            root = "/"
+        if not os.path.isdir(root):
+            raise HostRootError(
+                "root %r does not exist or is not a directory; pass the host's "
+                "root ('/') or the top of a captured tree that contains sys/ and proc/" % root
+            )
+        self.root = os.path.abspath(root)
+        self.prefix = "" if self.root == "/" else self.root
+        self.warnings: List[str] = []
+
+    def path(self, host_path: str) -> str:
+        """Map an absolute host path (``/sys/...``) below the root (plain concatenation: it runs per attribute)."""
+        return self.prefix + host_path
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def exists(self, host_path: str) -> bool:
+        return os.path.exists(self.path(host_path))
+
+    def read_bytes(self, host_path: str, limit: int = 1 << 20) -> Optional[bytes]:
+        """File content (at most ``limit`` bytes); ``None`` when missing or unreadable.
+
+        Raw ``os.read`` calls: sysfs attributes are read by the thousand, and
+        Python file objects cost more than the read itself.
+        """
+        try:
+            fd = os.open(self.path(host_path), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            self.warn("cannot read %s: %s" % (host_path, error.strerror or error))
+            return None
+        try:
+            chunks = []
+            size = 0
+            while size < limit:
+                chunk = os.read(fd, min(65536, limit - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+        except OSError as error:
+            self.warn("cannot read %s: %s" % (host_path, error.strerror or error))
+            return None
+        finally:
+            os.close(fd)
+
+    def read_text(self, host_path: str) -> Optional[str]:
+        """File content stripped of surrounding whitespace; ``None`` when unreadable."""
+        data = self.read_bytes(host_path)
+        if data is None:
+            return None
+        return data.decode("utf-8", "replace").strip()
+
+    def read_int(self, host_path: str, base: int = 10) -> Optional[int]:
+        """Integer content (``base`` 0 accepts 0x prefixes); warns on garbage."""
+        text = self.read_text(host_path)
+        if text is None or text == "":
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            self.warn("%s holds %r, not an integer; ignored" % (host_path, text[:40]))
+            return None
+
+    def listdir(self, host_path: str) -> List[str]:
+        """Sorted entries of a directory; empty when it is missing or unreadable."""
+        try:
+            return sorted(os.listdir(self.path(host_path)))
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            self.warn("cannot list %s: %s" % (host_path, error.strerror or error))
+            return []
+
+    def readlink_name(self, host_path: str) -> Optional[str]:
+        """Last component of a symlink's target (a driver's or group's name)."""
+        try:
+            return os.path.basename(os.readlink(self.path(host_path)))
+        except OSError:
+            return None
+
+    def readlink(self, host_path: str) -> Optional[str]:
+        """Target of a symlink as written (no resolution), ``None`` when it is not one."""
+        try:
+            return os.readlink(self.path(host_path))
+        except OSError:
+            return None
+
+    def realpath(self, host_path: str) -> str:
+        """Resolved host path (``/sys/devices/...``) of ``host_path`` below the root."""
+        resolved = os.path.realpath(self.path(host_path))
+        if self.root == "/":
+            return resolved
+        root_real = os.path.realpath(self.root)
+        if resolved == root_real:
+            return "/"
+        if resolved.startswith(root_real + os.sep):
+            return resolved[len(root_real):]
+        return resolved

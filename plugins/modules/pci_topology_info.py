@@ -1,0 +1,407 @@
+#!/usr/bin/python
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pci_topology_info
+short_description: Read a host's PCI topology, IOMMU groups and PCIe capabilities
+version_added: "0.1.0"
+description:
+  - Reads every PCI function of the host once, straight from sysfs, and returns it as data
+    that later roles plan from.
+  - For each function it reports identity, driver, IOMMU group, NUMA node, its bridge path from
+    the root port down (from the function's real sysfs path), a role (C(gpu), C(nvswitch),
+    C(nic), C(bridge), C(storage), C(other)), and capabilities decoded from configuration space
+    (PCIe port type and link, ACS, ATS, PRI, PASID, SR-IOV, ARI, Resizable BAR).
+  - ACS of Intel Sunrise Point-H and Union Point PCH root ports is decoded with the 32-bit
+    register layout the Linux kernel uses for them (control at +8), which C(lspci) does not apply.
+  - Judges each IOMMU group for passthrough, and pairs every GPU with the NICs closest to it
+    (deepest common bridge, then NUMA node), in the link classes of C(nvidia-smi topo -m).
+  - Read-only. Reading configuration space beyond 64 bytes needs root; without it the module
+    returns what it could read and warns per function.
+extends_documentation_fragment:
+  - confidential_gpu.host.info_module
+author:
+  - confidential_gpu.host maintainers (@confidential-gpu)
+options:
+  roles:
+    description:
+      - Return only functions of these roles (and their groups). All roles when empty.
+    type: list
+    elements: str
+    choices: [gpu, nvswitch, nic, bridge, storage, other]
+    default: []
+  addresses:
+    description:
+      - Return only these functions, as C(DDDD:BB:DD.F) or C(BB:DD.F) (domain 0000).
+    type: list
+    elements: str
+    default: []
+  pci_ids:
+    description:
+      - Return only functions with these C(vendor:device) IDs in hex, like C(10de:2330);
+        C(10de:*) selects every device of a vendor.
+    type: list
+    elements: str
+    default: []
+attributes:
+  action_group:
+    support: full
+    membership:
+      - confidential_gpu.host.facts
+    description: Use C(group/confidential_gpu.host.facts) in C(module_defaults) to set defaults for this module.
+notes:
+  - Filters select what is returned; the topology (paths, groups, affinity) is always computed
+    over the whole host.
+  - C(viable) in a group means the group can be given to one guest as a whole once its endpoints
+    are on vfio-pci; C(bound_to_vfio) means VFIO would accept it now.
+seealso:
+  - module: confidential_gpu.host.cc_host_info
+"""
+
+EXAMPLES = r"""
+- name: Read the whole PCI topology
+  confidential_gpu.host.pci_topology_info:
+  register: topology
+
+- name: Show every GPU with its IOMMU group, NUMA node and closest NICs
+  ansible.builtin.debug:
+    msg: "{{ item.address }} group {{ item.iommu_group }} node {{ item.numa_node }} nics {{ item.closest_nics }}"
+  loop: "{{ topology.devices | selectattr('role', 'equalto', 'gpu') }}"
+
+- name: Only NVIDIA H100 SXM5 GPUs and NVSwitches
+  confidential_gpu.host.pci_topology_info:
+    pci_ids: ["10de:2330"]
+    roles: [gpu, nvswitch]
+  register: hgx
+
+- name: Fail when a GPU's IOMMU group cannot be passed through
+  ansible.builtin.assert:
+    that: topology.iommu_groups | selectattr('viable', 'equalto', false) | length == 0
+    fail_msg: "{{ topology.iommu_groups | rejectattr('viable') | map(attribute='reasons') | flatten }}"
+
+- name: Read a captured host offline
+  confidential_gpu.host.pci_topology_info:
+    root: /srv/captures/gpu-node-17
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+devices:
+  description: The selected PCI functions, sorted by address.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    address:
+      description: Domain, bus, device and function, lower case.
+      type: str
+      sample: "0000:3b:00.0"
+    vendor_id:
+      description: Vendor ID, four lower-case hex digits without C(0x).
+      type: str
+      sample: "10de"
+    device_id:
+      description: Device ID, four lower-case hex digits.
+      type: str
+      sample: "2330"
+    class_id:
+      description: Class code (base class, subclass, programming interface), six hex digits.
+      type: str
+      sample: "030200"
+    subsystem_vendor_id:
+      description: Subsystem vendor ID (from the header, or the bridge's SSVID capability); null when unknown.
+      type: str
+      sample: "10de"
+    subsystem_device_id:
+      description: Subsystem device ID; null when unknown.
+      type: str
+      sample: "16c1"
+    driver:
+      description: Name of the bound driver, null when none.
+      type: str
+      sample: vfio-pci
+    iommu_group:
+      description: IOMMU group number, null when the IOMMU is off.
+      type: int
+      sample: 42
+    numa_node:
+      description: NUMA node of the function, null when the platform does not say.
+      type: int
+      sample: 0
+    parent:
+      description: Address of the bridge directly above, null for functions on a root bus.
+      type: str
+      sample: "0000:3a:00.0"
+    path:
+      description: Addresses from the root port (or root bus function) down to this function, itself last.
+      type: list
+      elements: str
+      sample: ["0000:00:01.1", "0000:01:00.0", "0000:02:00.0", "0000:03:00.0"]
+    physfn:
+      description: For an SR-IOV virtual function, the address of its physical function; null otherwise.
+      type: str
+      sample: "0000:41:00.0"
+    role:
+      description: C(gpu) (NVIDIA class 0300/0302), C(nvswitch) (NVIDIA class 0680), C(nic) (class 02),
+        C(bridge) (class 06), C(storage) (class 01) or C(other).
+      type: str
+      sample: gpu
+    closest_nics:
+      description: For GPUs, the NIC physical functions that are closest (see RV(gpu_nic_affinity)).
+      type: list
+      elements: str
+      returned: for GPUs
+      sample: ["0000:3c:00.0"]
+    pcie:
+      description: PCI Express capability; null for conventional PCI functions.
+      type: dict
+      contains:
+        port_type:
+          description: C(endpoint), C(legacy_endpoint), C(root_port), C(upstream_port), C(downstream_port),
+            C(pcie_to_pci_bridge), C(pci_to_pcie_bridge), C(rc_integrated_endpoint) or C(rc_event_collector).
+          type: str
+          sample: endpoint
+        link_speed_gts:
+          description: Negotiated link speed in GT/s; null when there is no link register.
+          type: float
+          sample: 32.0
+        link_width:
+          description: Negotiated link width (lanes).
+          type: int
+          sample: 16
+        max_link_speed_gts:
+          description: Highest speed the link supports, GT/s.
+          type: float
+          sample: 32.0
+        max_link_width:
+          description: Widest link the port supports.
+          type: int
+          sample: 16
+    acs:
+      description: Access Control Services; null when absent.
+      type: dict
+      contains:
+        capability:
+          description: ACS capability register.
+          type: int
+          sample: 95
+        control:
+          description: ACS control register.
+          type: int
+          sample: 29
+        register_layout:
+          description: C(standard), or C(intel_pch_dword) for Intel PCH root ports with 32-bit ACS registers.
+          type: str
+        capabilities:
+          description: Decoded capability flags C(source_validation), C(translation_blocking), C(request_redirect),
+            C(completion_redirect), C(upstream_forwarding), C(egress_control), C(direct_translated_p2p).
+          type: dict
+        enabled:
+          description: The same flags decoded from the control register.
+          type: dict
+        egress_control_vector_size:
+          description: Size of the egress control vector.
+          type: int
+    ats:
+      description: Address Translation Services; null when absent.
+      type: dict
+      contains:
+        enabled:
+          description: ATS enabled.
+          type: bool
+        invalidate_queue_depth:
+          description: Invalidate queue depth (0 means 32).
+          type: int
+        page_aligned_request:
+          description: Page aligned request supported.
+          type: bool
+        global_invalidate:
+          description: Global invalidate supported.
+          type: bool
+        smallest_translation_unit:
+          description: Smallest translation unit field of ATS control.
+          type: int
+    pri:
+      description: Page Request Interface; null when absent. Keys C(enabled), C(response_failure),
+        C(unexpected_response), C(stopped), C(prg_response_pasid_required), C(outstanding_capacity),
+        C(outstanding_allocation).
+      type: dict
+    pasid:
+      description: Process Address Space ID; null when absent. Keys C(enabled), C(max_width),
+        C(execute_supported), C(privileged_supported), C(execute_enabled), C(privileged_enabled).
+      type: dict
+    sriov:
+      description: Single Root I/O Virtualization; null when absent.
+      type: dict
+      contains:
+        initial_vfs:
+          description: InitialVFs.
+          type: int
+        total_vfs:
+          description: TotalVFs, the most VFs the function offers.
+          type: int
+          sample: 16
+        num_vfs:
+          description: NumVFs, the VFs currently configured.
+          type: int
+        vf_offset:
+          description: Routing ID offset of the first VF.
+          type: int
+        vf_stride:
+          description: Routing ID stride between VFs.
+          type: int
+        vf_device_id:
+          description: Device ID of the VFs, four hex digits.
+          type: str
+          sample: "101e"
+        vf_enabled:
+          description: VF Enable is set.
+          type: bool
+        vf_memory_space_enabled:
+          description: VF MSE is set.
+          type: bool
+        ari_capable_hierarchy:
+          description: ARI Capable Hierarchy is set.
+          type: bool
+    ari:
+      description: Alternative Routing-ID Interpretation; null when absent. Keys C(next_function),
+        C(mfvc_function_groups), C(acs_function_groups).
+      type: dict
+    resizable_bar:
+      description: Resizable BARs; null when absent. Each has C(bar), C(size_bytes), C(supported_sizes_bytes).
+      type: list
+      elements: dict
+iommu_groups:
+  description: IOMMU groups that hold a selected function, sorted by id.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Group number (C(/sys/kernel/iommu_groups/<id>)).
+      type: int
+    devices:
+      description: Addresses of every function in the group.
+      type: list
+      elements: str
+    viable:
+      description: The group can be passed to one guest as a whole once its endpoints are bound to vfio-pci.
+      type: bool
+    reasons:
+      description: Why the group is not viable, one sentence per blocking function; empty when viable.
+      type: list
+      elements: str
+    bound_to_vfio:
+      description: Every endpoint is on vfio-pci or pci-stub, or has no driver; VFIO would accept the group now.
+      type: bool
+    not_bound_to_vfio:
+      description: Endpoints bound to another driver.
+      type: list
+      elements: str
+gpu_nic_affinity:
+  description: Every GPU paired with every NIC physical function, each GPU's closest NIC first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    gpu:
+      description: GPU address.
+      type: str
+    nic:
+      description: NIC physical function address.
+      type: str
+    common_bridge:
+      description: Deepest bridge above both, null when they share none.
+      type: str
+    bridges_between:
+      description: Bridges a transfer between the two crosses, null without a common bridge.
+      type: int
+    link:
+      description: C(PIX) (same switch), C(PXB) (same root port, several bridges), C(PHB) (same host bridge),
+        C(NODE) (same NUMA node), C(SYS) (across NUMA nodes), as in C(nvidia-smi topo -m).
+      type: str
+    same_numa_node:
+      description: Both report the same NUMA node.
+      type: bool
+summary:
+  description: Counts over the selected functions; C(groups_not_viable) counts groups that hold a function
+    other than a bridge (host, ISA or PCI bridge) and cannot be passed through.
+  returned: always
+  type: dict
+  sample: {"functions": 53, "gpus": 8, "nvswitches": 4, "nics": 10, "iommu_groups": 40, "groups_not_viable": 1}
+"""
+
+import re
+from typing import Any, Dict, List
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    ROLES,
+    filter_topology,
+    normalize_address,
+    read_topology,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
+
+ADDRESS_INPUT_RE = re.compile(r"^([0-9a-f]{4,}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
+
+
+def invalid_filters(addresses: List[str], pci_ids: List[str]) -> List[str]:
+    problems = ["address %r is not DDDD:BB:DD.F or BB:DD.F (hex, like 0000:3b:00.0)" % value
+                for value in addresses if not ADDRESS_INPUT_RE.match(value.strip().lower())]
+    problems += ["pci_id %r is not vendor:device in hex (like 10de:2330 or 10de:*)" % value
+                 for value in pci_ids if not PCI_ID_RE.match(value.strip().lower())]
+    return problems
+
+
+def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
+    roles = [dev["role"] for dev in topology["devices"]]
+    role_of = {dev["address"]: dev["role"] for dev in topology["devices"]}
+    return {
+        "functions": len(roles),
+        "gpus": roles.count("gpu"),
+        "nvswitches": roles.count("nvswitch"),
+        "nics": roles.count("nic"),
+        "iommu_groups": len(topology["iommu_groups"]),
+        "groups_not_viable": sum(1 for group in topology["iommu_groups"] if not group["viable"] and any(
+            role_of.get(address, "other") != "bridge" for address in group["devices"])),
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", default="/"),
+            roles=dict(type="list", elements="str", choices=list(ROLES), default=[]),
+            addresses=dict(type="list", elements="str", default=[]),
+            pci_ids=dict(type="list", elements="str", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    problems = invalid_filters(params["addresses"], params["pci_ids"])
+    if problems:
+        module.fail_json(msg="invalid filter: " + "; ".join(problems))
+    try:
+        host = HostRoot(params["root"])
+    except HostRootError as error:
+        module.fail_json(msg=str(error))
+    topology = filter_topology(
+        read_topology(host),
+        params["roles"],
+        [normalize_address(value) for value in params["addresses"]],
+        [value.strip().lower() for value in params["pci_ids"]],
+    )
+    for warning in host.warnings:
+        module.warn(warning)
+    module.exit_json(changed=False, summary=summarize(topology), **topology)
+
+
+if __name__ == "__main__":
+    main()

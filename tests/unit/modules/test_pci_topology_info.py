@@ -1,0 +1,102 @@
+"""pci_topology_info run as a module process: real host, fake trees, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from fake_sysfs import ConfigBuilder, FakeFunction, ServerShape, build_tree, gpu_server  # noqa: E402
+from lspci_oracle import parse_lspci, run_lspci  # noqa: E402
+from test_lspci_oracle import mismatches  # noqa: E402
+
+MODULE = "pci_topology_info"
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/bus/pci/devices"), reason="this machine has no PCI sysfs")
+@pytest.mark.skipif(shutil.which("lspci") is None, reason="lspci missing: run ./scripts/setup")
+def test_real_host_agrees_with_lspci(run_module) -> None:
+    result = run_module(MODULE, {})
+    assert result["rc"] == 0 and result["changed"] is False, result
+    assert result["summary"]["functions"] == len(os.listdir("/sys/bus/pci/devices"))
+    ours = {dev["address"]: dev for dev in result["devices"]}
+    assert mismatches(ours, parse_lspci(run_lspci())) == []
+    for dev in result["devices"]:
+        real = os.path.realpath("/sys/bus/pci/devices/" + dev["address"])
+        assert real.endswith("/".join(dev["path"]))
+
+
+def test_check_mode_reports_the_same(run_module, tmp_path: Path) -> None:
+    build_tree(tmp_path / "host", gpu_server(ServerShape(gpus=2, sockets=1)))
+    normal = run_module(MODULE, {"root": str(tmp_path / "host")})
+    checked = run_module(MODULE, {"root": str(tmp_path / "host"), "_ansible_check_mode": True})
+    assert normal["rc"] == checked["rc"] == 0
+    assert normal["devices"] == checked["devices"] and checked["changed"] is False
+    assert normal["summary"] == {"functions": 13, "gpus": 2, "nvswitches": 0, "nics": 2, "iommu_groups": 13,
+                                 "groups_not_viable": 0}
+
+
+def test_filters(run_module, tmp_path: Path) -> None:
+    build_tree(tmp_path / "host", gpu_server(ServerShape(gpus=2, nvswitches=1, sockets=1)))
+    result = run_module(MODULE, {"root": str(tmp_path / "host"), "roles": ["gpu"], "pci_ids": ["10de:2330"],
+                                 "addresses": ["00:00.0", "0000:03:00.0", "0000:07:00.0"]})
+    assert [dev["address"] for dev in result["devices"]] == ["0000:03:00.0", "0000:07:00.0"]
+    assert [group["id"] for group in result["iommu_groups"]] == [dev["iommu_group"] for dev in result["devices"]]
+
+
+def test_missing_root_fails_clearly(run_module, tmp_path: Path) -> None:
+    result = run_module(MODULE, {"root": str(tmp_path / "nowhere")})
+    assert result["rc"] != 0 and result["failed"] is True
+    assert str(tmp_path / "nowhere") in result["msg"] and "root" in result["msg"]
+
+
+@pytest.mark.parametrize("args, named", [
+    ({"addresses": ["3b:00"]}, "3b:00"),
+    ({"pci_ids": ["10de"]}, "10de"),
+    ({"pci_ids": ["nvidia:*"]}, "nvidia:*"),
+])
+def test_bad_filters_fail_and_name_the_value(run_module, tmp_path: Path, args, named: str) -> None:
+    result = run_module(MODULE, dict(args, root=str(tmp_path)))
+    assert result["rc"] != 0 and named in result["msg"]
+
+
+def test_bad_role_is_refused(run_module, tmp_path: Path) -> None:
+    result = run_module(MODULE, {"root": str(tmp_path), "roles": ["fpga"]})
+    assert result["rc"] != 0 and "fpga" in result["msg"]
+
+
+def test_short_and_unreadable_config_give_partial_data_and_warnings(run_module, tmp_path: Path) -> None:
+    gpu = ConfigBuilder(0x10DE, 0x2330, 0x030200).express("endpoint", 32.0, 16)
+    short = FakeFunction("0000:01:00.0", gpu.bytes(64), iommu_group=1)
+    broken = FakeFunction("0000:02:00.0", gpu.bytes(), iommu_group=2)
+    root = build_tree(tmp_path / "host", [short, broken])
+    config = root / "sys/bus/pci/devices/0000:02:00.0/config"
+    config.unlink()
+    config.mkdir()  # reading it fails even for root
+    (root / "sys/bus/pci/devices/0000:02:00.0/class").write_text("banana\n")
+    result = run_module(MODULE, {"root": str(root)})
+    assert result["rc"] == 0, result
+    devices = {dev["address"]: dev for dev in result["devices"]}
+    assert devices["0000:01:00.0"]["role"] == "gpu" and devices["0000:01:00.0"]["pcie"] is None
+    assert devices["0000:02:00.0"]["vendor_id"] == "10de" and devices["0000:02:00.0"]["class_id"] is None
+    warnings = "\n".join(result["warnings"])
+    assert "0000:01:00.0: config space readable only up to 64 of at least 256 bytes" in warnings
+    assert "0000:02:00.0: cannot read" in warnings
+    assert "0000:02:00.0" in warnings and "banana" in warnings
+
+
+def test_garbage_numa_node_warns_for_that_device(run_module, tmp_path: Path) -> None:
+    nic = ConfigBuilder(0x15B3, 0x1021, 0x020000).express("endpoint", 32.0, 16)
+    root = build_tree(tmp_path / "host", [FakeFunction("0000:41:00.0", nic.bytes(), numa_node="zero"),
+                                          FakeFunction("0000:42:00.0", nic.bytes(), numa_node="1")])
+    result = run_module(MODULE, {"root": str(root)})
+    assert result["rc"] == 0
+    assert [dev["numa_node"] for dev in result["devices"]] == [None, 1]
+    assert any("0000:41:00.0: " in warning and "numa_node" in warning and "zero" in warning
+               for warning in result["warnings"])
