@@ -293,29 +293,45 @@ def decode_rebar(cfg: ConfigSpace, offset: int) -> Optional[List[Dict[str, Any]]
 
 
 def identity(cfg: ConfigSpace) -> Dict[str, Any]:
-    """Vendor, device, class, revision, header type, subsystem IDs from the header."""
+    """Vendor, device, class, header type, subsystem IDs from the header (fast path for a full header)."""
+    data = cfg.data
+    if cfg.size < HEADER_SIZE:
+        return short_identity(cfg)
+    vendor, device = struct.unpack_from("<HH", data, 0)
+    header = data[0x0E]
+    header_type = header & 0x7F
+    info: Dict[str, Any] = {
+        "vendor_id": "%04x" % vendor,
+        "device_id": "%04x" % device,
+        "class_id": data[0x09:0x0C][::-1].hex(),
+        "header_type": HEADER_TYPES.get(header_type, "unknown"),
+        "multifunction": bool(header & 0x80),
+        "subsystem_vendor_id": None,
+        "subsystem_device_id": None,
+    }
+    if header_type in (0, 2):
+        sub_vendor, sub_device = struct.unpack_from("<HH", data, 0x2C if header_type == 0 else 0x40) \
+            if cfg.has(0x40 if header_type == 2 else 0x2C, 4) else (None, None)
+        info["subsystem_vendor_id"], info["subsystem_device_id"] = hex4(sub_vendor), hex4(sub_device)
+    elif header_type == 1:
+        info["secondary_bus"] = data[0x19]
+        info["subordinate_bus"] = data[0x1A]
+    return info
+
+
+def short_identity(cfg: ConfigSpace) -> Dict[str, Any]:
+    """What a header shorter than 64 bytes still tells (each field null when cut off)."""
     class_bytes = cfg.data[0x09:0x0C] if cfg.has(0x09, 3) else None
     header = cfg.u8(0x0E)
-    header_type = None if header is None else header & 0x7F
-    info: Dict[str, Any] = {
+    return {
         "vendor_id": hex4(cfg.u16(0x00)),
         "device_id": hex4(cfg.u16(0x02)),
-        "class_id": None if class_bytes is None else "%02x%02x%02x" % (class_bytes[2], class_bytes[1], class_bytes[0]),
-        "header_type": HEADER_TYPES.get(header_type, None if header_type is None else "unknown"),
+        "class_id": None if class_bytes is None else class_bytes[::-1].hex(),
+        "header_type": None if header is None else HEADER_TYPES.get(header & 0x7F, "unknown"),
         "multifunction": None if header is None else bool(header & 0x80),
         "subsystem_vendor_id": None,
         "subsystem_device_id": None,
     }
-    if header_type == 0:
-        info["subsystem_vendor_id"] = hex4(cfg.u16(0x2C))
-        info["subsystem_device_id"] = hex4(cfg.u16(0x2E))
-    elif header_type == 2:
-        info["subsystem_vendor_id"] = hex4(cfg.u16(0x40))
-        info["subsystem_device_id"] = hex4(cfg.u16(0x42))
-    if header_type == 1:
-        info["secondary_bus"] = cfg.u8(0x19)
-        info["subordinate_bus"] = cfg.u8(0x1A)
-    return info
 
 
 EXTENDED_DECODERS = (

@@ -67,7 +67,7 @@ def normalize_address(address: str) -> str:
 
 def sysfs_path_chain(real_path: str) -> List[str]:
     """PCI addresses in a device's resolved sysfs path, root port first."""
-    return [part for part in real_path.split("/") if ADDRESS_RE.match(part)]
+    return [part for part in real_path.split("/") if len(part) >= 12 and part[-2] == "." and ADDRESS_RE.match(part)]
 
 
 def host_bridge_of(real_path: str) -> Optional[str]:
@@ -156,13 +156,22 @@ def device_sysfs_path(host: HostRoot, address: str) -> str:
     return host.realpath("%s/%s" % (PCI_DEVICES, address))
 
 
+def link_name(path: str) -> Optional[str]:
+    """Last component of a symlink's target (a driver's or group's name), None when absent."""
+    try:
+        return os.readlink(path).rsplit("/", 1)[-1]
+    except OSError:
+        return None
+
+
 def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
     """Everything one function tells about itself, in the module's device format.
 
     Keys starting with ``_`` are working data for the topology pass and are
-    removed before the result is returned.
+    removed before the result is returned.  This runs once per function, so
+    it reads with plain ``os`` calls on precomputed paths.
     """
-    base = "%s/%s" % (PCI_DEVICES, address)
+    base = host.path("%s/%s" % (PCI_DEVICES, address))
     real_path = device_sysfs_path(host, address)
     chain = sysfs_path_chain(real_path) or [address]
     config = read_config(host, address)
@@ -170,7 +179,7 @@ def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
     short = len(config) < LEGACY_SIZE
     if len(config) < HEADER_SIZE:
         identity_from_attributes(host, address, info)
-    group = host.readlink_name(base + "/iommu_group")
+    group = link_name(base + "/iommu_group")
     device: Dict[str, Any] = {
         "address": address,
         "vendor_id": info["vendor_id"],
@@ -178,18 +187,24 @@ def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
         "class_id": info["class_id"],
         "subsystem_vendor_id": info["subsystem_vendor_id"],
         "subsystem_device_id": info["subsystem_device_id"],
-        "driver": host.readlink_name(base + "/driver"),
+        "driver": link_name(base + "/driver"),
         "iommu_group": int(group) if group is not None and group.isdigit() else None,
         "numa_node": numa_node_of(host, address),
         "parent": chain[-2] if len(chain) > 1 else None,
         "path": chain,
-        "physfn": host.readlink_name(base + "/physfn") if short else None,
+        "physfn": link_name(base + "/physfn") if short else None,
         "role": device_role(info["vendor_id"], info["class_id"]),
+        "pcie": info["pcie"],
+        "acs": info["acs"],
+        "ats": info["ats"],
+        "pri": info["pri"],
+        "pasid": info["pasid"],
+        "sriov": info["sriov"],
+        "ari": info["ari"],
+        "resizable_bar": info["resizable_bar"],
         "_bridge": info["header_type"] == "bridge",
         "_root_complex": host_bridge_of(real_path),
     }
-    for key in ("pcie", "acs", "ats", "pri", "pasid", "sriov", "ari", "resizable_bar"):
-        device[key] = info[key]
     return device
 
 
@@ -229,7 +244,7 @@ def link_virtual_functions(host: HostRoot, devices: Sequence[Dict[str, Any]]) ->
         if dev["vendor_id"] == "ffff":
             dev["vendor_id"] = dev["device_id"] = None
             identity_from_attributes(host, dev["address"], dev)
-            dev["physfn"] = host.readlink_name("%s/%s/physfn" % (PCI_DEVICES, dev["address"]))
+            dev["physfn"] = link_name(host.path("%s/%s/physfn" % (PCI_DEVICES, dev["address"])))
             dev["role"] = device_role(dev["vendor_id"], dev["class_id"])
 
 
@@ -247,20 +262,16 @@ def group_verdict(members: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     endpoints = [dev for dev in members if not dev["_bridge"]]
     for dev in members:
         what = HOST_ONLY_CLASSES.get((dev["class_id"] or "")[:4])
-        if what:
-            reasons.append("%s is a %s (driver %s) that the host needs; the group cannot be passed "
-                           "through: a BIOS/ACS setting or another slot is needed to split it"
-                           % (dev["address"], what, dev["driver"] or "none"))
+        if what and len(members) == 1:
+            reasons.append("%s is a %s: it stays with the host" % (dev["address"], what))
+        elif what:
+            reasons.append("%s is a %s (driver %s) that the host needs, so its group cannot be passed "
+                           "through; splitting the group needs ACS on the bridges above (BIOS setting) "
+                           "or the devices in another slot" % (dev["address"], what, dev["driver"] or "none"))
     if not endpoints:
         reasons.append("the group holds only bridges: nothing to pass through")
-    not_on_vfio = [dev["address"] for dev in endpoints
-                   if dev["driver"] is not None and dev["driver"] not in VFIO_DRIVERS]
-    return {
-        "viable": not reasons,
-        "reasons": reasons,
-        "bound_to_vfio": bool(endpoints) and not not_on_vfio,
-        "not_bound_to_vfio": not_on_vfio,
-    }
+    on_vfio = all(dev["driver"] is None or dev["driver"] in VFIO_DRIVERS for dev in endpoints)
+    return {"viable": not reasons, "reasons": reasons, "bound_to_vfio": bool(endpoints) and on_vfio}
 
 
 def build_groups(devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -297,11 +297,8 @@ iommu_groups:
       elements: str
     bound_to_vfio:
       description: Every endpoint is on vfio-pci or pci-stub, or has no driver; VFIO would accept the group now.
+        The devices' C(driver) says which endpoints still need binding.
       type: bool
-    not_bound_to_vfio:
-      description: Endpoints bound to another driver.
-      type: list
-      elements: str
 gpu_nic_affinity:
   description: Every GPU paired with every NIC physical function, each GPU's closest NIC first.
   returned: always

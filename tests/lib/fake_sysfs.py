@@ -378,3 +378,32 @@ def gpu_server(shape: ServerShape) -> List[FakeFunction]:
     for number, function in enumerate(functions):
         function.iommu_group = number
     return functions
+
+
+def lab_like_host() -> List[FakeFunction]:
+    """The lab VM's shape in small: ICH9 chipset group, display + HDA in one group, a switch without ACS."""
+    def endpoint(address: str, vendor: int, device: int, class_code: int, driver: str, group: int,
+                 multifunction: bool = False) -> FakeFunction:
+        config = ConfigBuilder(vendor, device, class_code, multifunction=multifunction).express("endpoint", 2.5, 1)
+        return FakeFunction(address, config.bytes(), driver=driver, iommu_group=group)
+
+    ich9 = [
+        FakeFunction("0000:00:1f.0", ConfigBuilder(0x8086, 0x2918, 0x060100, multifunction=True).bytes(),
+                     driver="lpc_ich", iommu_group=1),
+        FakeFunction("0000:00:1f.2", ConfigBuilder(0x8086, 0x2922, 0x010601).bytes(), driver="ahci", iommu_group=1),
+        FakeFunction("0000:00:1f.3", ConfigBuilder(0x8086, 0x2930, 0x0C0500).bytes(), driver="i801_smbus",
+                     iommu_group=1),
+    ]
+    root_port = bridge_function("0000:00:10.0", 0x1B36, 0x000C, "root_port", 1, 1)
+    root_port.iommu_group = 2
+    display = endpoint("0000:01:00.0", 0x1234, 0x1111, 0x030000, "bochs-drm", 3, multifunction=True)
+    audio = endpoint("0000:01:00.1", 0x8086, 0x293E, 0x040300, "snd_hda_intel", 3)
+    switch_rp = bridge_function("0000:00:10.1", 0x1B36, 0x000C, "root_port", 2, 4)
+    upstream = bridge_function("0000:02:00.0", 0x104C, 0x8232, "upstream_port", 3, 4, acs=False)
+    downstream = bridge_function("0000:03:00.0", 0x104C, 0x8233, "downstream_port", 4, 4, acs=False)
+    behind = endpoint("0000:04:00.0", 0x1234, 0x11E8, 0x00FF00, "", 6)
+    behind.driver = None
+    switch_rp.iommu_group, upstream.iommu_group, downstream.iommu_group = 4, 5, 6
+    lonely = bridge_function("0000:00:10.2", 0x1B36, 0x000C, "root_port", 5, 5)
+    lonely.iommu_group = 7
+    return ich9 + [root_port, display, audio, switch_rp, upstream, downstream, behind, lonely]
