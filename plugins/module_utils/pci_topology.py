@@ -79,23 +79,29 @@ def host_bridge_of(real_path: str) -> Optional[str]:
 
 
 def read_config(host: HostRoot, address: str) -> bytes:
-    """The function's config space, with a warning when it is short or unreadable."""
+    """The function's config space; b"" (and a warning) when it cannot be read at all."""
     config_path = "%s/%s/config" % (PCI_DEVICES, address)
     try:
         fd = os.open(host.path(config_path), os.O_RDONLY)
         try:
-            data = os.read(fd, EXTENDED_SIZE)
+            return os.read(fd, EXTENDED_SIZE)
         finally:
             os.close(fd)
     except OSError as error:
         host.warn("%s: cannot read %s (%s); identity taken from the sysfs attributes, capabilities "
                   "not decoded" % (address, config_path, error.strerror or error))
         return b""
-    if len(data) < LEGACY_SIZE:
-        host.warn("%s: config space readable only up to %d of at least %d bytes (not root?); capabilities "
-                  "(PCIe, ACS, ATS, SR-IOV) are not decoded: run the module as root"
-                  % (address, len(data), LEGACY_SIZE))
-    return data
+
+
+def warn_short_configs(host: HostRoot, devices: Sequence[Dict[str, Any]], sizes: Dict[str, int]) -> None:
+    """One warning for all functions whose config space came back cut short (a non-root reader gets 64 bytes)."""
+    short = [dev["address"] for dev in devices if 0 < sizes[dev["address"]] < LEGACY_SIZE]
+    if not short:
+        return
+    shown = ", ".join("%s (%d bytes)" % (address, sizes[address]) for address in short[:4])
+    more = " and %d more" % (len(short) - 4) if len(short) > 4 else ""
+    host.warn("config space of %d function(s) readable only in part (not root?): %s%s; their capabilities "
+              "(PCIe, ACS, ATS, SR-IOV) are not decoded: run the module as root" % (len(short), shown, more))
 
 
 def hex_attribute(host: HostRoot, address: str, name: str, digits: int) -> Optional[str]:
@@ -204,6 +210,7 @@ def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
         "resizable_bar": info["resizable_bar"],
         "_bridge": info["header_type"] == "bridge",
         "_root_complex": host_bridge_of(real_path),
+        "_config_size": len(config),
     }
     return device
 
@@ -351,12 +358,13 @@ def closest_nics(pairs: Sequence[Dict[str, Any]], gpu: str) -> List[str]:
 def read_topology(host: HostRoot) -> Dict[str, Any]:
     """Functions, IOMMU groups and GPU-NIC affinity of the host below ``host.root``."""
     devices = read_functions(host)
+    warn_short_configs(host, devices, {dev["address"]: dev["_config_size"] for dev in devices})
     groups = build_groups(devices)
     pairs = gpu_nic_affinity(devices)
     for dev in devices:
         if dev["role"] == "gpu":
             dev["closest_nics"] = closest_nics(pairs, dev["address"])
-        del dev["_bridge"], dev["_root_complex"]
+        del dev["_bridge"], dev["_root_complex"], dev["_config_size"]
     return {"devices": devices, "iommu_groups": groups, "gpu_nic_affinity": pairs}
 
 

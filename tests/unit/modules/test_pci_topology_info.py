@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, warning_text
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import ConfigBuilder, FakeFunction, ServerShape, build_tree, gpu_server  # noqa: E402
@@ -86,7 +88,7 @@ def test_short_and_unreadable_config_give_partial_data_and_warnings(run_module, 
     assert devices["0000:01:00.0"]["role"] == "gpu" and devices["0000:01:00.0"]["pcie"] is None
     assert devices["0000:02:00.0"]["vendor_id"] == "10de" and devices["0000:02:00.0"]["class_id"] is None
     warnings = "\n".join(result["warnings"])
-    assert "0000:01:00.0: config space readable only up to 64 of at least 256 bytes" in warnings
+    assert "config space of 1 function(s) readable only in part (not root?): 0000:01:00.0 (64 bytes)" in warnings
     assert "0000:02:00.0: cannot read" in warnings
     assert "0000:02:00.0" in warnings and "banana" in warnings
 
@@ -100,3 +102,39 @@ def test_garbage_numa_node_warns_for_that_device(run_module, tmp_path: Path) -> 
     assert [dev["numa_node"] for dev in result["devices"]] == [None, 1]
     assert any("0000:41:00.0: " in warning and "numa_node" in warning and "zero" in warning
                for warning in result["warnings"])
+
+
+def nobody_can_run_modules() -> str:
+    """Why the module cannot be run as an unprivileged user here ('' when it can)."""
+    if os.geteuid() != 0:
+        return "needs root to switch to user nobody"
+    if shutil.which("runuser") is None or not os.path.exists("/usr/bin/python3"):
+        return "needs runuser and /usr/bin/python3"
+    probe = subprocess.run(["runuser", "-u", "nobody", "--", "test", "-r", str(REPO / "plugins/modules")],
+                           check=False)
+    return "" if probe.returncode == 0 else "the checkout is not readable by user nobody"
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/bus/pci/devices"), reason="this machine has no PCI sysfs")
+def test_real_host_as_non_root_gives_identity_and_one_warning(run_module) -> None:
+    """The kernel gives a non-root reader 64 bytes of config space: partial data, one warning, no crash."""
+    why = nobody_can_run_modules()
+    if why:
+        pytest.skip(why)
+    as_root = run_module(MODULE, {})
+    venv_site = next(iter(Path(sys.prefix).glob("lib/python3*/site-packages")))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "%s:%s" % (venv_site, REPO / ".collections")}
+    proc = subprocess.run(["runuser", "-u", "nobody", "--", "env", *("%s=%s" % item for item in env.items()),
+                           "/usr/bin/python3", str(REPO / "plugins/modules/pci_topology_info.py")],
+                          input=json.dumps({"ANSIBLE_MODULE_ARGS": {}}), capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    mine = {dev["address"]: dev for dev in result["devices"]}
+    assert sorted(mine) == sorted(dev["address"] for dev in as_root["devices"])
+    for dev in as_root["devices"]:
+        assert (mine[dev["address"]]["vendor_id"], mine[dev["address"]]["class_id"]) == (dev["vendor_id"],
+                                                                                           dev["class_id"])
+        assert mine[dev["address"]]["pcie"] is None
+    texts = [warning_text(warning) for warning in result["warnings"]]
+    assert len(texts) == 1 and "readable only in part (not root?)" in texts[0] and "run the module as root" in texts[0]
