@@ -36,7 +36,7 @@ NVIDIA = "10de"
 # Drivers under which VFIO accepts a group member (Linux: vfio_dev_driver_allowed).
 VFIO_DRIVERS = ("vfio-pci", "pci-stub")
 # Chipset functions a host cannot give away: host bridge, ISA/LPC bridge.
-HOST_ONLY_CLASSES = {"0600": "host bridge", "0601": "ISA/LPC bridge"}
+HOST_ONLY_CLASSES = {"0600": "a host bridge", "0601": "an ISA/LPC bridge"}
 
 
 def device_role(vendor_id: Optional[str], class_id: Optional[str]) -> str:
@@ -270,9 +270,9 @@ def group_verdict(members: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     for dev in members:
         what = HOST_ONLY_CLASSES.get((dev["class_id"] or "")[:4])
         if what and len(members) == 1:
-            reasons.append("%s is a %s: it stays with the host" % (dev["address"], what))
+            reasons.append("%s is %s: it stays with the host" % (dev["address"], what))
         elif what:
-            reasons.append("%s is a %s (driver %s) that the host needs, so its group cannot be passed "
+            reasons.append("%s is %s (driver %s) that the host needs, so its group cannot be passed "
                            "through; splitting the group needs ACS on the bridges above (BIOS setting) "
                            "or the devices in another slot" % (dev["address"], what, dev["driver"] or "none"))
     if not endpoints:

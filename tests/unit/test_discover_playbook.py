@@ -41,5 +41,6 @@ def test_non_viable_group_is_named_and_required_verdict_fails(tmp_path: Path) ->
     build_tree(tmp_path / "host", lab_like_host())
     proc = run_playbook("-e", "discovery_root=%s" % (tmp_path / "host"), "-e", '{"discovery_require": ["vfio_ready"]}')
     assert proc.returncode != 0
-    assert "group 1 not viable: 0000:00:1f.0 is a ISA/LPC bridge (driver lpc_ich) that the host needs" in proc.stdout
+    assert "group 1 not viable: 0000:00:1f.0 is an ISA/LPC bridge (driver lpc_ich) that the host needs" in proc.stdout
     assert "vfio_ready is false on localhost" in proc.stdout
+    assert "group 3 is shared: 0000:01:00.0, 0000:01:00.1 (viable; not all on vfio-pci yet)" in proc.stdout
