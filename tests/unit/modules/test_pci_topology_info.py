@@ -133,8 +133,8 @@ def test_real_host_as_non_root_gives_identity_and_one_warning(run_module) -> Non
     mine = {dev["address"]: dev for dev in result["devices"]}
     assert sorted(mine) == sorted(dev["address"] for dev in as_root["devices"])
     for dev in as_root["devices"]:
-        assert (mine[dev["address"]]["vendor_id"], mine[dev["address"]]["class_id"]) == (dev["vendor_id"],
-                                                                                           dev["class_id"])
-        assert mine[dev["address"]]["pcie"] is None
+        seen = mine[dev["address"]]
+        assert (seen["vendor_id"], seen["class_id"]) == (dev["vendor_id"], dev["class_id"])
+        assert seen["pcie"] is None
     texts = [warning_text(warning) for warning in result["warnings"]]
     assert len(texts) == 1 and "readable only in part (not root?)" in texts[0] and "run the module as root" in texts[0]
