@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     EXTENDED_SIZE,
@@ -27,6 +27,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config i
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 PCI_DEVICES = "/sys/bus/pci/devices"
+PCI_DRIVERS = "/sys/bus/pci/drivers"
 IOMMU_GROUPS = "/sys/kernel/iommu_groups"
 ADDRESS_RE = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 HOST_BRIDGE_DIR_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
@@ -65,17 +66,26 @@ def normalize_address(address: str) -> str:
     return address
 
 
-def sysfs_path_chain(real_path: str) -> List[str]:
-    """PCI addresses in a device's resolved sysfs path, root port first."""
-    return [part for part in real_path.split("/") if len(part) >= 12 and part[-2] == "." and ADDRESS_RE.match(part)]
-
-
-def host_bridge_of(real_path: str) -> Optional[str]:
-    """The ``pciDDDD:BB`` directory (root complex) a device hangs off."""
+def split_sysfs_path(real_path: str) -> Tuple[List[str], Optional[str]]:
+    """PCI addresses in a device's sysfs path (root port first) and its ``pciDDDD:BB`` root complex."""
+    chain: List[str] = []
+    root_complex = None
     for part in real_path.split("/"):
-        if HOST_BRIDGE_DIR_RE.match(part):
-            return part
-    return None
+        if len(part) >= 12 and part[-2] == "." and ADDRESS_RE.match(part):
+            chain.append(part)
+        elif root_complex is None and part.startswith("pci") and HOST_BRIDGE_DIR_RE.match(part):
+            root_complex = part
+    return chain, root_complex
+
+
+def bound_drivers(host: HostRoot) -> Dict[str, str]:
+    """Address -> driver name, from the drivers' directories (one listing per driver, not a link per function)."""
+    drivers: Dict[str, str] = {}
+    for name in host.listdir(PCI_DRIVERS):
+        for entry in host.listdir("%s/%s" % (PCI_DRIVERS, name)):
+            if ":" in entry and ADDRESS_RE.match(entry):
+                drivers[entry] = name
+    return drivers
 
 
 def read_config(host: HostRoot, address: str) -> bytes:
@@ -170,7 +180,7 @@ def link_name(path: str) -> Optional[str]:
         return None
 
 
-def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
+def read_function(host: HostRoot, address: str, drivers: Dict[str, str]) -> Dict[str, Any]:
     """Everything one function tells about itself, in the module's device format.
 
     Keys starting with ``_`` are working data for the topology pass and are
@@ -179,7 +189,8 @@ def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
     """
     base = host.path("%s/%s" % (PCI_DEVICES, address))
     real_path = device_sysfs_path(host, address)
-    chain = sysfs_path_chain(real_path) or [address]
+    chain, root_complex = split_sysfs_path(real_path)
+    chain = chain or [address]
     config = read_config(host, address)
     info = decode_config(config)
     short = len(config) < LEGACY_SIZE
@@ -193,7 +204,7 @@ def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
         "class_id": info["class_id"],
         "subsystem_vendor_id": info["subsystem_vendor_id"],
         "subsystem_device_id": info["subsystem_device_id"],
-        "driver": link_name(base + "/driver"),
+        "driver": drivers.get(address),
         "iommu_group": int(group) if group is not None and group.isdigit() else None,
         "numa_node": numa_node_of(host, address),
         "parent": chain[-2] if len(chain) > 1 else None,
@@ -209,7 +220,7 @@ def read_function(host: HostRoot, address: str) -> Dict[str, Any]:
         "ari": info["ari"],
         "resizable_bar": info["resizable_bar"],
         "_bridge": info["header_type"] == "bridge",
-        "_root_complex": host_bridge_of(real_path),
+        "_root_complex": root_complex,
         "_config_size": len(config),
     }
     return device
@@ -257,7 +268,8 @@ def link_virtual_functions(host: HostRoot, devices: Sequence[Dict[str, Any]]) ->
 
 def read_functions(host: HostRoot) -> List[Dict[str, Any]]:
     """Every PCI function of the host, sorted by address."""
-    devices = [read_function(host, address) for address in host.listdir(PCI_DEVICES)
+    drivers = bound_drivers(host)
+    devices = [read_function(host, address, drivers) for address in host.listdir(PCI_DEVICES)
                if ADDRESS_RE.match(address)]
     link_virtual_functions(host, devices)
     return devices
