@@ -56,7 +56,7 @@ _FALSE_WORDS = ("n", "no", "0", "off", "false")
 # Parsers (pure)
 # --------------------------------------------------------------------------
 
-def _next_token(text: str, pos: int) -> tuple[str, str | None, int]:
+def next_cmdline_token(text: str, pos: int) -> tuple[str, str | None, int]:
     """One kernel parameter starting at ``pos``: (key, value, end), as the kernel's next_arg() splits it.
 
     Double quotes group spaces; a value that starts with a quote loses it and
@@ -106,7 +106,7 @@ def parse_cmdline(text: str | None) -> tuple[list[dict[str, str | None]], list[s
             pos += 1
         if pos >= len(text):
             return args, []
-        key, value, pos = _next_token(text, pos)
+        key, value, pos = next_cmdline_token(text, pos)
         if key == "--" and value is None:
             return args, text[pos:].split()
         args.append({"key": key, "value": value})

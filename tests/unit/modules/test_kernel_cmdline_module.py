@@ -1,0 +1,249 @@
+"""kernel_cmdline run as a process, the way a host runs it, and the roles and playbook that drive it.
+
+Boot tools are the stand-ins of tests/lib/standins (see the module_utils tests);
+the module finds them through its command_path option, so no real boot tool of
+this machine can run.  The playbook runs use the local connection, on which
+ansible.builtin.reboot refuses to act ("would reboot the control node"): the
+consent path is shown to reach the reboot without rebooting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+from conftest import REPO
+
+MODULE = "kernel_cmdline"
+STANDINS = REPO / "tests" / "lib" / "standins"
+DROPIN = "etc/default/grub.d/99-confidential-gpu.cfg"
+LAB_GRUB = ('GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\n'
+            'GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 intel_iommu=on iommu=pt"\n')
+LAB_PROC = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=ttyS0,115200n8 intel_iommu=on iommu=pt\n"
+CPUINFO = "processor\t: 0\nvendor_id\t: %s\ncpu family\t: 25\nmodel name\t: test CPU\nflags\t\t: fpu\n\n"
+
+
+def lab_vm(root: Path, vendor: str = "GenuineIntel") -> Path:
+    """The lab VM as the boot configuration sees it: Debian 12, GRUB, the lab's GRUB_CMDLINE_LINUX."""
+    files = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "etc/default/grub": LAB_GRUB, "proc/cmdline": LAB_PROC,
+             "proc/cpuinfo": CPUINFO % vendor, "boot/grub/grub.cfg": "# installed\n"}
+    for path, content in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content)
+    return root
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "bin"
+    shutil.copytree(STANDINS, target)
+    for path in target.iterdir():
+        path.chmod(0o755)
+    return target
+
+
+def snapshot(root: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def args(root: Path, bin_dir: Path, **extra) -> dict:
+    return dict({"root": str(root), "command_path": [str(bin_dir)]}, **extra)
+
+
+# --------------------------------------------------------------------------
+# The module
+# --------------------------------------------------------------------------
+
+def test_module_check_and_diff_mode(run_module, tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    before = snapshot(root)
+    result = run_module(MODULE, args(root, bin_dir, present=["modprobe.blacklist=nouveau"], absent=["iommu=pt"],
+                                     _ansible_check_mode=True, _ansible_diff=True))
+
+    assert result["rc"] == 0 and result["changed"] is True, result
+    assert snapshot(root) == before, "check mode writes nothing and runs no changing command"
+    assert result["commands"] == [["update-grub"]] and result["files"] == ["/" + DROPIN]
+    diff = result["diff"][0]
+    assert diff["before"] == "" and diff["after_header"] == "/" + DROPIN
+    assert "GRUB_CMDLINE_LINUX='console=ttyS0,115200n8 intel_iommu=on modprobe.blacklist=nouveau'" in diff["after"]
+    assert result["configured"] == ["console=ttyS0,115200n8", "intel_iommu=on", "modprobe.blacklist=nouveau"]
+    assert result["active"][:3] == ["BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64", "root=UUID=0a1b", "ro"]
+    assert result["reboot_required"] is True
+
+
+def test_module_applies_then_is_idempotent_without_diff(run_module, tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    first = run_module(MODULE, args(root, bin_dir, present=["modprobe.blacklist=nouveau"]))
+    assert first["rc"] == 0 and first["changed"] is True and "diff" not in first
+    assert "modprobe.blacklist=nouveau" in (root / "boot/grub/grub.cfg").read_text()
+    second = run_module(MODULE, args(root, bin_dir, present=["modprobe.blacklist=nouveau"]))
+    assert second["changed"] is False and second["commands"] == [] and second["reboot_required"] is True
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"present": ["intel_iommu=on", "intel_iommu=off"]}, "conflicting values for intel_iommu: intel_iommu=on and "
+                                                         "intel_iommu=off"),
+    ({"present": ["intel_iommu=on iommu=pt"]}, "is not one kernel argument"),
+    ({"present": ['vfio-pci.ids="10de:2330']}, "unbalanced double quote"),
+    ({"absent": ["=pt"]}, "absent: '=pt' has no valid key"),
+    ({"present": ["iommu=pt"], "absent": ["iommu"]}, "iommu=pt is both present and absent"),
+    ({"present": ["iommu=pt"], "backend": "lilo"}, "value of backend must be one of: auto, grub, grubby, "
+                                                   "systemd_boot, rpm_ostree, got: lilo"),
+    ({"present": ["iommu=pt"], "grub_dropin_name": "confidential-gpu"}, "give a file name ending in .cfg"),
+    ({"absent": ["root"]}, "refusing to remove"),
+])
+def test_module_bad_input_fails_clearly_and_writes_nothing(run_module, tmp_path: Path, bin_dir: Path,
+                                                           params: dict, message: str) -> None:
+    root = lab_vm(tmp_path / "root")
+    (root / "etc/default/grub").write_text(LAB_GRUB.replace('LINUX="', 'LINUX="root=/dev/vda1 '))
+    before = snapshot(root)
+    result = run_module(MODULE, args(root, bin_dir, **params))
+    assert result["rc"] == 1 and result["failed"] is True
+    assert message in result["msg"], result["msg"]
+    assert snapshot(root) == before
+
+
+def test_module_refuses_a_tree_without_command_path(run_module, tmp_path: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    result = run_module(MODULE, {"root": str(root), "present": ["iommu=pt"]})
+    assert result["failed"] is True and "give command_path too" in result["msg"]
+    assert not (root / DROPIN).exists()
+
+
+def test_module_unknown_boot_setup(run_module, tmp_path: Path, bin_dir: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text("ID=opensuse-leap\nID_LIKE=\"suse opensuse\"\n")
+    result = run_module(MODULE, args(root, bin_dir, present=["iommu=pt"]))
+    assert result["failed"] is True
+    assert "unknown boot setup" in result["msg"] and "opensuse-leap" in result["msg"]
+
+
+def test_module_without_proc_cmdline_reports_active_null(run_module, tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    (root / "proc/cmdline").unlink()
+    result = run_module(MODULE, args(root, bin_dir, present=["iommu=pt"]))
+    assert result["active"] is None and result["pending"] == []
+    assert result["changed"] is False and result["reboot_required"] is False
+    changed = run_module(MODULE, args(root, bin_dir, present=["quiet"]))
+    assert changed["changed"] is True and changed["reboot_required"] is True
+
+
+# --------------------------------------------------------------------------
+# The kernel_args and reboot roles, playbooks/prepare.yml
+# --------------------------------------------------------------------------
+
+def playbook(path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    command = [str(Path(sys.executable).with_name("ansible-playbook")), str(path), *extra]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def prepare(root: Path, bin_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return playbook(REPO / "playbooks/prepare.yml", "-e", "discovery_root=%s" % root, "-e",
+                    "kernel_args_root=%s" % root, "-e", json.dumps({"kernel_args_command_path": [str(bin_dir)]}),
+                    *extra)
+
+
+def recap_changed(proc: subprocess.CompletedProcess) -> int:
+    line = next(li for li in proc.stdout.splitlines() if li.startswith("localhost") and "changed=" in li)
+    return int(line.split("changed=")[1].split()[0])
+
+
+def dropin_linux(root: Path) -> str:
+    text = (root / DROPIN).read_text()
+    return text.split("    GRUB_CMDLINE_LINUX='")[1].split("'")[0]
+
+
+def test_prepare_without_consent_reports_the_pending_reboot(tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    proc = prepare(root, bin_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dropin_linux(root) == "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
+    assert "REBOOT PENDING on localhost" in proc.stdout and "modprobe.blacklist" in proc.stdout
+    assert "Reboot pending on: localhost (rerun with -e reboot_consent=true)" in proc.stdout
+    assert "TASK [confidential_gpu.host.reboot : Reboot]" in proc.stdout
+    assert "would reboot the control node" not in proc.stdout
+
+    again = prepare(root, bin_dir)
+    assert again.returncode == 0 and recap_changed(again) == 0, "no change and no reboot when nothing changed"
+    (root / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz root=UUID=0a1b ro %s\n" % dropin_linux(root))
+    settled = prepare(root, bin_dir, "-e", "reboot_consent=true")
+    assert settled.returncode == 0 and "No reboot pending." in settled.stdout
+    assert "would reboot the control node" not in settled.stdout, "no reboot when the configuration is active"
+
+
+def test_prepare_fails_without_consent_when_asked(tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    proc = prepare(root, bin_dir, "-e", "reboot_fail_without_consent=true")
+    assert proc.returncode != 0
+    assert "localhost needs a reboot to apply its kernel arguments (modprobe.blacklist) and reboot_consent is " \
+           "false" in proc.stdout
+
+
+def test_prepare_with_consent_goes_to_the_reboot(tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    proc = prepare(root, bin_dir, "-e", "reboot_consent=true")
+    assert proc.returncode != 0
+    assert "Running ansible.builtin.reboot with local connection would reboot the control node" in proc.stdout
+    assert "REBOOT PENDING" not in proc.stdout
+    assert "TASK [confidential_gpu.host.reboot : Drain the Kubernetes node]" in proc.stdout
+    assert "k8s_drain" not in proc.stdout, "no drain without a node name"
+
+
+def test_kernel_args_composes_vendor_options_and_contributions(tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root", vendor="AuthenticAMD")
+    proc = prepare(root, bin_dir, "-e", json.dumps({
+        "kernel_args_blacklist_nvidia": True, "kernel_args_vfio_pci_ids": ["10de:2330", "10de:22a3"],
+        "hugepages_kernel_args": ["hugepagesz=1G", "hugepages=4"], "pcie_acs_kernel_args_absent": ["intel_iommu"],
+        "kernel_args_extra": ["vfio-pci.disable_idle_d3=1"]}))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dropin_linux(root) == ("console=ttyS0,115200n8 iommu=pt amd_iommu=on modprobe.blacklist=nouveau,nvidia "
+                                  "vfio-pci.ids=10de:2330,10de:22a3 hugepagesz=1G hugepages=4 "
+                                  "vfio-pci.disable_idle_d3=1")
+
+
+def test_kernel_args_refuses_tdx_on_amd(tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root", vendor="AuthenticAMD")
+    proc = prepare(root, bin_dir, "-e", "kernel_args_tdx=true")
+    assert proc.returncode != 0
+    assert "has a CPU of vendor amd (AuthenticAMD): TDX needs an Intel CPU" in proc.stdout
+    assert not (root / DROPIN).exists()
+
+
+VERIFY_PLAY = """---
+- name: Verify a host as the reboot role does after rebooting
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Run the reboot role's check
+      ansible.builtin.include_role:
+        name: confidential_gpu.host.reboot
+        tasks_from: verify.yml
+"""
+
+
+def test_reboot_verification_passes_or_fails_loudly(tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    play = tmp_path / "verify.yml"
+    play.write_text(VERIFY_PLAY)
+    verify_args = json.dumps({"reboot_verify_args": {"present": ["modprobe.blacklist=nouveau"], "root": str(root),
+                                                     "command_path": [str(bin_dir)]}})
+    assert prepare(root, bin_dir).returncode == 0
+
+    failed = playbook(play, "-e", verify_args)
+    assert failed.returncode != 0
+    assert "localhost rebooted but does not run with its configured kernel arguments (backend grub)" in failed.stdout
+    assert '{"key": "modprobe.blacklist", "configured": ["nouveau"], "active": []}' in failed.stdout
+    assert "Not retrying" in failed.stdout
+
+    (root / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz root=UUID=0a1b ro %s\n" % dropin_linux(root))
+    passed = playbook(play, "-e", verify_args)
+    assert passed.returncode == 0, passed.stdout
+    assert "localhost runs with its configured kernel arguments" in passed.stdout
