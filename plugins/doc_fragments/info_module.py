@@ -25,4 +25,9 @@ attributes:
     support: full
     platforms: posix
     description: Linux hosts with sysfs and procfs, or any host given a captured tree as O(root).
+  action_group:
+    support: full
+    membership:
+      - confidential_gpu.host.facts
+    description: Use C(group/confidential_gpu.host.facts) in C(module_defaults) to set defaults for this module.
 """

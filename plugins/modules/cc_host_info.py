@@ -20,12 +20,6 @@ extends_documentation_fragment:
   - confidential_gpu.host.info_module
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
-attributes:
-  action_group:
-    support: full
-    membership:
-      - confidential_gpu.host.facts
-    description: Use C(group/confidential_gpu.host.facts) in C(module_defaults) to set defaults for this module.
 notes:
   - RV(iommu.enabled) means the kernel runs an IOMMU (C(/sys/class/iommu) or C(/sys/kernel/iommu_groups) has
     entries); firmware settings are only visible through their effect.

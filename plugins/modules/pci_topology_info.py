@@ -47,12 +47,6 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  action_group:
-    support: full
-    membership:
-      - confidential_gpu.host.facts
-    description: Use C(group/confidential_gpu.host.facts) in C(module_defaults) to set defaults for this module.
 notes:
   - Filters select what is returned; the topology (paths, groups, affinity) is always computed
     over the whole host.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,17 @@ def run_module(tmp_path: Path):
     def _run(name: str, args: Dict[str, Any]) -> Dict[str, Any]:
         return run_module_process(name, args, tmp_path)
     return _run
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    """The stand-in boot tools of tests/lib/standins, copied and made executable
+    (a checkout may have lost the mode bits)."""
+    target = tmp_path / "bin"
+    shutil.copytree(REPO / "tests" / "lib" / "standins", target)
+    for path in target.iterdir():
+        path.chmod(0o755)
+    return target
 
 
 @pytest.fixture

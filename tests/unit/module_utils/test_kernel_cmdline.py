@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Dict, List
 
@@ -111,15 +110,6 @@ def ostree_host(root: Path) -> Path:
                             "/.standin-rpm-ostree-kargs": OSTREE_KARGS + "\n",
                             "/proc/cmdline": "BOOT_IMAGE=(hd0,gpt3)/ostree/fedora-4b1f/vmlinuz %s\n" % OSTREE_KARGS})
 
-
-@pytest.fixture
-def bin_dir(tmp_path: Path) -> Path:
-    """The stand-ins, copied and made executable (a checkout may have lost the mode bits)."""
-    target = tmp_path / "bin"
-    shutil.copytree(STANDINS, target)
-    for path in target.iterdir():
-        path.chmod(0o755)
-    return target
 
 
 def run(root: Path, bin_dir: Path, present=(), absent=(), backend: str = "auto", check: bool = False,

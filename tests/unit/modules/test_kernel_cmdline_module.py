@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,14 +37,6 @@ def lab_vm(root: Path, vendor: str = "GenuineIntel") -> Path:
         (root / path).write_text(content)
     return root
 
-
-@pytest.fixture
-def bin_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "bin"
-    shutil.copytree(STANDINS, target)
-    for path in target.iterdir():
-        path.chmod(0o755)
-    return target
 
 
 def snapshot(root: Path) -> Dict[str, bytes]:
