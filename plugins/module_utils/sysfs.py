@@ -105,13 +105,6 @@ class HostRoot:
             self.warn("cannot list %s: %s" % (host_path, error.strerror or error))
             return []
 
-    def readlink_name(self, host_path: str) -> Optional[str]:
-        """Last component of a symlink's target (a driver's or group's name)."""
-        try:
-            return os.path.basename(os.readlink(self.path(host_path)))
-        except OSError:
-            return None
-
     def readlink(self, host_path: str) -> Optional[str]:
         """Target of a symlink as written (no resolution), ``None`` when it is not one."""
         try:
