@@ -111,7 +111,6 @@ def ostree_host(root: Path) -> Path:
                             "/proc/cmdline": "BOOT_IMAGE=(hd0,gpt3)/ostree/fedora-4b1f/vmlinuz %s\n" % OSTREE_KARGS})
 
 
-
 def run(root: Path, bin_dir: Path, present=(), absent=(), backend: str = "auto", check: bool = False,
         allow_removing=(), dropin: str = "99-confidential-gpu.cfg") -> dict:
     host = HostRoot(str(root))

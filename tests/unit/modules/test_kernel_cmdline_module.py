@@ -38,7 +38,6 @@ def lab_vm(root: Path, vendor: str = "GenuineIntel") -> Path:
     return root
 
 
-
 def snapshot(root: Path) -> Dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
