@@ -15,6 +15,11 @@ lspci's) and the whole task at 1,600 functions relative to lspci's.
 
 Run from the repository root after ./scripts/setup:
     .venv/bin/python benchmarks/discovery.py [--runs 15]
+
+On a host without Ansible (a lent GPU machine, say), build the payloads here
+and carry them: ``--work /tmp/bench --payloads DIR`` saves them in DIR when
+they are missing and reuses them when present (they hold the tree path, so
+both runs need the same ``--work``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -74,17 +79,34 @@ def ansiballz_payload(module: str, args: str, work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=15, help="runs per measurement (median is kept)")
+    parser.add_argument("--work", type=Path, help="fixed work directory (default: a new temporary one)")
+    parser.add_argument("--payloads", type=Path, help="directory to keep or reuse the AnsiballZ payloads in")
     options = parser.parse_args()
     if shutil.which("lspci") is None:
         raise SystemExit("lspci is missing: run ./scripts/setup (Debian package pciutils)")
-    work = Path(tempfile.mkdtemp(prefix="discovery-bench-"))
+    if options.work:
+        shutil.rmtree(options.work, ignore_errors=True)
+        options.work.mkdir(parents=True)
+    work = options.work or Path(tempfile.mkdtemp(prefix="discovery-bench-"))
     try:
-        run(work, options.runs)
+        run(work, options.runs, options.payloads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path, runs: int) -> None:
+def payload(module: str, args: str, work: Path, keep: Optional[Path]) -> Path:
+    """A kept payload from ``keep`` when there is one, else a new one (saved to ``keep``)."""
+    name = "AnsiballZ_%s.py" % module.rsplit(".", 1)[-1]
+    if keep is not None and (keep / name).is_file():
+        return keep / name
+    built = ansiballz_payload(module, args, work)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(built, keep / name)
+    return built
+
+
+def run(work: Path, runs: int, keep: Optional[Path] = None) -> None:
     sizes = {}
     for label, shape in SHAPES.items():
         functions = gpu_server(shape)
@@ -92,18 +114,18 @@ def run(work: Path, runs: int) -> None:
         sizes[label] = len(functions)
     current = work / "current"
     current.symlink_to(work / "small")
-    payload = ansiballz_payload("confidential_gpu.host.pci_topology_info", "root=%s" % current, work)
-    ping = ansiballz_payload("ansible.builtin.ping", "", work)
+    module = payload("confidential_gpu.host.pci_topology_info", "root=%s" % current, work, keep)
+    ping = payload("ansible.builtin.ping", "", work, keep)
     env = dict(os.environ, LC_ALL="C")
     python = sys.executable
     results = {}
     for label in SHAPES:
         current.unlink()
         current.symlink_to(work / label)
-        check = json.loads(subprocess.run([python, str(payload)], capture_output=True, text=True, check=True).stdout)
+        check = json.loads(subprocess.run([python, str(module)], capture_output=True, text=True, check=True).stdout)
         assert check["summary"]["functions"] == sizes[label], check["summary"]
         results[label] = {
-            "module": median_seconds([python, str(payload)], runs, env),
+            "module": median_seconds([python, str(module)], runs, env),
             "lspci": median_seconds(["lspci", "-A", "linux-sysfs", "-O",
                                      "sysfs.path=%s/sys/bus/pci" % (work / label), "-vvv"], runs, env),
         }

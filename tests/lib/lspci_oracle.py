@@ -11,7 +11,7 @@ import re
 import subprocess
 from typing import Any, Dict, List, Optional
 
-DEVICE_RE = re.compile(r"^([0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) ")
+DEVICE_RE = re.compile(r"^((?:[0-9a-f]{4,}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) ")
 EXPRESS_RE = re.compile(r"Express (?:\(v\d+\) )?(?P<type>[A-Za-z/ -]+?)(?: \(Slot[+-]\))?, (?:MSI|IntMsgNum)")
 SPEED_RE = re.compile(r"Speed (\S+?)(?:GT/s)?[ ,]")
 WIDTH_RE = re.compile(r"Width x(\d+)")
@@ -114,13 +114,14 @@ def parse_plain(record: Dict[str, Any], line: str) -> None:
 
 
 def parse_lspci(text: str) -> Dict[str, Dict[str, Any]]:
-    """address -> decoded record for every function in ``lspci -D -vvv`` output."""
+    """address -> decoded record for every function in ``lspci -vvv`` output (with -D or without: domain 0000)."""
     devices: Dict[str, Dict[str, Any]] = {}
     record: Dict[str, Any] = {}
     for line in text.splitlines():
         header = DEVICE_RE.match(line)
         if header:
-            record = devices.setdefault(header.group(1), {"capabilities": []})
+            address = header.group(1) if header.group(1).count(":") == 2 else "0000:" + header.group(1)
+            record = devices.setdefault(address, {"capabilities": []})
             continue
         cap = re.match(r"\tCapabilities: \[([0-9a-f]+)(?: v\d+)?\] (.*)", line)
         if cap:
