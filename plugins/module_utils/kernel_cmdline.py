@@ -40,6 +40,7 @@ import tempfile
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import next_cmdline_token
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 BACKENDS = ("grub", "grubby", "systemd_boot", "rpm_ostree")
@@ -414,43 +415,21 @@ class FileChange(NamedTuple):
 def read_file(host: HostRoot, host_path: str) -> Optional[str]:
     """Content of a configuration file; ``None`` when it does not exist; an error when it cannot be read."""
     try:
-        with open(host.path(host_path), encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+        return read_text(host.path(host_path))
     except (OSError, UnicodeDecodeError) as error:
         raise KernelCmdlineError("cannot read %s: %s" % (host_path, error)) from None
 
 
 def write_file(host: HostRoot, host_path: str, content: Optional[str]) -> None:
     """Replace a file atomically (keeping its mode, 0644 when new), or remove it when ``content`` is None."""
-    path = host.path(host_path)
     try:
-        if content is None:
-            if os.path.lexists(path):
-                os.unlink(path)
-            return
-        directory = os.path.dirname(path)
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-        fd, temp = tempfile.mkstemp(prefix=".kernel_cmdline.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(content)
-            os.chmod(temp, mode)
-            os.replace(temp, path)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
+        replace_file(host.path(host_path), content)
     except OSError as error:
         raise KernelCmdlineError("cannot write %s: %s" % (host_path, error)) from None
 
 
 def file_diff(change: FileChange) -> Dict[str, str]:
-    return {"before": change.before or "", "after": change.after or "",
-            "before_header": "%s%s" % (change.host_path, "" if change.before is not None else " (absent)"),
-            "after_header": "%s%s" % (change.host_path, "" if change.after is not None else " (absent)")}
+    return text_diff(change.host_path, change.before, change.after)
 
 
 def line_diff(header: str, before: Sequence[Arg], after: Sequence[Arg]) -> Dict[str, str]:
