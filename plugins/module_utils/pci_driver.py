@@ -1,0 +1,741 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which PCI functions go to which driver, safely, at runtime and across reboots.
+
+Three steps, the way the collection's design card splits them:
+
+- **facts** (:func:`gather_facts`): the topology of :mod:`pci_topology`, the
+  host-critical devices (the controller of the disk holding ``/``, the NIC of
+  the default route, the console's framebuffer), each function's
+  ``driver_override``, the persistent files as they are, the drivers' modules;
+- **plan** (:func:`make_plan`): a pure function of facts and intent.  It selects
+  functions (addresses, vendor:device IDs, roles, IOMMU groups), widens the
+  selection to every endpoint of each IOMMU group, refuses groups that are not
+  viable and host-critical devices the user did not name in
+  ``allow_host_critical``, gives each function an action and computes the
+  persistent files' new content.  Check mode returns it as it is;
+- **apply** (:func:`manage`): files first (driverctl-compatible overrides, a
+  udev rule and its helper, optionally a modprobe.d file and the initramfs),
+  then the runtime moves of :mod:`pci_bind`.  A refusal raises before anything
+  is written.
+
+Bridges in a group stay with the host.  VFIO has always accepted them there:
+up to Linux 5.18 ``vfio_dev_driver_allowed()`` in drivers/vfio/vfio.c let any
+driver hold a function whose header type is not normal ("PCI interconnect
+devices, ie. bridges"), besides ``pci-stub``; since 5.19 the IOMMU core's DMA
+ownership decides (commits 31076af0cb00 "vfio: Remove use of
+vfio_group_viable()", c7d469849747 "PCI: portdrv: Set driver_managed_dma",
+18c7a349d072 "PCI: pci_stub: Set driver_managed_dma"): a group can be claimed
+by VFIO while each member is driverless, on a VFIO driver, or on a driver that
+sets ``driver_managed_dma`` (``pcieport``, ``pci-stub``).  A bridge on any
+other driver is named as the reason a group is not viable.
+
+Standard library only: this runs on target hosts with Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    ADDRESS_RE,
+    HOST_ONLY_CLASSES,
+    NVIDIA,
+    ROLES,
+    VFIO_DRIVERS,
+    normalize_address,
+    read_topology,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+DEFAULT_DRIVER = "vfio-pci"
+DRIVERCTL_DIR = "/etc/driverctl.d"
+UDEV_RULES = "/etc/udev/rules.d/70-confidential-gpu-vfio.rules"
+HELPER = "/usr/local/libexec/confidential-gpu/pci-override"
+MODPROBE_CONF = "/etc/modprobe.d/confidential-gpu-vfio.conf"
+# Drivers with an ``ids=`` module option that claims devices by vendor:device when the module loads.
+EARLY_BINDING_DRIVERS = ("vfio-pci", "pci-stub")
+# Drivers VFIO accepts on a bridge in a group it opens (driver_managed_dma), or no driver at all.
+GROUP_SAFE_BRIDGE_DRIVERS = ("pcieport", "pci-stub", "vfio-pci")
+BRIDGE_CLASSES = ("0604", "0607", "0609")
+BRIDGE_PORT_TYPES = ("root_port", "upstream_port", "downstream_port", "pcie_to_pci_bridge", "pci_to_pcie_bridge")
+HELPER_ROOT_ENV = "PCI_OVERRIDE_ROOT"
+DRIVER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
+RULE_RE = re.compile(r'^ACTION=="add",\s*SUBSYSTEM=="pci",\s*KERNEL=="([^"]+)"')
+MARKER = "Managed by confidential_gpu.host.pci_driver"
+
+HELPER_SCRIPT = r"""#!/bin/sh
+# %(marker)s.
+# Called by udev (%(rules)s) with the address of a PCI function that was
+# just added (boot, hotplug, SR-IOV VF): binds it to the driver named in
+# /etc/driverctl.d/pci-<address> (the driverctl file format), so that the
+# override holds with or without driverctl installed.
+# Usage: pci-override 0000:bb:dd.f
+set -u
+root="${%(root_env)s:-}"
+dev="${1:?usage: pci-override <pci address>}"
+conf="$root/etc/driverctl.d/pci-$dev"
+sys="$root/sys/bus/pci/devices/$dev"
+[ -s "$conf" ] || exit 0
+[ -e "$sys/driver_override" ] || exit 0
+drv=""
+IFS= read -r drv < "$conf" || [ -n "$drv" ] || exit 0
+[ -n "$drv" ] || exit 0
+cur=""
+if [ -L "$sys/driver" ]; then
+    cur=$(basename "$(readlink "$sys/driver")")
+fi
+[ "$cur" = "$drv" ] && exit 0
+printf '%%s' "$drv" > "$sys/driver_override" || exit 1
+if [ ! -d "$root/sys/bus/pci/drivers/$drv" ] && [ -z "$root" ]; then
+    modprobe -q "$drv" || true
+fi
+if [ -n "$cur" ]; then
+    printf '%%s' "$dev" > "$root/sys/bus/pci/drivers/$cur/unbind" || exit 1
+fi
+if [ ! -L "$sys/driver" ]; then
+    printf '%%s' "$dev" > "$root/sys/bus/pci/drivers_probe" || exit 1
+fi
+exit 0
+""" % {"marker": MARKER, "rules": UDEV_RULES, "root_env": HELPER_ROOT_ENV}
+
+RULES_HEADER = (
+    "# %s.\n"
+    "# On boot, hotplug and SR-IOV VF creation, give these PCI functions the driver named in\n"
+    "# %s/pci-<address> (driverctl's format). Sorted before 80-drivers.rules, so that the\n"
+    "# override is set before udev loads the default driver's module.\n" % (MARKER, DRIVERCTL_DIR)
+)
+
+
+class PciDriverError(Exception):
+    """Bad input or a failure; the message names the device, file or value and the fix."""
+
+
+class PciDriverRefused(PciDriverError):
+    """Safety checks failed; nothing was changed.  ``refused`` holds the structured list."""
+
+    def __init__(self, message: str, refused: List[Dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class Intent(NamedTuple):
+    """What the user asked for, validated and normalized."""
+
+    addresses: Tuple[str, ...]
+    pci_ids: Tuple[str, ...]
+    roles: Tuple[str, ...]
+    iommu_groups: Tuple[int, ...]
+    driver: str
+    state: str
+    whole_group: bool
+    allow_host_critical: Tuple[str, ...]
+    persist: bool
+    early_binding: bool
+
+
+class FileChange(NamedTuple):
+    host_path: str
+    before: Optional[str]
+    after: Optional[str]
+    mode: int
+
+
+class Facts(NamedTuple):
+    """Everything the plan needs from the host, read once."""
+
+    topology: Dict[str, Any]
+    critical: Dict[str, List[str]]
+    overrides: Dict[str, Optional[str]]
+    files: Dict[str, Optional[str]]
+    modules: Dict[str, Optional[str]]
+    os_ids: Set[str]
+
+
+# --------------------------------------------------------------------------
+# Intent
+# --------------------------------------------------------------------------
+
+def _address(value: Any, option: str) -> str:
+    address = normalize_address(str(value))
+    if not ADDRESS_RE.match(address):
+        raise PciDriverError("%s: %r is not a PCI address; write it as DDDD:BB:DD.F or BB:DD.F, like 0000:3b:00.0"
+                             % (option, value))
+    return address
+
+
+def build_intent(params: Dict[str, Any]) -> Intent:
+    """Validate the module's parameters; every problem fails before anything is read or written."""
+    addresses = tuple(_address(item, "addresses") for item in params.get("addresses") or [])
+    pci_ids = tuple(str(item).strip().lower() for item in params.get("pci_ids") or [])
+    for pci_id in pci_ids:
+        if not PCI_ID_RE.match(pci_id):
+            raise PciDriverError("pci_ids: %r is not vendor:device in hex (like 10de:2330, or 10de:* for a vendor)"
+                                 % pci_id)
+    roles = tuple(params.get("roles") or [])
+    for role in roles:
+        if role not in ROLES:
+            raise PciDriverError("roles: %r is not one of %s" % (role, ", ".join(ROLES)))
+    groups = tuple(params.get("iommu_groups") or [])
+    for group in groups:
+        if not isinstance(group, int) or isinstance(group, bool) or group < 0:
+            raise PciDriverError("iommu_groups: %r is not an IOMMU group number" % (group,))
+    driver = params.get("driver") or DEFAULT_DRIVER
+    if not DRIVER_RE.match(driver):
+        raise PciDriverError("driver: %r is not a kernel driver name (like vfio-pci)" % driver)
+    state = params.get("state") or "present"
+    if state not in ("present", "absent"):
+        raise PciDriverError("state: %r is neither present nor absent" % state)
+    if not (addresses or pci_ids or roles or groups):
+        raise PciDriverError("no devices selected: give addresses, pci_ids, roles or iommu_groups")
+    early = bool(params.get("early_binding"))
+    if early and driver not in EARLY_BINDING_DRIVERS:
+        raise PciDriverError("early_binding needs a driver with an ids= option (%s), not %s; bind %s at runtime "
+                             "and with the udev rule only (early_binding: false)"
+                             % (", ".join(EARLY_BINDING_DRIVERS), driver, driver))
+    allow = tuple(_address(item, "allow_host_critical") for item in params.get("allow_host_critical") or [])
+    return Intent(addresses, pci_ids, roles, groups, driver, state, bool(params.get("whole_group", True)), allow,
+                  bool(params.get("persist", True)), early)
+
+
+# --------------------------------------------------------------------------
+# Persistent files: read, render, parse
+# --------------------------------------------------------------------------
+
+def read_file(host: HostRoot, host_path: str) -> Optional[str]:
+    """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
+    try:
+        return read_text(host.path(host_path))
+    except (OSError, UnicodeDecodeError) as error:
+        raise PciDriverError("cannot read %s: %s" % (host_path, error)) from None
+
+
+def driverctl_path(address: str) -> str:
+    """driverctl's override file for a PCI function: /etc/driverctl.d/pci-<address>, holding the driver name."""
+    return "%s/pci-%s" % (DRIVERCTL_DIR, address)
+
+
+def rule_addresses(text: Optional[str]) -> List[str]:
+    """Addresses in our udev rules file."""
+    found = []
+    for line in (text or "").splitlines():
+        match = RULE_RE.match(line.strip())
+        if match:
+            found.append(match.group(1))
+    return found
+
+
+def render_rules(addresses: Iterable[str]) -> Optional[str]:
+    lines = ['ACTION=="add", SUBSYSTEM=="pci", KERNEL=="%s", RUN+="%s $kernel"' % (address, HELPER)
+             for address in sorted(set(addresses))]
+    return RULES_HEADER + "\n".join(lines) + "\n" if lines else None
+
+
+def parse_modprobe_conf(text: Optional[str], driver: str) -> Tuple[List[str], List[str]]:
+    """(ids, softdep modules) of our modprobe.d file for ``driver``."""
+    ids: List[str] = []
+    softdeps: List[str] = []
+    same = {driver, driver.replace("-", "_")}
+    for line in (text or "").splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "options" and words[1] in same:
+            for word in words[2:]:
+                if word.startswith("ids="):
+                    ids += [item for item in word[4:].split(",") if item]
+        elif len(words) >= 4 and words[0] == "softdep" and words[2] == "pre:" and set(words[3:]) & same:
+            softdeps.append(words[1])
+    return ids, softdeps
+
+
+def render_modprobe_conf(driver: str, ids: Iterable[str], softdeps: Iterable[str]) -> Optional[str]:
+    ids = sorted(set(ids))
+    if not ids:
+        return None
+    lines = ["# %s: %s claims these vendor:device IDs when it loads," % (MARKER, driver),
+             "# and it loads before the drivers below (softdep), so that they do not take the devices first.",
+             "# Every device with such an ID is claimed, not only the selected ones.",
+             "options %s ids=%s" % (driver, ",".join(ids))]
+    lines += ["softdep %s pre: %s" % (module, driver) for module in sorted(set(softdeps)) if module != driver]
+    return "\n".join(lines) + "\n"
+
+
+def persistent_paths(addresses: Iterable[str]) -> List[str]:
+    return [UDEV_RULES, HELPER, MODPROBE_CONF] + [driverctl_path(address) for address in sorted(set(addresses))]
+
+
+# --------------------------------------------------------------------------
+# Facts
+# --------------------------------------------------------------------------
+
+def _os_ids(host: HostRoot) -> Set[str]:
+    words: Set[str] = set()
+    for line in (host.read_text("/etc/os-release") or "").splitlines():
+        key, _sep, value = line.partition("=")
+        if key in ("ID", "ID_LIKE"):
+            words.update(value.strip().strip("\"'").split())
+    return words
+
+
+def gather_facts(host: HostRoot, intent: Intent) -> Facts:
+    """Read what the plan needs: topology, host-critical devices, overrides, files, driver modules."""
+    topology = read_topology(host)
+    devices = topology["devices"]
+    critical = host_critical(host, devices) if intent.state == "present" else {}
+    overrides = {dev["address"]: pci_bind.driver_override(host, dev["address"]) for dev in devices}
+    addresses = [dev["address"] for dev in devices]
+    files = {path: read_file(host, path) for path in persistent_paths(addresses)}
+    drivers = {dev["driver"] for dev in devices if dev["driver"]}
+    modules = {driver: pci_bind.driver_module(host, driver) for driver in sorted(drivers)}
+    return Facts(topology, critical, overrides, files, modules, _os_ids(host))
+
+
+# --------------------------------------------------------------------------
+# The plan (pure)
+# --------------------------------------------------------------------------
+
+def needs_group(driver: str) -> bool:
+    """VFIO drivers (vfio-pci and its variants) work on IOMMU groups; pci-stub does not."""
+    return "vfio" in driver
+
+
+def is_bridge(dev: Dict[str, Any]) -> bool:
+    """A bridge (PCI-PCI, CardBus, PCIe port): it routes, it is not given to guests."""
+    port_type = (dev.get("pcie") or {}).get("port_type")
+    return (dev["class_id"] or "")[:4] in BRIDGE_CLASSES or port_type in BRIDGE_PORT_TYPES
+
+
+def select(devices: Sequence[Dict[str, Any]], intent: Intent) -> List[str]:
+    """Selected addresses, in address order; the selectors add up (any of them names a function).
+
+    Bridges, host bridges and ISA/LPC bridges are selected only by address
+    (and then refused): IDs, roles and groups pass them over, since they stay
+    with the host.  Unknown addresses
+    and IOMMU groups are errors.
+    """
+    known = {dev["address"] for dev in devices}
+    missing = [address for address in intent.addresses if address not in known]
+    if missing:
+        raise PciDriverError("no PCI function %s on this host (see pci_topology_info); nothing was changed"
+                             % ", ".join(missing))
+    group_ids = {dev["iommu_group"] for dev in devices}
+    absent_groups = [str(group) for group in intent.iommu_groups if group not in group_ids]
+    if absent_groups:
+        raise PciDriverError("no IOMMU group %s on this host (see /sys/kernel/iommu_groups); nothing was changed"
+                             % ", ".join(absent_groups))
+    selected = []
+    for dev in devices:
+        vendor_device = "%s:%s" % (dev["vendor_id"], dev["device_id"])
+        if dev["address"] in intent.addresses:
+            selected.append(dev["address"])
+        elif is_bridge(dev) or (dev["class_id"] or "")[:4] in HOST_ONLY_CLASSES:
+            continue
+        elif dev["role"] in intent.roles or dev["iommu_group"] in intent.iommu_groups or any(
+                vendor_device == want or (want.endswith(":*") and dev["vendor_id"] == want[:-2])
+                for want in intent.pci_ids):
+            selected.append(dev["address"])
+    return sorted(selected)
+
+
+def member_note(dev: Dict[str, Any], driver: str) -> str:
+    """Why one member of a group matters for the group's verdict."""
+    what = HOST_ONLY_CLASSES.get((dev["class_id"] or "")[:4])
+    if what:
+        return "%s: the host needs it and it cannot be given away" % what
+    if is_bridge(dev):
+        if dev["driver"] in (None,) + GROUP_SAFE_BRIDGE_DRIVERS:
+            return "bridge: stays with the host (VFIO accepts it in the group)"
+        return ("bridge bound to %s, which VFIO does not accept in a group it opens (only pcieport, pci-stub or no "
+                "driver)" % dev["driver"])
+    return "endpoint (%s, class %s): would move to %s with the group" % (dev["role"], dev["class_id"], driver)
+
+
+def group_refusal(gid: int, members: Sequence[Dict[str, Any]], reasons: Sequence[str],
+                  driver: str) -> Dict[str, Any]:
+    listed = [{"address": dev["address"], "driver": dev["driver"], "why": member_note(dev, driver)}
+              for dev in members]
+    text = "; ".join("%s (driver %s): %s" % (m["address"], m["driver"] or "none", m["why"]) for m in listed)
+    return {
+        "kind": "not_viable",
+        "group": gid,
+        "address": None,
+        "driver": None,
+        "members": listed,
+        "reason": "IOMMU group %d is not viable (%s). Members: %s" % (gid, "; ".join(reasons), text),
+        "fix": "a group goes to a guest whole or not at all: select devices whose group is viable "
+               "(pci_topology_info lists the groups)",
+    }
+
+
+def bridge_reasons(members: Sequence[Dict[str, Any]]) -> List[str]:
+    return ["bridge %s is bound to %s, which does not declare driver_managed_dma, so VFIO cannot claim the group"
+            % (dev["address"], dev["driver"]) for dev in members
+            if is_bridge(dev) and dev["driver"] not in (None,) + GROUP_SAFE_BRIDGE_DRIVERS]
+
+
+def critical_refusal(dev: Dict[str, Any], reasons: Sequence[str], selected: bool) -> Dict[str, Any]:
+    how = "selected" if selected else "in the same IOMMU group as a selected device"
+    return {
+        "kind": "host_critical",
+        "group": dev["iommu_group"],
+        "address": dev["address"],
+        "driver": dev["driver"],
+        "reason": "%s (driver %s, %s) is host-critical: %s" % (dev["address"], dev["driver"] or "none", how,
+                                                               "; ".join(reasons)),
+        "fix": "the host would lose it; if that is intended, name it: allow_host_critical: ['%s']" % dev["address"],
+    }
+
+
+def simple_refusal(kind: str, dev: Dict[str, Any], reason: str, fix: str) -> Dict[str, Any]:
+    return {"kind": kind, "group": dev["iommu_group"], "address": dev["address"], "driver": dev["driver"],
+            "reason": reason, "fix": fix}
+
+
+class Selection(NamedTuple):
+    groups: List[Dict[str, Any]]
+    targets: List[Dict[str, Any]]
+    refused: List[Dict[str, Any]]
+    warnings: List[str]
+
+
+def group_entry(gid: int, members: Sequence[Dict[str, Any]], reasons: List[str]) -> Dict[str, Any]:
+    return {"id": gid, "devices": [m["address"] for m in members],
+            "endpoints": [m["address"] for m in members if not is_bridge(m)],
+            "bridges": [m["address"] for m in members if is_bridge(m)],
+            "viable": not reasons, "reasons": reasons}
+
+
+def expand_groups(facts: Facts, intent: Intent, selected: Sequence[str]) -> Selection:
+    """The endpoints to act on (each selected function's whole group, or only it) and the groups they are in."""
+    devices = facts.topology["devices"]
+    by_address = {dev["address"]: dev for dev in devices}
+    members_of: Dict[Optional[int], List[Dict[str, Any]]] = {}
+    for dev in devices:
+        members_of.setdefault(dev["iommu_group"], []).append(dev)
+    verdicts = {group["id"]: group for group in facts.topology["iommu_groups"]}
+    present = intent.state == "present"
+    out = Selection([], [], [], [])
+    for address in selected:
+        dev = by_address[address]
+        gid = dev["iommu_group"]
+        if is_bridge(dev):
+            out.refused.append(simple_refusal("bridge", dev, "%s is a bridge (driver %s): bridges stay with the host"
+                                              % (address, dev["driver"] or "none"),
+                                              "select the endpoints below it, or its IOMMU group"))
+        elif gid is None:
+            if present and needs_group(intent.driver):
+                out.refused.append(simple_refusal("no_iommu_group", dev, "%s has no IOMMU group: the IOMMU is off"
+                                                  % address, "turn the IOMMU on (role kernel_args: intel_iommu=on "
+                                                  "or amd_iommu=on) and reboot"))
+            out.targets.append(dev)
+        else:
+            endpoints = [m for m in members_of[gid] if not is_bridge(m)]
+            out.targets.extend(endpoints if intent.whole_group else [dev])
+            if gid not in [group["id"] for group in out.groups]:
+                reasons = list(verdicts.get(gid, {}).get("reasons", [])) + bridge_reasons(members_of[gid])
+                out.groups.append(group_entry(gid, members_of[gid], reasons))
+                if present and reasons:
+                    out.refused.append(group_refusal(gid, members_of[gid], reasons, intent.driver))
+    unique = {dev["address"]: dev for dev in out.targets}
+    out.targets[:] = [unique[address] for address in sorted(unique)]
+    return out
+
+
+def plan_targets(facts: Facts, intent: Intent) -> Selection:
+    """Selection, group expansion and the safety checks (viability, host-critical devices)."""
+    selected = select(facts.topology["devices"], intent)
+    out = expand_groups(facts, intent, selected)
+    if not selected:
+        out.warnings.append("no PCI function matched the selection (addresses %s, pci_ids %s, roles %s, "
+                            "iommu_groups %s)" % (list(intent.addresses), list(intent.pci_ids), list(intent.roles),
+                                                  list(intent.iommu_groups)))
+    if intent.state != "present":
+        return out
+    chosen = {dev["address"] for dev in out.targets}
+    by_address = {dev["address"]: dev for dev in facts.topology["devices"]}
+    for group in out.groups:
+        left = [by_address[a] for a in group["endpoints"] if a not in chosen]
+        left = [dev for dev in left if dev["driver"] not in (None,) + VFIO_DRIVERS]
+        if left and needs_group(intent.driver):
+            out.warnings.append("IOMMU group %d: %s stay on their drivers (whole_group is false); VFIO will not "
+                                "open the group until they are released" % (group["id"], ", ".join(
+                                    "%s (%s)" % (dev["address"], dev["driver"]) for dev in left)))
+    for dev in out.targets:
+        reasons = facts.critical.get(dev["address"])
+        if reasons and dev["address"] not in intent.allow_host_critical and dev["driver"] != intent.driver:
+            out.refused.append(critical_refusal(dev, reasons, dev["address"] in selected))
+    for address in intent.allow_host_critical:
+        if address not in facts.critical:
+            out.warnings.append("allow_host_critical names %s, which is not host-critical here" % address)
+    return out
+
+
+def device_actions(facts: Facts, intent: Intent, groups: Sequence[Dict[str, Any]],
+                   targets: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per function the run looks at: endpoints to move (or leave) and bridges kept."""
+    entries = []
+    for dev in targets:
+        driver = dev["driver"]
+        if intent.state == "present":
+            action = "none" if driver == intent.driver else "bind"
+        else:
+            owned = driver == intent.driver or facts.overrides.get(dev["address"]) == intent.driver
+            action = "release" if owned else "none"
+        entries.append({"address": dev["address"], "group": dev["iommu_group"],
+                        "pci_id": "%s:%s" % (dev["vendor_id"], dev["device_id"]), "role": dev["role"],
+                        "driver_before": driver, "driver_after": driver if action == "none" else None,
+                        "action": action})
+    by_address = {dev["address"]: dev for dev in facts.topology["devices"]}
+    for group in groups:
+        for address in group["bridges"]:
+            dev = by_address[address]
+            entries.append({"address": address, "group": group["id"],
+                            "pci_id": "%s:%s" % (dev["vendor_id"], dev["device_id"]), "role": dev["role"],
+                            "driver_before": dev["driver"], "driver_after": dev["driver"], "action": "keep"})
+    entries.sort(key=lambda entry: entry["address"])
+    return entries
+
+
+def early_binding_content(facts: Facts, intent: Intent, targets: Sequence[Dict[str, Any]],
+                          warnings: List[str]) -> Optional[str]:
+    """New content of our modprobe.d file: the targets' IDs added (present) or taken out (absent)."""
+    before = facts.files.get(MODPROBE_CONF)
+    ids, softdeps = parse_modprobe_conf(before, intent.driver)
+    mine = {"%s:%s" % (dev["vendor_id"], dev["device_id"]) for dev in targets}
+    if intent.state == "absent":
+        if not set(ids) & mine:
+            return before
+        return render_modprobe_conf(intent.driver, [i for i in ids if i not in mine], softdeps)
+    target_addresses = {dev["address"] for dev in targets}
+    wanted = set(ids)
+    for pci_id in sorted(mine):
+        others = [dev["address"] for dev in facts.topology["devices"]
+                  if "%s:%s" % (dev["vendor_id"], dev["device_id"]) == pci_id and dev["address"] not in target_addresses
+                  and not is_bridge(dev)]
+        if others:
+            warnings.append("early binding: %s is left out of ids= because %s (not selected) would be claimed by %s "
+                            "too (same ID); the selected devices are still bound at boot by the udev rule"
+                            % (pci_id, ", ".join(others), intent.driver))
+            continue
+        wanted.add(pci_id)
+    modules = set(softdeps)
+    for dev in targets:
+        if "%s:%s" % (dev["vendor_id"], dev["device_id"]) not in wanted:
+            continue
+        if dev["driver"] and dev["driver"] != intent.driver:
+            module = facts.modules.get(dev["driver"])
+            if module:
+                modules.add(module)
+            else:
+                warnings.append("early binding: driver %s of %s is built into the kernel, so %s cannot load before "
+                                "it; the udev rule moves the device at boot"
+                                % (dev["driver"], dev["address"], intent.driver))
+        if dev["vendor_id"] == NVIDIA and dev["role"] in ("gpu", "nvswitch"):
+            modules.update(("nvidia", "nouveau") if dev["role"] == "gpu" else ("nvidia",))
+    return render_modprobe_conf(intent.driver, wanted, modules)
+
+
+def file_changes(facts: Facts, intent: Intent, actions: Sequence[Dict[str, Any]],
+                 warnings: List[str], targets: Sequence[Dict[str, Any]]) -> List[FileChange]:
+    """The persistent files whose content this run changes (None after: removed)."""
+    if not intent.persist:
+        return []
+    files = facts.files
+    wanted: Dict[str, Tuple[Optional[str], int]] = {}
+    endpoints = [entry["address"] for entry in actions if entry["action"] != "keep"]
+    rules = set(rule_addresses(files.get(UDEV_RULES)))
+    content = "%s\n" % intent.driver
+    if intent.state == "present":
+        for address in endpoints:
+            wanted[driverctl_path(address)] = (content, 0o644)
+        rules.update(endpoints)
+    else:
+        for address in endpoints:
+            path = driverctl_path(address)
+            if (files.get(path) or "").strip() == intent.driver:
+                wanted[path] = (None, 0o644)
+            if (files.get(path) or "").strip() in ("", intent.driver):
+                rules.discard(address)
+    rules_text = render_rules(rules)
+    wanted[UDEV_RULES] = (rules_text, 0o644)
+    wanted[HELPER] = (HELPER_SCRIPT if rules_text else None, 0o755)
+    if intent.early_binding or intent.state == "absent":
+        wanted[MODPROBE_CONF] = (early_binding_content(facts, intent, targets, warnings), 0o644)
+    return [FileChange(path, files.get(path), after, mode) for path, (after, mode) in sorted(wanted.items())
+            if files.get(path) != after]
+
+
+def make_plan(facts: Facts, intent: Intent) -> Dict[str, Any]:
+    """What this run does, from facts and intent alone: devices, groups, refusals, file changes, warnings."""
+    chosen = plan_targets(facts, intent)
+    actions = device_actions(facts, intent, chosen.groups, chosen.targets)
+    warnings = list(chosen.warnings)
+    changes = [] if chosen.refused else file_changes(facts, intent, actions, warnings, chosen.targets)
+    return {"devices": actions, "groups": chosen.groups, "refused": chosen.refused, "file_changes": changes,
+            "warnings": warnings}
+
+
+def refusal_message(refused: Sequence[Dict[str, Any]]) -> str:
+    return "refused, nothing was changed: " + " | ".join("%s; %s" % (item["reason"], item["fix"]) for item in refused)
+
+
+# --------------------------------------------------------------------------
+# Apply
+# --------------------------------------------------------------------------
+
+def write_file(host: HostRoot, change: FileChange) -> None:
+    """Replace a file atomically with its mode, or remove it when ``after`` is None."""
+    try:
+        replace_file(host.path(change.host_path), change.after, change.mode)
+    except OSError as error:
+        raise PciDriverError("cannot write %s: %s" % (change.host_path, error)) from None
+
+
+def file_diff(change: FileChange) -> Dict[str, str]:
+    return text_diff(change.host_path, change.before, change.after)
+
+
+def initramfs_command(setting: str, host: HostRoot, os_ids: Set[str]) -> Optional[List[str]]:
+    """The initramfs update command: ``auto`` by distribution, a command line as given, None for ``""``."""
+    if not setting:
+        return None
+    if setting != "auto":
+        return shlex.split(setting)
+    if os_ids & {"debian", "ubuntu"}:
+        return ["update-initramfs", "-u"]
+    if os_ids & {"rhel", "fedora", "centos"}:
+        return ["dracut", "-f"]
+    raise PciDriverError("initramfs_command auto: /etc/os-release (ID/ID_LIKE %s) is neither Debian/Ubuntu "
+                         "(update-initramfs -u) nor EL/Fedora (dracut -f); give the command, or '' to skip it"
+                         % (" ".join(sorted(os_ids)) or "unreadable"))
+
+
+def run_initramfs(argv: List[str], host: HostRoot) -> None:
+    path = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        raise PciDriverError("%s not found; install it or give initramfs_command" % argv[0])
+    env = dict(os.environ, **{HELPER_ROOT_ENV: host.root})
+    try:
+        proc = subprocess.run([path] + argv[1:], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              env=env, check=False)
+    except OSError as error:
+        raise PciDriverError("cannot run %s: %s" % (path, error)) from None
+    if proc.returncode != 0:
+        output = ((proc.stderr or "") + (proc.stdout or "")).strip()[-1500:]
+        raise PciDriverError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, output))
+
+
+def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Optional[List[str]],
+                check_mode: bool, result: Dict[str, Any]) -> None:
+    """Write the files; update the initramfs when the modprobe.d file changed (rolled back if that fails)."""
+    modprobe_change = next((change for change in changes if change.host_path == MODPROBE_CONF), None)
+    if modprobe_change is not None and initramfs is not None:
+        result["commands"].append(initramfs)
+    if check_mode:
+        return
+    for change in changes:
+        write_file(host, change)
+    if modprobe_change is None:
+        return
+    if initramfs is None:
+        if host.root == "/":
+            host.warn("%s changed but no initramfs_command is set: the initramfs keeps the old copy"
+                      % MODPROBE_CONF)
+        return
+    try:
+        run_initramfs(initramfs, host)
+    except PciDriverError:
+        write_file(host, FileChange(MODPROBE_CONF, None, modprobe_change.before, 0o644))
+        raise
+    result["initramfs_updated"] = True
+
+
+def vfio_nodes(host: HostRoot, devices: Sequence[Dict[str, Any]], wait: float) -> List[str]:
+    """/dev/vfio/<group> of every group on vfio-pci, and /dev/vfio/devices/vfioN (VFIO cdev, for iommufd)."""
+    on_vfio = [entry for entry in devices if entry["driver_after"] == DEFAULT_DRIVER and entry["action"] != "keep"]
+    nodes: List[str] = []
+    for gid in sorted({entry["group"] for entry in on_vfio if entry["group"] is not None}):
+        path = "/dev/vfio/%d" % gid
+        if pci_bind.wait_for(lambda p=path: host.exists(p), wait):
+            nodes.append(path)
+        else:
+            host.warn("IOMMU group %d is on vfio-pci but %s is missing" % (gid, path))
+    for entry in on_vfio:
+        for name in host.listdir(pci_bind.device_path(entry["address"], "vfio-dev")):
+            if host.exists("/dev/vfio/devices/%s" % name):
+                nodes.append("/dev/vfio/devices/%s" % name)
+    return nodes
+
+
+def move(host: HostRoot, entry: Dict[str, Any], intent: Intent, timeout: float) -> None:
+    """Bind or release one function; sets its ``driver_after``."""
+    if entry["action"] == "bind":
+        pci_bind.bind(host, entry["address"], intent.driver, timeout, entry["group"])
+        entry["driver_after"] = intent.driver
+        return
+    entry["driver_after"] = pci_bind.release(host, entry["address"], intent.driver, timeout, entry["group"])
+    if entry["driver_after"] == intent.driver:
+        host.warn("%s went back to %s after its override was cleared (the loaded module's ids= option claims "
+                  "it); it leaves %s at the next boot" % (entry["address"], intent.driver, intent.driver))
+
+
+def apply_runtime(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float, check_mode: bool,
+                  result: Dict[str, Any]) -> None:
+    """Move the functions whose action is bind or release, in address order (a group's functions together)."""
+    moving = [entry for entry in plan["devices"] if entry["action"] in ("bind", "release")]
+    if intent.state == "present" and moving:
+        pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
+    done: List[str] = []
+    for entry in moving:
+        if check_mode:
+            entry["driver_after"] = intent.driver if entry["action"] == "bind" else None
+            continue
+        try:
+            move(host, entry, intent, timeout)
+        except pci_bind.BindError as error:
+            raise PciDriverError("%s%s" % (error, "; moved before the failure: %s" % ", ".join(done) if done else
+                                           "")) from None
+        done.append(entry["address"])
+
+
+def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30.0,
+           initramfs_setting: str = "auto") -> Dict[str, Any]:
+    """Facts, plan, refusal or apply: the module's result (``diff`` included; the module drops it unless asked)."""
+    facts = gather_facts(host, intent)
+    plan = make_plan(facts, intent)
+    for warning in plan["warnings"]:
+        host.warn(warning)
+    if plan["refused"]:
+        raise PciDriverRefused(refusal_message(plan["refused"]), plan["refused"])
+    changes: List[FileChange] = plan["file_changes"]
+    result: Dict[str, Any] = {"changed": False, "devices": plan["devices"], "groups": plan["groups"],
+                              "files": [change.host_path for change in changes], "commands": [],
+                              "vfio_nodes": [], "initramfs_updated": False, "refused": [],
+                              "diff": [file_diff(change) for change in changes]}
+    initramfs = None
+    if any(change.host_path == MODPROBE_CONF for change in changes):
+        if host.root != "/" and initramfs_setting == "auto":
+            host.warn("root is %s: the initramfs is not updated (give initramfs_command to run one)" % host.root)
+        else:
+            initramfs = initramfs_command(initramfs_setting, host, facts.os_ids)
+    apply_files(host, changes, initramfs, check_mode, result)
+    try:
+        apply_runtime(host, plan, intent, timeout, check_mode, result)
+    except PciDriverError as error:
+        if changes and not check_mode:
+            raise PciDriverError("%s. The persistent files were written before (%s), so the next boot applies "
+                                 "them" % (error, ", ".join(result["files"]))) from None
+        raise
+    moved = any(entry["action"] in ("bind", "release") for entry in plan["devices"])
+    result["changed"] = bool(changes) or moved
+    if not check_mode and intent.state == "present" and intent.driver == DEFAULT_DRIVER:
+        result["vfio_nodes"] = vfio_nodes(host, plan["devices"], 2.0 if moved else 0.0)
+    return result
