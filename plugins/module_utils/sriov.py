@@ -1,0 +1,675 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""SR-IOV virtual functions: a PF's state, the writes that reach the wanted state, and their boot persistence.
+
+Everything goes through the PF's sysfs attributes (Linux ``drivers/pci/iov.c``):
+``sriov_totalvfs`` (the most VFs the PF driver and firmware allow), ``sriov_numvfs``,
+``sriov_drivers_autoprobe``, ``sriov_offset``, ``sriov_stride`` and one
+``virtfnN`` link per enabled VF.  What the kernel does with a write to ``sriov_numvfs``
+(``sriov_numvfs_store``): a value above ``sriov_totalvfs`` is ``ERANGE``; the current value is a
+no-op; without a PF driver that implements ``sriov_configure`` it is ``ENOENT``; ``0`` removes every
+VF; any other value while VFs exist is ``EBUSY`` ("Disable before enabling").  So a change from N to
+M VFs is ``0`` then ``M``, and it destroys every existing VF.
+
+The flow is the collection's: :func:`read_pf` reads, :func:`plan_pfs` is a pure function of the
+states and the wanted values (the ordered writes, or every refusal at once, before anything is
+written), :func:`apply_plans` writes and waits for the VFs, and :func:`persistence_changes` gives
+the files that re-create the VFs at boot (a configuration file, a POSIX sh script and a systemd
+oneshot unit).
+
+Standard library only: this runs on target hosts with Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    ADDRESS_RE,
+    PCI_DEVICES,
+    normalize_address,
+    virtual_function_addresses,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import replace_file
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+CONFIG_FILE = "/etc/confidential-gpu/sriov.conf"
+SCRIPT_FILE = "/usr/local/libexec/confidential-gpu/sriov-apply"
+UNIT_DIR = "/etc/systemd/system"
+DEFAULT_UNIT = "confidential-gpu-sriov.service"
+DEFAULT_TIMEOUT = 60
+MAX_VFS = 0xFFFF  # sriov_numvfs takes a u16 (kstrtou16)
+UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.\-]+\.service$")
+POLL_SECONDS = 0.1
+
+# The write runs in a child process: a write to sriov_numvfs that removes a VF held by a VFIO user
+# (a guest) waits in the kernel until the user lets go (vfio_unregister_group_dev: "Device is currently
+# in use, task ... blocked until device is released"), and a thread blocked there would keep the module
+# from exiting.  The child can be left waiting; the module reports it and returns.
+_WRITER = """
+import os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, sys.argv[2].encode())
+    finally:
+        os.close(fd)
+except OSError as error:
+    sys.stderr.write("%d %s" % (error.errno or 0, error.strerror or error))
+    sys.exit(1)
+"""
+
+_WRITE_HINTS = {
+    errno.ERANGE: "more VFs than sriov_totalvfs allows",
+    errno.ENOENT: "the PF has no driver, or its driver cannot configure SR-IOV through sysfs (vfio-pci needs "
+                  "enable_sriov=1); bind the PF's own driver (nvme, mlx5_core...) or pci-pf-stub",
+    errno.EBUSY: "VFs are still enabled (the kernel changes a non-zero count only through 0) or the PF driver is "
+                 "busy",
+    errno.EINVAL: "the kernel did not accept the value",
+}
+_ENABLE_HINT = ("the PF driver could not enable the VFs: check the device firmware (ConnectX: SRIOV_EN and "
+                "NUM_OF_VFS with mlxconfig, see docs/sriov.md), SR-IOV support in the BIOS, and free bus numbers "
+                "and MMIO space for the VFs (pci=realloc)")
+
+
+class SriovError(Exception):
+    """A request that cannot be carried out; the message names the PF, the file or value, and the fix."""
+
+    def __init__(self, message: str, problems: Optional[List[str]] = None,
+                 results: Optional[List[Dict[str, Any]]] = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+        self.results = results or []
+
+
+class Want(NamedTuple):
+    """What the user asks for one PF; ``drivers_autoprobe`` None leaves it as it is."""
+
+    address: str
+    num_vfs: int
+    drivers_autoprobe: Optional[bool]
+
+
+class PfState(NamedTuple):
+    """A PF as sysfs shows it now."""
+
+    address: str
+    driver: Optional[str]
+    total_vfs: int
+    num_vfs: int
+    drivers_autoprobe: Optional[bool]
+    offset: Optional[int]
+    stride: Optional[int]
+    vfs: Tuple[str, ...]
+    vf_drivers: Tuple[Tuple[str, Optional[str]], ...]
+
+
+class PfPlan(NamedTuple):
+    """The writes (host path, value) that bring one PF to what is wanted, in order."""
+
+    state: PfState
+    want: Want
+    writes: Tuple[Tuple[str, str], ...]
+
+    @property
+    def recreates(self) -> bool:
+        """True when the VFs are removed or created (sriov_numvfs changes)."""
+        return self.want.num_vfs != self.state.num_vfs
+
+
+class FileChange(NamedTuple):
+    """One persistence file: content before and after (None: absent), its mode, or a link to remove."""
+
+    host_path: str
+    before: Optional[str]
+    after: Optional[str]
+    mode: int
+    mode_before: Optional[int]
+
+
+# --------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------
+
+def parse_pfs(items: Sequence[Mapping[str, Any]]) -> List[Want]:
+    """The module's ``pfs``, validated and normalized; every problem at once, before anything is read."""
+    wants: List[Want] = []
+    problems: List[str] = []
+    seen: Dict[str, int] = {}
+    for index, item in enumerate(items or []):
+        raw = str(item.get("address") or "")
+        address = normalize_address(raw)
+        num_vfs = item.get("num_vfs")
+        autoprobe = item.get("drivers_autoprobe")
+        if not ADDRESS_RE.match(address):
+            problems.append("pfs[%d].address %r is not a PCI address; give it as DDDD:BB:DD.F, like 0000:01:00.0"
+                            % (index, raw))
+            continue
+        if not isinstance(num_vfs, int) or isinstance(num_vfs, bool) or not 0 <= num_vfs <= MAX_VFS:
+            problems.append("pfs[%d].num_vfs %r for %s: give a whole number from 0 to %d"
+                            % (index, num_vfs, address, MAX_VFS))
+            continue
+        if address in seen:
+            problems.append("pfs[%d]: %s is already pfs[%d]; give each PF once" % (index, address, seen[address]))
+            continue
+        seen[address] = index
+        wants.append(Want(address, num_vfs, None if autoprobe is None else bool(autoprobe)))
+    if problems:
+        raise SriovError("; ".join(problems), problems)
+    return wants
+
+
+# --------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------
+
+def _basename(link: Optional[str]) -> Optional[str]:
+    return link.rstrip("/").rsplit("/", 1)[-1] if link else None
+
+
+def linked_vfs(host: HostRoot, address: str) -> List[str]:
+    """The PF's VFs from its ``virtfnN`` links, in VF order (the kernel makes one per enabled VF)."""
+    base = "%s/%s" % (PCI_DEVICES, address)
+    found = []
+    for name in host.listdir(base):
+        if name.startswith("virtfn") and name[6:].isdigit():
+            target = _basename(host.readlink("%s/%s" % (base, name)))
+            if target:
+                found.append((int(name[6:]), target))
+    return [vf for _index, vf in sorted(found)]
+
+
+def expected_vfs(address: str, offset: Optional[int], stride: Optional[int], count: int) -> List[str]:
+    """VF addresses from the PF's routing ID, First VF Offset and VF Stride, as the kernel computes them."""
+    if offset is None or count <= 0:
+        return []
+    return virtual_function_addresses({"address": address, "sriov": {
+        "vf_enabled": True, "num_vfs": count, "vf_offset": offset, "vf_stride": stride or 0}})
+
+
+def read_pf(host: HostRoot, address: str) -> PfState:
+    """The PF's SR-IOV state; an error when the address is no device or no SR-IOV physical function."""
+    base = "%s/%s" % (PCI_DEVICES, address)
+    if not host.exists(base):
+        raise SriovError("%s: no such PCI device (%s is absent); the SR-IOV PFs of a host are the devices whose "
+                         "sriov is not null in confidential_gpu.host.pci_topology_info" % (address, base))
+    total = host.read_int(base + "/sriov_totalvfs")
+    if total is None:
+        physfn = _basename(host.readlink(base + "/physfn"))
+        if physfn:
+            raise SriovError("%s is a virtual function of %s, not a physical function; give the PF's address"
+                             % (address, physfn))
+        raise SriovError("%s is not an SR-IOV physical function: it has no %s/sriov_totalvfs (no SR-IOV "
+                         "capability, or SR-IOV turned off in the BIOS or in the device's firmware; on ConnectX "
+                         "see docs/sriov.md for SRIOV_EN and NUM_OF_VFS)" % (address, base))
+    num = host.read_int(base + "/sriov_numvfs")
+    if num is None:
+        raise SriovError("%s: cannot read %s/sriov_numvfs" % (address, base))
+    autoprobe = host.read_int(base + "/sriov_drivers_autoprobe")
+    offset = host.read_int(base + "/sriov_offset")
+    stride = host.read_int(base + "/sriov_stride")
+    vfs = linked_vfs(host, address)
+    if len(vfs) != num:
+        vfs = expected_vfs(address, offset, stride, num) or vfs
+    return PfState(
+        address=address,
+        driver=_basename(host.readlink(base + "/driver")),
+        total_vfs=total,
+        num_vfs=num,
+        drivers_autoprobe=None if autoprobe is None else bool(autoprobe),
+        offset=offset,
+        stride=stride,
+        vfs=tuple(vfs),
+        vf_drivers=tuple((vf, _basename(host.readlink("%s/%s/driver" % (PCI_DEVICES, vf)))) for vf in vfs),
+    )
+
+
+# --------------------------------------------------------------------------
+# Planning (pure)
+# --------------------------------------------------------------------------
+
+def plan_pf(state: PfState, want: Want, force: bool = False) -> PfPlan:
+    """The ordered writes for one PF: autoprobe first, then sriov_numvfs 0 (when VFs exist) and N."""
+    base = "%s/%s" % (PCI_DEVICES, state.address)
+    if want.num_vfs > state.total_vfs:
+        raise SriovError("%s: %d VFs asked for, but its sriov_totalvfs is %d; ask for at most %d (the PF driver "
+                         "and the device firmware set this limit; on ConnectX raise NUM_OF_VFS, see docs/sriov.md)"
+                         % (state.address, want.num_vfs, state.total_vfs, state.total_vfs))
+    writes: List[Tuple[str, str]] = []
+    if want.drivers_autoprobe is not None and want.drivers_autoprobe != state.drivers_autoprobe:
+        if state.drivers_autoprobe is None:
+            raise SriovError("%s: %s/sriov_drivers_autoprobe cannot be read (the kernel has it since Linux 4.12); "
+                             "leave drivers_autoprobe out" % (state.address, base))
+        writes.append((base + "/sriov_drivers_autoprobe", "1" if want.drivers_autoprobe else "0"))
+    if want.num_vfs != state.num_vfs:
+        if state.driver is None:
+            raise SriovError("%s has no driver bound: the kernel changes sriov_numvfs only through the PF's driver "
+                             "(ENOENT otherwise); load its driver (nvme, mlx5_core...) or bind the PF to pci-pf-stub "
+                             "first" % state.address)
+        if state.num_vfs:
+            bound = ["%s (%s)" % (vf, driver) for vf, driver in state.vf_drivers if driver]
+            if bound and not force:
+                raise SriovError(
+                    "%s: going from %d to %d VFs removes every VF first, and %s bound to a driver: %s. A VF's user "
+                    "loses it (a VF on vfio-pci may be in a guest, and then the kernel holds the write until the "
+                    "guest lets the VF go). Release them first (confidential_gpu.host.pci_driver with state "
+                    "absent, stop their guests), or set force to true"
+                    % (state.address, state.num_vfs, want.num_vfs,
+                       "one VF is" if len(bound) == 1 else "%d VFs are" % len(bound), ", ".join(bound)))
+            writes.append((base + "/sriov_numvfs", "0"))
+        if want.num_vfs:
+            writes.append((base + "/sriov_numvfs", str(want.num_vfs)))
+    return PfPlan(state, want, tuple(writes))
+
+
+def plan_pfs(states: Mapping[str, PfState], wants: Sequence[Want], force: bool = False,
+             unreadable: Optional[Mapping[str, str]] = None) -> List[PfPlan]:
+    """Plans for every PF in ``wants`` order; one error with every problem (unreadable PFs included)."""
+    problems = [unreadable[want.address] for want in wants if unreadable and want.address in unreadable]
+    plans = []
+    for want in wants:
+        if want.address not in states:
+            continue
+        try:
+            plans.append(plan_pf(states[want.address], want, force))
+        except SriovError as error:
+            problems.append(str(error))
+    if problems:
+        raise SriovError("nothing was changed: " + "; ".join(problems), problems)
+    return plans
+
+
+def read_and_plan(host: HostRoot, wants: Sequence[Want], force: bool = False) -> List[PfPlan]:
+    states: Dict[str, PfState] = {}
+    unreadable: Dict[str, str] = {}
+    for want in wants:
+        try:
+            states[want.address] = read_pf(host, want.address)
+        except SriovError as error:
+            unreadable[want.address] = str(error)
+    return plan_pfs(states, wants, force, unreadable)
+
+
+# --------------------------------------------------------------------------
+# Applying
+# --------------------------------------------------------------------------
+
+def write_attribute(host: HostRoot, host_path: str, value: str, timeout: float, address: str) -> None:
+    """Write ``value`` to a sysfs attribute from a child process that may wait at most ``timeout`` seconds."""
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WRITER, host.path(host_path), value + "\n"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    except OSError as error:
+        raise SriovError("%s: cannot start a writer for %s: %s" % (address, host_path, error)) from None
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SriovError(
+            "%s: writing %s to %s did not return within %s s; the kernel still holds it (process %d waits), most "
+            "likely because a VF is in use by a VFIO user (a guest): the kernel log says 'Device is currently in "
+            "use ... blocked until device is released'. Stop the guest, or wait and run again"
+            % (address, value, host_path, _seconds(timeout), proc.pid)) from None
+    if proc.returncode == 0:
+        return
+    text = (err or b"").decode("utf-8", "replace").strip()
+    code_text, _space, reason = text.partition(" ")
+    code = int(code_text) if code_text.isdigit() else 0
+    if code == errno.ENOENT and not host.exists(host_path):
+        hint = "the file does not exist"
+    elif host_path.endswith("/sriov_numvfs") and value != "0":
+        hint = _WRITE_HINTS.get(code, _ENABLE_HINT)
+    else:
+        hint = _WRITE_HINTS.get(code, "see the kernel log")
+    raise SriovError("%s: writing %s to %s failed: %s (%s); see the kernel log (dmesg)"
+                     % (address, value, host_path, reason or text or "rc %d" % proc.returncode, hint))
+
+
+def _seconds(value: float) -> str:
+    return ("%d" % value) if float(value).is_integer() else ("%g" % value)
+
+
+def wait_for_vfs(host: HostRoot, address: str, count: int, timeout: float) -> List[str]:
+    """The PF's ``count`` VFs once all are in /sys/bus/pci/devices; an error naming them after ``timeout``."""
+    base = "%s/%s" % (PCI_DEVICES, address)
+    deadline = time.monotonic() + timeout
+    while True:
+        # Offset and stride may change with NumVFs (PCIe SR-IOV): read them after the write.
+        expected = expected_vfs(address, host.read_int(base + "/sriov_offset"), host.read_int(base + "/sriov_stride"),
+                                count)
+        if not expected:
+            expected = linked_vfs(host, address)
+        missing = [vf for vf in expected if not host.exists("%s/%s" % (PCI_DEVICES, vf))]
+        if len(expected) == count and not missing:
+            return expected
+        if time.monotonic() >= deadline:
+            names = ", ".join(missing or expected) if expected else "virtfn0 to virtfn%d" % (count - 1)
+            raise SriovError(
+                "%s: sriov_numvfs is %d, but VF(s) %s did not appear in %s within %s s; the PF driver may have "
+                "failed to enable them (see dmesg), or they come up slowly: raise timeout"
+                % (address, count, names, PCI_DEVICES, _seconds(timeout)))
+        time.sleep(POLL_SECONDS)
+
+
+def pf_result(plan: PfPlan, vfs: Sequence[str], done: bool) -> Dict[str, Any]:
+    """One PF in the module's result."""
+    state, want = plan.state, plan.want
+    return {
+        "address": state.address,
+        "driver": state.driver,
+        "total_vfs": state.total_vfs,
+        "num_vfs_before": state.num_vfs,
+        "num_vfs": want.num_vfs,
+        "drivers_autoprobe_before": state.drivers_autoprobe,
+        "drivers_autoprobe": state.drivers_autoprobe if want.drivers_autoprobe is None else want.drivers_autoprobe,
+        "vfs_before": list(state.vfs),
+        "vfs": list(vfs),
+        "recreated": plan.recreates,
+        "changed": bool(plan.writes),
+        "writes": [{"path": path, "value": value} for path, value in plan.writes],
+        "applied": done,
+    }
+
+
+def apply_plans(host: HostRoot, plans: Sequence[PfPlan], timeout: float, check_mode: bool) -> List[Dict[str, Any]]:
+    """Carry out the plans in order (nothing in check mode); the PFs' results, VF addresses included."""
+    results: List[Dict[str, Any]] = []
+    for plan in plans:
+        state, want = plan.state, plan.want
+        if not plan.recreates:
+            vfs: Sequence[str] = state.vfs
+        elif check_mode:
+            vfs = expected_vfs(state.address, state.offset, state.stride, want.num_vfs)
+        else:
+            vfs = []
+        if check_mode:
+            results.append(pf_result(plan, vfs, False))
+            continue
+        try:
+            for path, value in plan.writes:
+                write_attribute(host, path, value, timeout, state.address)
+            if plan.recreates and want.num_vfs:
+                vfs = wait_for_vfs(host, state.address, want.num_vfs, timeout)
+        except SriovError as error:
+            done = [result["address"] for result in results if result["changed"]]
+            message = str(error)
+            if done:
+                message += " (already changed in this run: %s)" % ", ".join(done)
+            raise SriovError(message, [str(error)], results) from None
+        results.append(pf_result(plan, vfs, True))
+    return results
+
+
+def state_diff(plan: PfPlan) -> Dict[str, str]:
+    """The PF's attributes before and after, for diff mode."""
+    state, want = plan.state, plan.want
+    autoprobe = state.drivers_autoprobe if want.drivers_autoprobe is None else want.drivers_autoprobe
+
+    def text(num: int, probe: Optional[bool]) -> str:
+        shown = "unknown" if probe is None else "%d" % probe
+        return "sriov_drivers_autoprobe: %s\nsriov_numvfs: %d\n" % (shown, num)
+
+    header = "%s/%s" % (PCI_DEVICES, state.address)
+    return {"before_header": header, "after_header": header,
+            "before": text(state.num_vfs, state.drivers_autoprobe), "after": text(want.num_vfs, autoprobe)}
+
+
+# --------------------------------------------------------------------------
+# Persistence: configuration, script, unit
+# --------------------------------------------------------------------------
+
+SCRIPT_TEXT = r"""#!/bin/sh
+# sriov-apply: create the SR-IOV virtual functions listed in a configuration file.
+# Installed by confidential_gpu.host.sriov_vfs, which rewrites it; run at boot by its systemd unit.
+#
+# Usage: sriov-apply [CONFIG [TIMEOUT]]
+# CONFIG lines: "PF_ADDRESS NUM_VFS DRIVERS_AUTOPROBE" (autoprobe 1, 0, or - to leave it); '#' comments.
+# For each PF: wait up to TIMEOUT seconds for the PF and its driver (PF drivers load from udev), write
+# sriov_drivers_autoprobe when given and different, then sriov_numvfs only when it differs: 0 first when
+# VFs exist (the kernel refuses to go from N to M directly), then the number; then wait up to TIMEOUT
+# seconds for the VFs' virtfnN links. A PF that fails is reported and the others are still done; the
+# exit status is 1 when any failed.
+set -u
+conf=${1:-/etc/confidential-gpu/sriov.conf}
+timeout=${2:-60}
+devices=${SRIOV_APPLY_SYSFS:-/sys}/bus/pci/devices
+status=0
+
+say() { printf 'sriov-apply: %s\n' "$*"; }
+fail() { printf 'sriov-apply: %s\n' "$*" >&2; status=1; }
+
+# wait_until SECONDS COMMAND [ARG...]: run COMMAND once a second until it succeeds; false after SECONDS.
+wait_until() {
+    left=$1
+    shift
+    until "$@"; do
+        [ "$left" -gt 0 ] || return 1
+        sleep 1
+        left=$((left - 1))
+    done
+}
+
+pf_ready() { [ -e "$1/sriov_numvfs" ] && [ -e "$1/driver" ]; }
+
+vfs_present() {
+    i=0
+    while [ "$i" -lt "$2" ]; do
+        [ -e "$1/virtfn$i" ] || return 1
+        i=$((i + 1))
+    done
+}
+
+# put FILE VALUE: write VALUE to a sysfs attribute; the error text in $err when it fails.
+put() { err=$( { printf '%s\n' "$2" > "$1"; } 2>&1 ); }
+
+apply_pf() {
+    pf=$1 want=$2 probe=$3 dev=$devices/$1
+    if ! wait_until "$timeout" pf_ready "$dev"; then
+        if [ ! -e "$dev" ]; then
+            fail "$pf: no such PCI device after ${timeout}s"
+        elif [ ! -e "$dev/sriov_numvfs" ]; then
+            fail "$pf: not an SR-IOV physical function (no sriov_numvfs)"
+        else
+            fail "$pf: no driver bound after ${timeout}s; the kernel creates VFs only through the PF's driver"
+        fi
+        return
+    fi
+    read -r total < "$dev/sriov_totalvfs" || total=0
+    if [ "$want" -gt "$total" ]; then
+        fail "$pf: $want VFs wanted, sriov_totalvfs is $total"
+        return
+    fi
+    if [ "$probe" != - ]; then
+        read -r was < "$dev/sriov_drivers_autoprobe" || was=
+        if [ "$was" != "$probe" ]; then
+            put "$dev/sriov_drivers_autoprobe" "$probe" || { fail "$pf: sriov_drivers_autoprobe $probe: $err"; return; }
+            say "$pf: sriov_drivers_autoprobe $was -> $probe"
+        fi
+    fi
+    read -r now < "$dev/sriov_numvfs" || now=
+    if [ "$now" = "$want" ]; then
+        say "$pf: $want VFs, as configured"
+        return
+    fi
+    steps=$now
+    if [ "$now" != 0 ]; then
+        put "$dev/sriov_numvfs" 0 || { fail "$pf: sriov_numvfs 0: $err (see the kernel log)"; return; }
+        steps="$steps -> 0"
+    fi
+    if [ "$want" != 0 ]; then
+        put "$dev/sriov_numvfs" "$want" || { fail "$pf: sriov_numvfs $want: $err (see the kernel log)"; return; }
+        steps="$steps -> $want"
+    fi
+    say "$pf: sriov_numvfs $steps"
+    if ! wait_until "$timeout" vfs_present "$dev" "$want"; then
+        fail "$pf: sriov_numvfs is $want but not all VFs appeared within ${timeout}s"
+    fi
+}
+
+if [ ! -r "$conf" ]; then
+    fail "cannot read $conf"
+    exit 1
+fi
+while read -r address num probe _rest; do
+    case $address in
+        '' | '#'*) continue ;;
+        *[!0-9a-f:.]*) fail "$conf: bad PF address '$address'"; continue ;;
+    esac
+    case $num in
+        '' | *[!0-9]*) fail "$conf: $address: bad VF count '$num'"; continue ;;
+    esac
+    case ${probe:--} in
+        0 | 1 | -) ;;
+        *) fail "$conf: $address: bad drivers_autoprobe '$probe' (1, 0 or -)"; continue ;;
+    esac
+    apply_pf "$address" "$num" "${probe:--}"
+done < "$conf"
+exit "$status"
+"""
+
+
+def config_text(wants: Sequence[Want], unit_name: str) -> str:
+    lines = ["# Managed by confidential_gpu.host.sriov_vfs (rewritten on every run); read at boot by %s." % unit_name,
+             "# PF address, number of VFs, sriov_drivers_autoprobe (1, 0, or - to leave it as the kernel has it)."]
+    for want in wants:
+        probe = "-" if want.drivers_autoprobe is None else ("1" if want.drivers_autoprobe else "0")
+        lines.append("%s %d %s" % (want.address, want.num_vfs, probe))
+    return "\n".join(lines) + "\n"
+
+
+def unit_text(pf_count: int, timeout: int) -> str:
+    """The oneshot unit.  See docs/sriov.md for the ordering decisions and their sources."""
+    start_limit = 2 * timeout * max(pf_count, 1) + 30
+    return """# Managed by confidential_gpu.host.sriov_vfs (rewritten on every run).
+# Creates the SR-IOV virtual functions listed in %(config)s at boot, before the network is
+# configured and before containerd and kubelet start.
+[Unit]
+Description=SR-IOV virtual functions (confidential_gpu.host)
+ConditionPathExists=%(config)s
+DefaultDependencies=no
+Wants=network-pre.target
+After=local-fs.target systemd-modules-load.service systemd-udev-trigger.service
+Before=network-pre.target containerd.service kubelet.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=%(script)s %(config)s %(timeout)d
+TimeoutStartSec=%(limit)d
+
+[Install]
+WantedBy=multi-user.target
+""" % {"config": CONFIG_FILE, "script": SCRIPT_FILE, "timeout": timeout, "limit": start_limit}
+
+
+def read_file(host: HostRoot, host_path: str) -> Tuple[Optional[str], Optional[int]]:
+    """Content and mode of a file; (None, None) when it does not exist; an error when it cannot be read."""
+    path = host.path(host_path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(), os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SriovError("cannot read %s: %s" % (host_path, error)) from None
+
+
+def enablement_links(host: HostRoot, unit_name: str) -> List[str]:
+    """``/etc/systemd/system/*.wants/<unit>`` links (what ``systemctl enable`` made)."""
+    links = []
+    for entry in host.listdir(UNIT_DIR):
+        if entry.endswith((".wants", ".requires")):
+            link = "%s/%s/%s" % (UNIT_DIR, entry, unit_name)
+            if os.path.islink(host.path(link)):
+                links.append(link)
+    return links
+
+
+def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, unit_name: str,
+                        timeout: int) -> Tuple[List[FileChange], List[str]]:
+    """Files to write or remove, and enablement links to remove (persistence off, or no PF left)."""
+    unit_path = "%s/%s" % (UNIT_DIR, unit_name)
+    keep = persist and bool(wants)
+    desired = (
+        (CONFIG_FILE, config_text(wants, unit_name) if keep else None, 0o644),
+        (SCRIPT_FILE, SCRIPT_TEXT if keep else None, 0o755),
+        (unit_path, unit_text(len(wants), timeout) if keep else None, 0o644),
+    )
+    changes = []
+    for host_path, after, mode in desired:
+        before, mode_before = read_file(host, host_path)
+        if before != after or (after is not None and mode_before != mode):
+            changes.append(FileChange(host_path, before, after, mode, mode_before))
+    links = [] if keep else enablement_links(host, unit_name)
+    return changes, links
+
+
+def write_file(host: HostRoot, change: FileChange) -> None:
+    """Replace a file atomically with its content and mode, or remove it."""
+    try:
+        replace_file(host.path(change.host_path), change.after, change.mode)
+    except OSError as error:
+        raise SriovError("cannot write %s: %s" % (change.host_path, error)) from None
+
+
+def remove_link(host: HostRoot, host_path: str) -> None:
+    try:
+        os.unlink(host.path(host_path))
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise SriovError("cannot remove %s: %s" % (host_path, error)) from None
+
+
+def file_diff(change: FileChange) -> Dict[str, str]:
+    def header(content: Optional[str], mode: Optional[int]) -> str:
+        return "%s%s" % (change.host_path, " (absent)" if content is None else " (mode %04o)" % (mode or 0))
+
+    return {"before_header": header(change.before, change.mode_before),
+            "after_header": header(change.after, change.mode),
+            "before": change.before or "", "after": change.after or ""}
+
+
+# --------------------------------------------------------------------------
+# The module's work
+# --------------------------------------------------------------------------
+
+def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_name: str = DEFAULT_UNIT,
+           timeout: int = DEFAULT_TIMEOUT, force: bool = False, check_mode: bool = False) -> Dict[str, Any]:
+    """Plan, apply (unless check mode) and persist; the module's result with ``diff``."""
+    if not UNIT_NAME_RE.match(unit_name or ""):
+        raise SriovError("unit_name %r: give a systemd service name (letters, digits, ':', '_', '.', '-') ending "
+                         "in .service, like %s" % (unit_name, DEFAULT_UNIT))
+    if timeout <= 0:
+        raise SriovError("timeout %r: give a number of seconds above 0" % timeout)
+    plans = read_and_plan(host, wants, force)
+    changes, links = persistence_changes(host, wants, persist, unit_name, timeout)
+    results = apply_plans(host, plans, timeout, check_mode)
+    if not check_mode:
+        for change in changes:
+            write_file(host, change)
+        for link in links:
+            remove_link(host, link)
+    unit_path = "%s/%s" % (UNIT_DIR, unit_name)
+    diff = [state_diff(plan) for plan in plans if plan.writes]
+    diff += [file_diff(change) for change in changes]
+    diff += [{"before_header": link, "after_header": link + " (absent)", "before": "symlink\n", "after": ""}
+             for link in links]
+    return {
+        "changed": any(plan.writes for plan in plans) or bool(changes) or bool(links),
+        "pfs": results,
+        "vfs": [vf for result in results for vf in result["vfs"]],
+        "files": [change.host_path for change in changes] + links,
+        "unit_name": unit_name,
+        "unit_path": unit_path,
+        "unit_changed": any(change.host_path == unit_path for change in changes) or bool(links),
+        "persisted": persist and bool(wants),
+        "diff": diff,
+    }
