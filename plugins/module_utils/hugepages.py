@@ -1,0 +1,607 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Hugepage pools per page size and NUMA node: plan, memory check, runtime writes, boot-time persistence.
+
+:func:`build_requests` turns the user's pools into :class:`PoolRequest` items
+(bad input raises :class:`HugepagesError` before anything is read).
+:func:`read_host` reads the pools and node memory once through a
+:class:`HostRoot` (the readers of ``cc_host``), :func:`check_host` and
+:func:`memory_budget` refuse what the host cannot hold, :func:`plan` compares
+the request with the current pools and :func:`apply_pools` writes
+``nr_hugepages`` and reads back what the kernel gave.  :func:`shortfalls`,
+:func:`boot_kernel_args`, :func:`render_config` and :func:`render_unit` are
+pure.  :func:`manage` runs the whole sequence for the module.
+
+Standard library only: this runs on target hosts with Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import (
+    read_hugepages,
+    read_numa,
+    size_label,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+GIB_KB = 1 << 20
+MIB_KB = 1 << 10
+
+UNIT_NAME = "confidential-gpu-hugepages.service"
+UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
+UNIT_WANTS_LINK = "/etc/systemd/system/sysinit.target.wants/" + UNIT_NAME
+CONFIG_PATH = "/etc/confidential-gpu/hugepages.conf"
+SCRIPT_PATH = "/usr/local/sbin/confidential-gpu-hugepages"
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNIT_KB = {"k": 1, "m": MIB_KB, "g": GIB_KB, "t": 1 << 30}
+
+
+class HugepagesError(Exception):
+    """The request cannot be carried out; the message names the pool, file or value and the fix."""
+
+
+class PoolRequest(NamedTuple):
+    """One pool the user asks for: ``count`` pages of ``size_kb`` on ``node`` (``None``: system-wide)."""
+
+    size_kb: int
+    node: Optional[int]
+    count: int
+
+    @property
+    def label(self) -> str:
+        return pool_label(self.size_kb, self.node)
+
+
+class HostPools(NamedTuple):
+    """What the host has: node memory and, per page size, the system-wide and per-node page counts."""
+
+    node_mem_kb: Dict[int, Optional[int]]  # node -> MemTotal (kB); empty on a kernel without NUMA in sysfs
+    total_mem_kb: Optional[int]  # /proc/meminfo MemTotal, used when there are no nodes
+    pools: Dict[int, Dict[str, Any]]  # size_kb -> cc_host pool: total, free, surplus, nodes [{node, total, ...}]
+
+
+class PoolPlan(NamedTuple):
+    request: PoolRequest
+    before: Optional[int]
+    path: str
+
+    @property
+    def changes(self) -> bool:
+        return self.before != self.request.count
+
+
+class FileChange(NamedTuple):
+    host_path: str
+    before: Optional[str]
+    after: Optional[str]  # None: remove the file
+    mode: int = 0o644
+
+
+# --------------------------------------------------------------------------
+# Input (pure)
+# --------------------------------------------------------------------------
+
+def parse_size(text: Any) -> int:
+    """``2M``, ``2MB``, ``2MiB``, ``1G``, ``2048kB`` -> page size in kB; a bare number is refused."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise HugepagesError("hugepage size %r is not a size: write it like 2M, 1G or 2048kB" % (text,))
+    number, unit = int(match.group(1)), match.group(2).lower()
+    if not unit:
+        raise HugepagesError("hugepage size %r has no unit: write 2M, 1G or %skB" % (text, number))
+    size_kb = number * _UNIT_KB[unit]
+    if size_kb <= 0:
+        raise HugepagesError("hugepage size %r is zero: write a page size like 2M or 1G" % (text,))
+    return size_kb
+
+
+def pool_label(size_kb: int, node: Optional[int]) -> str:
+    """``2M pool on node 1`` / ``1G system-wide pool``: how messages name a pool."""
+    where = "system-wide pool" if node is None else "pool on node %d" % node
+    return "%s %s" % (size_label(size_kb), where)
+
+
+def _int_field(item: Dict[str, Any], name: str, index: int, minimum: int) -> Optional[int]:
+    value = item.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value).strip())
+        except ValueError:
+            raise HugepagesError("pools[%d].%s is %r, not a whole number" % (index, name, value)) from None
+    if value < minimum:
+        raise HugepagesError("pools[%d].%s is %d; it must be %d or more" % (index, name, value, minimum))
+    return value
+
+
+def build_requests(items: Sequence[Dict[str, Any]]) -> List[PoolRequest]:
+    """User pools (``[{size, count, node}]``) -> requests, in the order given; refuses duplicates and mixes.
+
+    A size is either one system-wide pool (``node`` null; the kernel spreads it over the nodes) or pools
+    on named nodes, not both: writing a system-wide count redistributes the per-node ones.
+    """
+    requests: List[PoolRequest] = []
+    seen: Dict[Tuple[int, Optional[int]], int] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise HugepagesError("pools[%d] is %r, not a mapping with size, count and node" % (index, item))
+        if item.get("size") in (None, ""):
+            raise HugepagesError("pools[%d] has no size: give one like 2M or 1G" % index)
+        count = _int_field(item, "count", index, 0)
+        if count is None:
+            raise HugepagesError("pools[%d] (%s) has no count: give the number of pages" % (index, item["size"]))
+        request = PoolRequest(parse_size(item["size"]), _int_field(item, "node", index, 0), count)
+        key = (request.size_kb, request.node)
+        if key in seen:
+            raise HugepagesError("pools[%d] and pools[%d] both set the %s: give it once"
+                                 % (seen[key], index, request.label))
+        seen[key] = index
+        requests.append(request)
+    for request in requests:
+        if request.node is None and any(o.size_kb == request.size_kb and o.node is not None for o in requests):
+            raise HugepagesError("%s pages are asked for both system-wide and on named nodes: a system-wide "
+                                 "count redistributes the per-node pools; give either node null or one item "
+                                 "per node" % size_label(request.size_kb))
+    return requests
+
+
+# --------------------------------------------------------------------------
+# Reading and checking the host
+# --------------------------------------------------------------------------
+
+def _proc_mem_total_kb(host: HostRoot) -> Optional[int]:
+    for line in (host.read_text("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            words = line.split()
+            if len(words) >= 2 and words[1].isdigit():
+                return int(words[1])
+    return None
+
+
+def read_host(host: HostRoot) -> HostPools:
+    """Node memory and pools, read once (``cc_host.read_numa`` and ``cc_host.read_hugepages``)."""
+    nodes = {entry["node"]: entry["mem_total_kb"] for entry in read_numa(host)["nodes"]}
+    pools = {pool["size_kb"]: pool for pool in read_hugepages(host, sorted(nodes))["pools"]}
+    return HostPools(nodes, _proc_mem_total_kb(host) if not nodes else None, pools)
+
+
+def pool_path(size_kb: int, node: Optional[int]) -> str:
+    """The ``nr_hugepages`` file of a pool (host path)."""
+    if node is None:
+        return "/sys/kernel/mm/hugepages/hugepages-%dkB/nr_hugepages" % size_kb
+    return "/sys/devices/system/node/node%d/hugepages/hugepages-%dkB/nr_hugepages" % (node, size_kb)
+
+
+def current_count(state: HostPools, size_kb: int, node: Optional[int]) -> Optional[int]:
+    pool = state.pools.get(size_kb)
+    if pool is None:
+        return None
+    if node is None:
+        return pool["total"]
+    for entry in pool["nodes"]:
+        if entry["node"] == node:
+            return entry["total"]
+    return None
+
+
+def check_host(host: HostRoot, requests: Iterable[PoolRequest], state: HostPools) -> None:
+    """Every node and page size asked for exists here, with a readable page count; else fail naming it."""
+    sizes = ", ".join(size_label(size) for size in sorted(state.pools)) or "none"
+    for request in requests:
+        if request.node is not None and request.node not in state.node_mem_kb:
+            known = ", ".join(str(node) for node in sorted(state.node_mem_kb)) or "none (no NUMA in sysfs)"
+            raise HugepagesError("NUMA node %d does not exist on this host (nodes: %s): fix the node of the %s"
+                                 % (request.node, known, request.label))
+        if request.size_kb not in state.pools:
+            raise HugepagesError("this kernel has no %s hugepages (no /sys/kernel/mm/hugepages/hugepages-%dkB; "
+                                 "sizes here: %s): use one of those, or for 1G pages a CPU with pdpe1gb"
+                                 % (size_label(request.size_kb), request.size_kb, sizes))
+        if current_count(state, request.size_kb, request.node) is None:
+            path = pool_path(request.size_kb, request.node)
+            directory = os.path.dirname(path)
+            if not host.exists(directory):
+                raise HugepagesError("NUMA node %d has no %s pages (%s does not exist): leave the node out of "
+                                     "this size's pools" % (request.node, size_label(request.size_kb), directory))
+            raise HugepagesError("cannot read %s: the %s cannot be managed; run as root with sysfs mounted"
+                                 % (path, request.label))
+
+
+def reserve_kb(mem_kb: int, reserve_mb: int, reserve_percent: int) -> int:
+    """Memory kept out of hugepages on a node: ``reserve_mb`` MiB or ``reserve_percent`` % of it, the larger."""
+    return max(reserve_mb * MIB_KB, int(mem_kb * reserve_percent / 100))
+
+
+def _node_memory(state: HostPools) -> Dict[Optional[int], int]:
+    """MemTotal per node (``None``: the whole host when sysfs has no nodes); fails when one is unreadable."""
+    if not state.node_mem_kb:
+        if state.total_mem_kb is None:
+            raise HugepagesError("cannot read MemTotal from /proc/meminfo: the request cannot be checked "
+                                 "against the host's memory")
+        return {None: state.total_mem_kb}
+    missing = [node for node, mem in sorted(state.node_mem_kb.items()) if mem is None]
+    if missing:
+        raise HugepagesError("cannot read MemTotal from /sys/devices/system/node/node%d/meminfo: the request "
+                             "cannot be checked against the node's memory" % missing[0])
+    return {node: mem for node, mem in state.node_mem_kb.items() if mem is not None}
+
+
+def memory_budget(requests: Sequence[PoolRequest], state: HostPools, reserve_mb: int,
+                  reserve_percent: int) -> List[Dict[str, Any]]:
+    """Hugepage memory per node after the request against MemTotal minus the reserve; fails when over.
+
+    A node counts its pinned pools at the requested size and the pools this request leaves alone at
+    their current size.  System-wide pools, which the kernel spreads over the nodes, are checked against
+    the whole host: all pools together must fit in the sum of the nodes' limits (a last row, node null).
+    """
+    requested = {(r.size_kb, r.node): r.count for r in requests}
+    if not requested:
+        return []  # nothing asked for: nothing to check, and nothing will be written
+    memory = _node_memory(state)
+
+    def pages_on(size_kb: int, node: Optional[int]) -> int:
+        if (size_kb, node) in requested:
+            return requested[(size_kb, node)]
+        if (size_kb, None) in requested:
+            return 0  # spread by the kernel: counted in the host-wide row
+        return current_count(state, size_kb, node) or 0
+
+    rows = []
+    for node in sorted(memory, key=lambda item: -1 if item is None else item):
+        reserve = reserve_kb(memory[node], reserve_mb, reserve_percent)
+        rows.append({"node": node, "mem_total_kb": memory[node], "reserve_kb": reserve,
+                     "limit_kb": max(memory[node] - reserve, 0),
+                     "hugepages_kb": sum(pages_on(size_kb, node) * size_kb for size_kb in state.pools)})
+    _refuse_over(rows)
+    spread = sum(count * size_kb for (size_kb, node), count in requested.items() if node is None)
+    if spread and rows[0]["node"] is not None:
+        total = {"node": None, "mem_total_kb": sum(r["mem_total_kb"] for r in rows),
+                 "reserve_kb": sum(r["reserve_kb"] for r in rows), "limit_kb": sum(r["limit_kb"] for r in rows),
+                 "hugepages_kb": sum(r["hugepages_kb"] for r in rows) + spread}
+        _refuse_over([total])
+        rows.append(total)
+    return rows
+
+
+def _refuse_over(rows: List[Dict[str, Any]]) -> None:
+    for row in rows:
+        if row["hugepages_kb"] > row["limit_kb"]:
+            where = "the host" if row["node"] is None else "NUMA node %d" % row["node"]
+            raise HugepagesError(
+                "hugepages on %s would take %d MiB, more than its %d MiB of memory minus the %d MiB reserve "
+                "(%d MiB): ask for fewer pages, or lower reserve_mb or reserve_percent; nothing was changed"
+                % (where, row["hugepages_kb"] // MIB_KB, row["mem_total_kb"] // MIB_KB, row["reserve_kb"] // MIB_KB,
+                   row["limit_kb"] // MIB_KB))
+
+
+# --------------------------------------------------------------------------
+# Runtime pools
+# --------------------------------------------------------------------------
+
+def plan(requests: Sequence[PoolRequest], state: HostPools) -> List[PoolPlan]:
+    """Pools in the order they are written: the ones that shrink first (they free memory), then the
+    others by page size, largest first (large pages need contiguous memory most)."""
+    plans = [PoolPlan(r, current_count(state, r.size_kb, r.node), pool_path(r.size_kb, r.node)) for r in requests]
+    return sorted(plans, key=lambda p: (not (p.before is not None and p.request.count < p.before),
+                                        -p.request.size_kb, -1 if p.request.node is None else p.request.node))
+
+
+def write_count(host: HostRoot, host_path: str, count: int) -> None:
+    """Write a page count to an existing ``nr_hugepages`` file (never creates one)."""
+    try:
+        fd = os.open(host.path(host_path), os.O_WRONLY | os.O_TRUNC)
+    except OSError as error:
+        raise HugepagesError("cannot open %s for writing: %s (run as root, with sysfs mounted read-write)"
+                             % (host_path, error.strerror or error)) from None
+    try:
+        os.write(fd, ("%d\n" % count).encode("ascii"))
+    except OSError as error:
+        raise HugepagesError("writing %d to %s failed: %s" % (count, host_path, error.strerror or error)) from None
+    finally:
+        os.close(fd)
+
+
+def apply_pools(host: HostRoot, plans: Sequence[PoolPlan], check_mode: bool) -> List[Dict[str, Any]]:
+    """Write the pools that differ (not in check mode) and read back what the kernel gave, per pool."""
+    results = []
+    for item in plans:
+        request = item.request
+        if item.changes and not check_mode:
+            write_count(host, item.path, request.count)
+        base = os.path.dirname(item.path)
+        if check_mode and item.changes:
+            allocated: Optional[int] = None
+        else:
+            allocated = host.read_int(item.path)
+            if allocated is None:
+                raise HugepagesError("cannot read back %s after writing %d to it" % (item.path, request.count))
+        results.append({
+            "size": size_label(request.size_kb), "size_kb": request.size_kb, "node": request.node,
+            "requested": request.count, "before": item.before, "allocated": allocated,
+            "free": host.read_int(base + "/free_hugepages"), "surplus": host.read_int(base + "/surplus_hugepages"),
+            "changed": item.changes,
+        })
+    return results
+
+
+def shortfalls(pools: Iterable[Dict[str, Any]], boot_sizes: Iterable[int] = ()) -> List[Dict[str, Any]]:
+    """Pools the kernel gave fewer pages than requested (``allocated`` < ``requested``); pure.
+
+    ``at_boot`` marks sizes that the returned kernel arguments reserve at the next boot.
+    """
+    boot = set(boot_sizes)
+    found = []
+    for pool in pools:
+        allocated = pool["allocated"]
+        if allocated is not None and allocated < pool["requested"]:
+            found.append({"size": pool["size"], "size_kb": pool["size_kb"], "node": pool["node"],
+                          "requested": pool["requested"], "allocated": allocated,
+                          "missing": pool["requested"] - allocated, "at_boot": pool["size_kb"] in boot})
+    return found
+
+
+def shortfall_message(items: Sequence[Dict[str, Any]], boot_args: Sequence[str]) -> str:
+    """One sentence per short pool, with what to do about it."""
+    parts = []
+    for item in items:
+        text = "%s: asked for %d, the kernel gave %d" % (pool_label(item["size_kb"], item["node"]),
+                                                         item["requested"], item["allocated"])
+        if item["at_boot"]:
+            text += " (the kernel arguments %s reserve them at the next boot)" % " ".join(boot_args)
+        parts.append(text)
+    return ("hugepages short of the request, memory is too fragmented or in use: %s. Free memory on those nodes "
+            "(stop workloads, echo 1 > /proc/sys/vm/compact_memory) and run again, reserve the pages at boot "
+            "(persist, then reboot), or set on_shortfall to warn" % "; ".join(parts))
+
+
+# --------------------------------------------------------------------------
+# Persistence (pure renderers, then files)
+# --------------------------------------------------------------------------
+
+def boot_kernel_args(requests: Sequence[PoolRequest], sizes_kb: Iterable[int]) -> List[str]:
+    """``hugepagesz=1G hugepages=N`` (system-wide) or ``hugepages=0:N,1:M`` (per node) for the boot sizes.
+
+    The node format of ``hugepages=`` is the kernel's (Documentation/admin-guide/mm/hugetlbpage.rst, Linux
+    5.16 and newer).  Pools of zero pages are left out, and so is a size with no pages at all.
+    """
+    wanted = set(sizes_kb)
+    args: List[str] = []
+    for size_kb in sorted({r.size_kb for r in requests if r.size_kb in wanted}, reverse=True):
+        pools = [r for r in requests if r.size_kb == size_kb and r.count > 0]
+        if not pools:
+            continue
+        if pools[0].node is None:
+            count = str(pools[0].count)
+        else:
+            count = ",".join("%d:%d" % (r.node, r.count) for r in sorted(pools, key=lambda r: r.node or 0))
+        args += ["hugepagesz=" + size_label(size_kb), "hugepages=" + count]
+    return args
+
+
+def render_config(requests: Sequence[PoolRequest]) -> str:
+    """The boot-time unit's pool list: ``<size in kB> <node|all> <count>`` per line, largest pages first."""
+    lines = ["# Written by confidential_gpu.host.hugepages; %s sets these pools at boot." % UNIT_NAME,
+             "# <page size in kB> <NUMA node, or all for the system-wide pool> <number of pages>"]
+    for request in sorted(requests, key=lambda r: (-r.size_kb, -1 if r.node is None else r.node)):
+        lines.append("%d %s %d" % (request.size_kb, "all" if request.node is None else request.node, request.count))
+    return "\n".join(lines) + "\n"
+
+
+def render_unit() -> str:
+    """The boot-time unit: early (before sysinit.target, like systemd-sysctl), after the file systems."""
+    return """# Written by confidential_gpu.host.hugepages
+[Unit]
+Description=Hugepage pools per NUMA node (confidential_gpu.host)
+DefaultDependencies=no
+After=systemd-modules-load.service local-fs.target
+Before=sysinit.target shutdown.target kubelet.service containerd.service
+Conflicts=shutdown.target
+ConditionPathExists=%s
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=%s %s
+
+[Install]
+WantedBy=sysinit.target
+""" % (CONFIG_PATH, SCRIPT_PATH, CONFIG_PATH)
+
+
+SCRIPT = r"""#!/bin/sh
+# Written by confidential_gpu.host.hugepages: sets hugepage pools early at boot.
+# Usage: confidential-gpu-hugepages [CONFIG [ROOT]]
+# CONFIG lines: <page size in kB> <NUMA node, or all> <number of pages>; # starts a comment.
+# ROOT (default empty) is put before /sys, for trying it on a copy of sysfs.
+# Exits 1 when a pool is missing or the kernel gave fewer pages than asked for.
+config=${1:-/etc/confidential-gpu/hugepages.conf}
+root=${2:-}
+me=confidential-gpu-hugepages
+if [ ! -r "$config" ]; then
+    echo "$me: cannot read $config" >&2
+    exit 1
+fi
+status=0
+bad() {
+    echo "$me: $config: $1" >&2
+    status=1
+}
+while read -r size node count rest; do
+    case $size in ''|'#'*) continue ;; esac
+    case $size in *[!0-9]*) bad "bad page size '$size'"; continue ;; esac
+    case $count in ''|*[!0-9]*) bad "bad page count '$count' for ${size}kB pages"; continue ;; esac
+    if [ -n "$rest" ]; then
+        bad "more than three fields in '$size $node $count $rest'"; continue
+    fi
+    if [ "$node" = all ]; then
+        dir=$root/sys/kernel/mm/hugepages/hugepages-${size}kB
+        where="system-wide"
+    else
+        case $node in ''|*[!0-9]*) bad "bad node '$node' for ${size}kB pages"; continue ;; esac
+        dir=$root/sys/devices/system/node/node$node/hugepages/hugepages-${size}kB
+        where="node $node"
+    fi
+    if [ ! -e "$dir/nr_hugepages" ]; then
+        echo "$me: $dir/nr_hugepages does not exist: no ${size}kB pages on $where" >&2; status=1; continue
+    fi
+    if ! echo "$count" > "$dir/nr_hugepages"; then
+        echo "$me: cannot write $count to $dir/nr_hugepages" >&2; status=1; continue
+    fi
+    got=$(cat "$dir/nr_hugepages")
+    if [ "$got" -lt "$count" ]; then
+        echo "$me: ${size}kB pages on $where: asked for $count, the kernel gave $got" >&2; status=1
+    else
+        echo "$me: ${size}kB pages on $where: $got"
+    fi
+done < "$config"
+exit $status
+"""
+
+
+def read_file(host: HostRoot, host_path: str) -> Optional[str]:
+    """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
+    try:
+        return read_text(host.path(host_path))
+    except (OSError, UnicodeDecodeError) as error:
+        raise HugepagesError("cannot read %s: %s" % (host_path, error)) from None
+
+
+def write_file(host: HostRoot, change: FileChange) -> None:
+    """Replace a file atomically with ``change.after`` at ``change.mode``, or remove it when that is None."""
+    try:
+        replace_file(host.path(change.host_path), change.after, change.mode)
+    except OSError as error:
+        raise HugepagesError("cannot write %s: %s" % (change.host_path, error)) from None
+
+
+def _mode(host: HostRoot, host_path: str) -> Optional[int]:
+    try:
+        return os.stat(host.path(host_path)).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: bool) -> List[FileChange]:
+    """Files that differ from what they should be (content or mode); with ``persist`` false, the ones to remove.
+
+    With ``persist`` and no pools at all, no file is touched (a run without pools changes nothing).
+    """
+    if persist and not requests:
+        return []
+    wanted: List[Tuple[str, Optional[str], int]] = [
+        (SCRIPT_PATH, SCRIPT, 0o755), (CONFIG_PATH, render_config(requests), 0o644), (UNIT_PATH, render_unit(), 0o644)]
+    changes = []
+    for host_path, content, mode in wanted:
+        after = content if persist else None
+        before = read_file(host, host_path)
+        if before != after or (after is not None and _mode(host, host_path) != mode):
+            changes.append(FileChange(host_path, before, after, mode))
+    if not persist and os.path.lexists(host.path(UNIT_WANTS_LINK)):
+        changes.append(FileChange(UNIT_WANTS_LINK, host.readlink(UNIT_WANTS_LINK), None))
+    return changes
+
+
+def file_diff(change: FileChange) -> Dict[str, str]:
+    return text_diff(change.host_path, change.before, change.after)
+
+
+def pools_diff(plans: Sequence[PoolPlan]) -> Optional[Dict[str, str]]:
+    changed = [p for p in plans if p.changes]
+    if not changed:
+        return None
+    before = "".join("%s: %s\n" % (p.path, p.before) for p in changed)
+    after = "".join("%s: %d\n" % (p.path, p.request.count) for p in changed)
+    return {"before": before, "after": after, "before_header": "hugepage pools", "after_header": "hugepage pools"}
+
+
+# --------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------
+
+class Options(NamedTuple):
+    pools: Sequence[Dict[str, Any]]
+    reserve_mb: int
+    reserve_percent: int
+    on_shortfall: str
+    persist: bool
+    kernel_args_sizes: Sequence[str]
+
+
+def validate_options(options: Options) -> Tuple[List[PoolRequest], List[int]]:
+    """Requests and boot sizes (kB) from the options; fails on bad input before anything is read."""
+    if options.reserve_mb < 0:
+        raise HugepagesError("reserve_mb is %d; it must be 0 or more" % options.reserve_mb)
+    if not 0 <= options.reserve_percent < 100:
+        raise HugepagesError("reserve_percent is %s; it must be at least 0 and below 100" % options.reserve_percent)
+    if options.on_shortfall not in ("fail", "warn"):
+        raise HugepagesError("on_shortfall is %r; use fail or warn" % (options.on_shortfall,))
+    return build_requests(options.pools), [parse_size(size) for size in options.kernel_args_sizes]
+
+
+def manage(host: HostRoot, options: Options, check_mode: bool) -> Dict[str, Any]:
+    """Check, persist, apply and read back; the module's result (``diff`` always included, ``warnings`` too).
+
+    Raises :class:`HugepagesError` before any change on bad input, an unknown node or size, or a request
+    beyond memory minus the reserve; after the writes only for a shortfall with ``on_shortfall: fail``.
+    """
+    requests, boot_sizes = validate_options(options)
+    state = read_host(host)
+    check_host(host, requests, state)
+    memory = memory_budget(requests, state, options.reserve_mb, options.reserve_percent)
+    plans = plan(requests, state)
+    kernel_args = boot_kernel_args(requests, boot_sizes) if options.persist else []
+    files = persistent_files(host, requests, options.persist)
+    if not check_mode:
+        for change in files:
+            write_file(host, change)
+    pools = apply_pools(host, plans, check_mode)
+    order = {(r.size_kb, r.node): i for i, r in enumerate(requests)}
+    pools.sort(key=lambda p: order[(p["size_kb"], p["node"])])
+    boot_covered = {r.size_kb for r in requests if r.size_kb in boot_sizes and r.count > 0 and options.persist}
+    short = shortfalls(pools, boot_covered)
+    diff = [file_diff(change) for change in files]
+    runtime_diff = pools_diff(plans)
+    if runtime_diff:
+        diff.insert(0, runtime_diff)
+    result = {
+        "changed": bool(files) or any(p.changes for p in plans),
+        "pools": pools, "shortfall": short, "memory": memory, "kernel_args": kernel_args,
+        "files": [change.host_path for change in files],
+        "unit_name": UNIT_NAME,
+        "unit_changed": any(change.host_path in (UNIT_PATH, UNIT_WANTS_LINK) for change in files),
+        "persist": options.persist, "diff": diff,
+    }
+    error, warnings = shortfall_outcome(short, kernel_args, options.on_shortfall)
+    result["warnings"] = warnings
+    if error:
+        raise ShortfallError(error, result)
+    return result
+
+
+def shortfall_outcome(short: Sequence[Dict[str, Any]], kernel_args: Sequence[str],
+                      on_shortfall: str) -> Tuple[Optional[str], List[str]]:
+    """(failure message or None, warnings) for the short pools; pure.
+
+    ``fail`` fails when a short pool is not reserved at the next boot; pools that are (``at_boot``) and
+    everything under ``warn`` only warn.
+    """
+    if not short:
+        return None, []
+    message = shortfall_message(short, kernel_args)
+    if on_shortfall == "fail" and any(not item["at_boot"] for item in short):
+        return message, []
+    return None, [message]
+
+
+class ShortfallError(HugepagesError):
+    """The kernel gave fewer pages than asked for and ``on_shortfall`` is ``fail``; carries the result."""
+
+    def __init__(self, message: str, result: Dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
