@@ -1,0 +1,618 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ACS on the bridges above selected devices: report, confidential check, P2P boot arguments.
+
+Planning is a pure function of the topology that
+:func:`pci_topology.read_topology` returns, plus the current kernel command
+line:
+
+- every bridge on the ``path`` of a selected device is judged the way the
+  kernel judges it when it builds IOMMU groups (``pci_acs_enabled``): root and
+  switch downstream ports need Source Validation, Request Redirect, Completion
+  Redirect and Upstream Forwarding enabled (a flag the port does not implement
+  counts as hard-wired on), upstream ports need nothing, PCI bridges never
+  isolate;
+- profile ``confidential`` turns every shortfall into a violation with its fix;
+- profile ``p2p`` finds the switch downstream ports that peer-to-peer traffic
+  between two selected devices crosses and writes the ``pci=disable_acs_redir=``
+  or ``pci=config_acs=`` boot argument for them, merged with the other ``pci=``
+  options already on the command line.
+
+The optional runtime write (labs only) sets the ACS control register through
+sysfs ``config``; IOMMU groups are computed at boot, so it regroups nothing.
+
+Standard library only: this runs on target hosts with Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from itertools import combinations
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import parse_cmdline
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
+    ACS_FLAGS,
+    ECAP_ID_ACS,
+    EXTENDED_SIZE,
+    LEGACY_SIZE,
+    ConfigSpace,
+    extended_capabilities,
+    flag_dict,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    PCI_DEVICES,
+    common_bridge,
+    matches,
+    normalize_address,
+    read_config,
+    read_topology,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+PROFILES = ("report", "confidential", "p2p")
+P2P_MODES = ("disable_acs_redir", "config_acs")
+DEVICE_FORMATS = ("address", "path")
+SELECTABLE_ROLES = ("gpu", "nvswitch", "nic", "bridge", "storage", "other")
+# Selected when no filter is given: what this collection passes through or runs P2P between.
+DEFAULT_ROLES = ("gpu", "nvswitch", "nic")
+
+SV, TB, RR, CR, UF, EC, DT = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40
+ACS_BITS = 0x7F
+# The kernel's REQ_ACS_FLAGS: what a port must enable for the devices below it to get their own groups.
+ISOLATION_BITS = SV | RR | CR | UF
+# What pci=disable_acs_redir= clears (P2P request and completion redirect, egress control).
+REDIRECT_BITS = RR | CR | EC
+# config_acs flags, most significant bit (Direct Translated P2P) first: clear RR, CR and EC, keep the rest.
+DEFAULT_CONFIG_ACS_FLAGS = "x0x00xx"
+
+ACS_OPTION_PREFIXES = ("disable_acs_redir=", "config_acs=")
+# Out-of-tree kernel patch that makes the kernel pretend ports have ACS.
+ACS_OVERRIDE_KEY = "pcie_acs_override"
+PROC_CMDLINE = "/proc/cmdline"
+
+PORTS_NEEDING_ACS = ("root_port", "downstream_port")
+# Port types the kernel never counts as isolating (pci_acs_enabled returns false).
+NEVER_ISOLATING = ("pcie_to_pci_bridge", "pci_to_pcie_bridge", "rc_event_collector")
+
+NOT_REGROUPED = ("runtime ACS writes do not regroup devices: IOMMU groups are computed at boot, so the groups "
+                 "stay as they were until a reboot with the matching boot arguments (runtime_write is for labs)")
+
+ADDRESS_INPUT_RE = re.compile(r"^([0-9a-f]{4,}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
+FLAGS_RE = re.compile(r"^[01x]{1,7}$")
+
+
+class PcieAcsError(Exception):
+    """The request cannot be carried out; the message names the value or device and the fix."""
+
+
+class Request(NamedTuple):
+    """Validated module input."""
+
+    profile: str
+    addresses: Tuple[str, ...]
+    pci_ids: Tuple[str, ...]
+    roles: Tuple[str, ...]
+    p2p_mode: str
+    config_acs_flags: str
+    device_format: str
+    current_cmdline: Optional[str]
+    runtime_write: bool
+
+
+# --------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------
+
+def normalize_flags(text: str) -> str:
+    """A config_acs flag string in lower case, padded with ``x`` (keep) to all 7 bits."""
+    return text.strip().lower().rjust(7, "x")
+
+
+def flag_bits(flags: str) -> Tuple[int, int]:
+    """(mask, value) of a config_acs flag string; the last character is bit 0 (Source Validation)."""
+    mask = value = 0
+    for shift, char in enumerate(reversed(flags)):
+        if char in "01":
+            mask |= 1 << shift
+        if char == "1":
+            value |= 1 << shift
+    return mask, value
+
+
+def build_request(profile: str, addresses: Sequence[str], pci_ids: Sequence[str], roles: Sequence[str],
+                  p2p_mode: str = "disable_acs_redir", config_acs_flags: str = DEFAULT_CONFIG_ACS_FLAGS,
+                  device_format: str = "address", current_cmdline: Optional[str] = None,
+                  runtime_write: bool = False) -> Request:
+    """Check every input before anything is read; all problems in one :class:`PcieAcsError`."""
+    problems = ["address %r is not DDDD:BB:DD.F or BB:DD.F (hex, like 0000:3b:00.0)" % value
+                for value in addresses if not ADDRESS_INPUT_RE.match(value.strip().lower())]
+    problems += ["pci_id %r is not vendor:device in hex (like 10de:2330 or 10de:*)" % value
+                 for value in pci_ids if not PCI_ID_RE.match(value.strip().lower())]
+    problems += ["role %r is not one of %s" % (value, ", ".join(SELECTABLE_ROLES))
+                 for value in roles if value not in SELECTABLE_ROLES]
+    for name, value, choices in (("profile", profile, PROFILES), ("p2p_mode", p2p_mode, P2P_MODES),
+                                 ("device_format", device_format, DEVICE_FORMATS)):
+        if value not in choices:
+            problems.append("%s %r is not one of %s" % (name, value, ", ".join(choices)))
+    if not FLAGS_RE.match(config_acs_flags.strip().lower()):
+        problems.append("config_acs_flags %r is not 1 to 7 characters of 0, 1 and x, most significant bit first "
+                        "(Direct Translated P2P, Egress Control, Upstream Forwarding, Completion Redirect, Request "
+                        "Redirect, Translation Blocking, Source Validation), like x0x00xx" % config_acs_flags)
+    if runtime_write and profile == "report":
+        problems.append("runtime_write needs profile confidential (set the isolation flags) or p2p (clear redirect); "
+                        "profile report only reads")
+    if problems:
+        raise PcieAcsError("invalid input: " + "; ".join(problems))
+    return Request(profile, tuple(normalize_address(value) for value in addresses),
+                   tuple(value.strip().lower() for value in pci_ids), tuple(roles), p2p_mode,
+                   normalize_flags(config_acs_flags), device_format, current_cmdline, runtime_write)
+
+
+# --------------------------------------------------------------------------
+# Selection and bridges
+# --------------------------------------------------------------------------
+
+def flag_names(bits: int) -> List[str]:
+    return [name for bit, name in ACS_FLAGS if bits & bit]
+
+
+def select_devices(devices: Sequence[Dict[str, Any]], request: Request) -> List[Dict[str, Any]]:
+    """The devices the request names (GPUs, NVSwitches and NICs when it names none); unknown addresses fail."""
+    known = {dev["address"] for dev in devices}
+    missing = [address for address in request.addresses if address not in known]
+    if missing:
+        raise PcieAcsError("%s not found in %s: give addresses of this host's functions (lspci -D lists them)"
+                           % (", ".join(missing), PCI_DEVICES))
+    roles = request.roles
+    if not (request.addresses or request.pci_ids or roles):
+        roles = DEFAULT_ROLES
+    return [dev for dev in devices if matches(dev, roles, request.addresses, request.pci_ids)]
+
+
+def port_type(dev: Dict[str, Any]) -> Optional[str]:
+    return (dev.get("pcie") or {}).get("port_type")
+
+
+def config_size(host: HostRoot, address: str, cache: Dict[str, bytes]) -> int:
+    if address not in cache:
+        cache[address] = read_config(host, address)
+    return len(cache[address])
+
+
+def isolation_of(kind: Optional[str], acs: Optional[Dict[str, Any]], readable: int) -> Tuple[str, int]:
+    """(verdict, isolation bits the port implements but has off), the way the kernel's pci_acs_enabled judges.
+
+    ``enabled``, ``partial``, ``disabled`` (ACS present), ``no_acs`` (a root or
+    downstream port without it), ``not_needed`` (upstream ports and other
+    single-function types), ``pci_bridge`` (never isolates), ``unknown``
+    (config space not readable far enough to tell).
+    """
+    if acs is None and (readable < LEGACY_SIZE or (kind is not None and readable < EXTENDED_SIZE)):
+        return "unknown", 0
+    if kind is None or kind in NEVER_ISOLATING:
+        return "pci_bridge", 0
+    if kind not in PORTS_NEEDING_ACS:
+        return "not_needed", 0
+    if acs is None:
+        return "no_acs", 0
+    needed = ISOLATION_BITS & acs["capability"]
+    missing = needed & ~acs["control"]
+    if not missing:
+        return "enabled", 0
+    return ("disabled" if missing == needed else "partial"), missing
+
+
+def bridge_entry(bridge: Dict[str, Any], below: List[str], readable: int) -> Dict[str, Any]:
+    acs = bridge.get("acs")
+    verdict, missing = isolation_of(port_type(bridge), acs, readable)
+    return {
+        "address": bridge["address"],
+        "vendor_id": bridge.get("vendor_id"),
+        "device_id": bridge.get("device_id"),
+        "port_type": port_type(bridge),
+        "iommu_group": bridge.get("iommu_group"),
+        "devices_below": below,
+        "acs": None if acs is None else {key: acs[key] for key in (
+            "capability", "control", "register_layout", "capabilities", "enabled")},
+        "isolation": verdict,
+        "missing": flag_names(missing),
+    }
+
+
+def describe_bridges(host: HostRoot, by_address: Dict[str, Dict[str, Any]], selected: Sequence[Dict[str, Any]],
+                     configs: Dict[str, bytes]) -> List[Dict[str, Any]]:
+    """Every bridge on the path of a selected device (the device itself excluded), by address."""
+    below: Dict[str, List[str]] = {}
+    for dev in selected:
+        for address in dev["path"][:-1]:
+            below.setdefault(address, []).append(dev["address"])
+    entries = []
+    for address in sorted(below):
+        bridge = by_address.get(address, {"address": address})
+        # Config space is read again only where capabilities are missing, to tell "absent" from "unreadable".
+        readable = EXTENDED_SIZE if bridge.get("acs") else config_size(host, address, configs)
+        entries.append(bridge_entry(bridge, below[address], readable))
+    return entries
+
+
+def device_entry(dev: Dict[str, Any]) -> Dict[str, Any]:
+    return {
+        "address": dev["address"],
+        "vendor_id": dev["vendor_id"],
+        "device_id": dev["device_id"],
+        "role": dev["role"],
+        "iommu_group": dev["iommu_group"],
+        "bridges": dev["path"][:-1],
+        "ats": dev["ats"],
+    }
+
+
+# --------------------------------------------------------------------------
+# Profile confidential
+# --------------------------------------------------------------------------
+
+def group_text(topology: Dict[str, Any], group_id: Optional[int]) -> str:
+    for group in topology["iommu_groups"]:
+        if group["id"] == group_id:
+            return "; its IOMMU group %d holds %s" % (group_id, ", ".join(group["devices"]))
+    return ""
+
+
+def what(bridge: Dict[str, Any]) -> str:
+    return "%s (%s %s:%s)" % (bridge["address"], bridge["port_type"] or "conventional PCI bridge",
+                              bridge["vendor_id"], bridge["device_id"])
+
+
+def bridge_violation(bridge: Dict[str, Any], topology: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The violation a bridge above passthrough devices makes, or None when it isolates them."""
+    verdict = bridge["isolation"]
+    devices = ", ".join(bridge["devices_below"])
+    if verdict in ("partial", "disabled"):
+        acs = bridge["acs"]
+        msg = ("%s above %s: ACS %s not enabled (capability 0x%04x, control 0x%04x)"
+               % (what(bridge), devices, ", ".join(bridge["missing"]), acs["capability"], acs["control"]))
+        fix = ("boot with the IOMMU on (role kernel_args: intel_iommu=on or amd_iommu), which makes the kernel enable "
+               "source validation, request and completion redirect and upstream forwarding on every port with ACS, "
+               "and without a pci=disable_acs_redir= or pci=config_acs= entry for this port; a runtime write "
+               "(runtime_write, labs only) sets the bits but regroups nothing")
+    elif verdict == "no_acs":
+        msg = ("%s above %s has no ACS capability: peer-to-peer requests from the devices below it are not forced "
+               "up to the IOMMU, and the kernel merges those devices into the port's IOMMU group%s"
+               % (what(bridge), devices, group_text(topology, bridge["iommu_group"])))
+        fix = ("move the device to a slot whose root or switch downstream port has ACS, or get firmware that exposes "
+               "it; ACS override kernel patches (pcie_acs_override) only pretend isolation")
+    elif verdict == "pci_bridge":
+        msg = ("%s above %s is a PCI bridge: the devices behind it share its requester ID, so ACS cannot isolate them "
+               "and they form one IOMMU group" % (what(bridge), devices))
+        fix = "put the device in a PCI Express slot that is not behind a PCI or PCI-X bridge"
+    elif verdict == "unknown":
+        msg = ("%s above %s: its extended configuration space could not be read, so its ACS is unknown"
+               % (what(bridge), devices))
+        fix = "run the module as root (become: true) on a host whose kernel can read extended config space"
+    else:
+        return None
+    return {"bridge": bridge["address"], "kind": verdict, "missing": bridge["missing"],
+            "devices": bridge["devices_below"], "msg": msg, "fix": fix}
+
+
+def cmdline_violation(options: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    weakening = ["pci=" + option for option in options["acs"]] + options["override"]
+    if not weakening:
+        return None
+    return {
+        "bridge": None, "kind": "cmdline", "missing": [], "devices": [],
+        "msg": "the kernel command line (%s) weakens ACS at boot: %s" % (options["source"], " ".join(weakening)),
+        "fix": ("remove them: role pcie_acs hands kernel_args the arguments to drop (pcie_acs_kernel_args, "
+                "pcie_acs_kernel_args_absent); then reboot"),
+    }
+
+
+# --------------------------------------------------------------------------
+# Profile p2p
+# --------------------------------------------------------------------------
+
+def p2p_ports(selected: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[str, Any]],
+              notes: List[str]) -> List[str]:
+    """Switch downstream ports that P2P between two selected devices enters from below.
+
+    Request Redirect acts where a request enters the switch: for two devices
+    whose deepest common bridge is a switch upstream port, the two downstream
+    ports of that switch on their paths.  Pairs that meet only in the root
+    complex are noted; switch ACS does not govern them.
+    """
+    ports = set()
+    root_complex_pairs = 0
+    for left, right in combinations(selected, 2):
+        common = common_bridge(left["path"], right["path"])
+        if common is None:
+            root_complex_pairs += 1
+            continue
+        if port_type(by_address.get(common, {})) != "upstream_port":
+            continue
+        depth = left["path"].index(common) + 1
+        for dev in (left, right):
+            port = dev["path"][depth]
+            if port != dev["address"] and port_type(by_address.get(port, {})) == "downstream_port":
+                ports.add(port)
+    if root_complex_pairs:
+        notes.append("%d pair(s) of selected devices meet only in the root complex (no switch above both): switch "
+                     "ACS does not govern their peer-to-peer traffic, so no port is named for them"
+                     % root_complex_pairs)
+    if len(selected) < 2:
+        notes.append("p2p needs at least two selected devices below one switch; %d selected" % len(selected))
+    return sorted(ports)
+
+
+def redirecting_ports(ports: Sequence[str], by_address: Dict[str, Dict[str, Any]], notes: List[str]) -> List[str]:
+    """The ports that have something to turn off (ACS with redirect or egress control implemented)."""
+    kept = []
+    for address in ports:
+        acs = by_address[address].get("acs")
+        if acs is None:
+            notes.append("%s has no ACS: nothing redirects peer-to-peer traffic there, so it needs no argument"
+                         % address)
+        elif not acs["capability"] & REDIRECT_BITS:
+            notes.append("%s implements neither request nor completion redirect nor egress control: nothing to "
+                         "turn off" % address)
+        else:
+            kept.append(address)
+    return kept
+
+
+def device_spec(dev: Dict[str, Any], device_format: str) -> str:
+    """<pci_dev> as the kernel reads it: ``DDDD:BB:DD.F`` or the path form ``DDDD:BB:DD.F/DD.F/...``."""
+    if device_format == "address":
+        return dev["address"]
+    return "/".join([dev["path"][0]] + [address.rsplit(":", 1)[1] for address in dev["path"][1:]])
+
+
+def acs_option(ports: Sequence[str], request: Request, by_address: Dict[str, Dict[str, Any]]) -> Optional[str]:
+    """The pci= option for the ports: ``disable_acs_redir=A;B`` or ``config_acs=FLAGS@A;FLAGS@B``."""
+    if not ports:
+        return None
+    specs = [device_spec(by_address[address], request.device_format) for address in ports]
+    if request.p2p_mode == "disable_acs_redir":
+        return "disable_acs_redir=" + ";".join(specs)
+    return "config_acs=" + ";".join("%s@%s" % (request.config_acs_flags, spec) for spec in specs)
+
+
+def config_acs_warnings(ports: Sequence[str], request: Request, by_address: Dict[str, Dict[str, Any]],
+                        selected: Sequence[Dict[str, Any]]) -> List[str]:
+    """Flags set to 1 that a port does not implement; Direct Translated P2P without ATS below."""
+    if request.p2p_mode != "config_acs":
+        return []
+    mask, value = flag_bits(request.config_acs_flags)
+    warnings = []
+    for address in ports:
+        lacking = value & mask & ~by_address[address]["acs"]["capability"]
+        if lacking:
+            warnings.append("config_acs_flags %s enables %s, which %s does not implement"
+                            % (request.config_acs_flags, ", ".join(flag_names(lacking)), address))
+    if value & DT:
+        below = [dev["address"] for dev in selected if set(dev["path"]) & set(ports)
+                 and not (dev["ats"] or {}).get("enabled")]
+        if below:
+            warnings.append("config_acs_flags enables Direct Translated P2P, which only helps devices that use ATS; "
+                            "ATS is absent or off on %s" % ", ".join(below))
+    return warnings
+
+
+# --------------------------------------------------------------------------
+# Kernel command line
+# --------------------------------------------------------------------------
+
+def current_options(host: HostRoot, given: Optional[str]) -> Dict[str, Any]:
+    """The ``pci=`` options (split at commas) and ACS overrides of the current command line."""
+    if given is not None:
+        text, source = given, "current_cmdline"
+    else:
+        text, source = host.read_text(PROC_CMDLINE), PROC_CMDLINE
+    options: List[str] = []
+    override: List[str] = []
+    for arg in parse_cmdline(text)[0] if text is not None else []:
+        key = arg["key"].replace("-", "_")
+        if key == "pci" and arg["value"]:
+            options += [option for option in arg["value"].split(",") if option]
+        elif key == ACS_OVERRIDE_KEY:
+            override.append(arg["key"] if arg["value"] is None else "%s=%s" % (arg["key"], arg["value"]))
+    return {
+        "source": source if text is not None else None,
+        "current": options,
+        "kept": [option for option in options if not option.startswith(ACS_OPTION_PREFIXES)],
+        "acs": [option for option in options if option.startswith(ACS_OPTION_PREFIXES)],
+        "override": override,
+    }
+
+
+def kernel_arguments(options: Dict[str, Any], option: Optional[str],
+                     drop_override: bool) -> Tuple[List[str], List[str]]:
+    """(arguments to have, keys to remove): one ``pci=`` with the other options kept and ours last.
+
+    ``pci=`` is one key to the boot configuration, so it is written whole;
+    without an ACS option to add or remove, ``pci=`` is left alone.
+    """
+    absent = [ACS_OVERRIDE_KEY] if drop_override and options["override"] else []
+    if option is not None:
+        return ["pci=" + ",".join(options["kept"] + [option])], absent
+    if not options["acs"]:
+        return [], absent
+    if options["kept"]:
+        return ["pci=" + ",".join(options["kept"])], absent
+    return [], absent + ["pci"]
+
+
+# --------------------------------------------------------------------------
+# Runtime write (labs)
+# --------------------------------------------------------------------------
+
+class Write(NamedTuple):
+    address: str
+    offset: int
+    width: int
+    before: int
+    after: int
+
+
+def wanted_control(bridge: Dict[str, Any], request: Request) -> int:
+    """The ACS control value the profile asks of a port (only bits it implements are set)."""
+    acs = bridge["acs"]
+    control, capability = acs["control"], acs["capability"]
+    if request.profile == "confidential":
+        return control | (ISOLATION_BITS & capability)
+    if request.p2p_mode == "disable_acs_redir":
+        return control & ~REDIRECT_BITS
+    mask, value = flag_bits(request.config_acs_flags)
+    return (control & ~mask) | (value & mask & capability & ACS_BITS)
+
+
+def control_offset(host: HostRoot, address: str, layout: str, configs: Dict[str, bytes]) -> int:
+    if address not in configs or len(configs[address]) < EXTENDED_SIZE:
+        configs[address] = read_config(host, address)
+    found = extended_capabilities(ConfigSpace(configs[address])).get(ECAP_ID_ACS)
+    if found is None:
+        raise PcieAcsError("%s: the ACS capability vanished from %s/%s/config between two reads"
+                           % (address, PCI_DEVICES, address))
+    return found[0] + (8 if layout == "intel_pch_dword" else 6)
+
+
+def plan_writes(host: HostRoot, bridges: Sequence[Dict[str, Any]], targets: Sequence[str], request: Request,
+                configs: Dict[str, bytes]) -> List[Write]:
+    writes = []
+    for bridge in bridges:
+        if bridge["address"] not in targets or bridge["acs"] is None:
+            continue
+        after = wanted_control(bridge, request)
+        if after != bridge["acs"]["control"]:
+            layout = bridge["acs"]["register_layout"]
+            offset = control_offset(host, bridge["address"], layout, configs)
+            writes.append(Write(bridge["address"], offset, 4 if layout == "intel_pch_dword" else 2,
+                                bridge["acs"]["control"], after))
+    return writes
+
+
+def write_control(host: HostRoot, write: Write) -> int:
+    """Write one ACS control register through sysfs ``config``; returns what reads back."""
+    path = "%s/%s/config" % (PCI_DEVICES, write.address)
+    fmt = "<I" if write.width == 4 else "<H"
+    try:
+        fd = os.open(host.path(path), os.O_RDWR)
+        try:
+            if os.pwrite(fd, struct.pack(fmt, write.after), write.offset) != write.width:
+                raise OSError("short write")
+            data = os.pread(fd, write.width, write.offset)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise PcieAcsError("cannot write the ACS control register of %s (%s at offset 0x%x): %s; runtime_write needs "
+                           "root (become: true)" % (write.address, path, write.offset, error)) from None
+    return struct.unpack(fmt, data)[0] if len(data) == write.width else -1
+
+
+def apply_control(bridge: Dict[str, Any], control: int) -> None:
+    """Show a bridge as it is after a write (the verdict is judged again)."""
+    bridge["acs"]["control"] = control
+    bridge["acs"]["enabled"] = flag_dict(control)
+    verdict, missing = isolation_of(bridge["port_type"], bridge["acs"], EXTENDED_SIZE)
+    bridge["isolation"], bridge["missing"] = verdict, flag_names(missing)
+
+
+def run_writes(host: HostRoot, bridges: Sequence[Dict[str, Any]], writes: Sequence[Write], check_mode: bool,
+               warnings: List[str]) -> List[Dict[str, Any]]:
+    by_address = {bridge["address"]: bridge for bridge in bridges}
+    changes = []
+    for write in writes:
+        now = write.after if check_mode else write_control(host, write)
+        if now != write.after:
+            warnings.append("%s: wrote ACS control 0x%04x, reads back 0x%04x" % (write.address, write.after, now))
+        apply_control(by_address[write.address], now if now >= 0 else write.after)
+        changes.append({"address": write.address, "offset": write.offset, "width": write.width,
+                        "before": write.before, "after": now})
+    return changes
+
+
+def write_diff(changes: Sequence[Dict[str, Any]]) -> Dict[str, str]:
+    return {
+        "before": "".join("%s acs_control=0x%04x\n" % (c["address"], c["before"]) for c in changes),
+        "after": "".join("%s acs_control=0x%04x\n" % (c["address"], c["after"]) for c in changes),
+        "before_header": "ACS control registers",
+        "after_header": "ACS control registers",
+    }
+
+
+# --------------------------------------------------------------------------
+# The whole plan
+# --------------------------------------------------------------------------
+
+def plan_boot(request: Request, selected: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[str, Any]],
+              options: Dict[str, Any], notes: List[str], warnings: List[str]) -> Tuple[List[str], List[str], List[str]]:
+    """(p2p ports, kernel_args, kernel_args_absent) for the profile."""
+    if request.profile == "report":
+        return [], [], []
+    ports: List[str] = []
+    if request.profile == "p2p":
+        ports = redirecting_ports(p2p_ports(selected, by_address, notes), by_address, notes)
+        warnings += config_acs_warnings(ports, request, by_address, selected)
+        if ports:
+            warnings.append("profile p2p turns ACS redirect off on %s at the next boot: the devices below these ports "
+                            "lose their isolation from each other; do not give them to confidential guests"
+                            % ", ".join(ports))
+    option = acs_option(ports, request, by_address)
+    if options["source"] is None:
+        warnings.append("%s could not be read: the pci= options the host boots with are unknown, so they are neither "
+                        "checked nor kept in the pci= argument; pass current_cmdline" % PROC_CMDLINE)
+    elif options["acs"] and option not in options["acs"]:
+        notes.append("%s the ACS option(s) on the current command line: %s"
+                     % ("removing" if option is None else "replacing", ", ".join(options["acs"])))
+    args, absent = kernel_arguments(options, option, request.profile == "confidential")
+    if options["kept"] and any(arg.startswith("pci=") for arg in args):
+        notes.append("other pci= options kept in the pci= argument: %s" % ",".join(options["kept"]))
+    return ports, args, absent
+
+
+def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
+    """Read the topology once and return the module's result (without ``warnings`` from ``host``)."""
+    topology = read_topology(host)
+    by_address = {dev["address"]: dev for dev in topology["devices"]}
+    selected = select_devices(topology["devices"], request)
+    configs: Dict[str, bytes] = {}
+    bridges = describe_bridges(host, by_address, selected, configs)
+    notes: List[str] = []
+    warnings: List[str] = []
+    if not selected:
+        notes.append("no device matches the selection: nothing to judge")
+    options = current_options(host, request.current_cmdline)
+    ports, args, absent = plan_boot(request, selected, by_address, options, notes, warnings)
+    changes: List[Dict[str, Any]] = []
+    if request.runtime_write:
+        targets = ports if request.profile == "p2p" else [
+            bridge["address"] for bridge in bridges if bridge["port_type"] in PORTS_NEEDING_ACS]
+        writes = plan_writes(host, bridges, targets, request, configs)
+        if writes and not check_mode and host.root == "/" and os.geteuid() != 0:
+            raise PcieAcsError("runtime_write would change the ACS control register of %s: that needs root "
+                               "(become: true)" % ", ".join(write.address for write in writes))
+        changes = run_writes(host, bridges, writes, check_mode, warnings)
+        if changes:
+            warnings.append(NOT_REGROUPED)
+    violations: List[Dict[str, Any]] = []
+    if request.profile == "confidential":
+        found = [bridge_violation(bridge, topology) for bridge in bridges] + [cmdline_violation(options)]
+        violations = [violation for violation in found if violation is not None]
+    return {
+        "changed": bool(changes),
+        "profile": request.profile,
+        "devices": [device_entry(dev) for dev in selected],
+        "bridges": bridges,
+        "violations": violations,
+        "p2p_ports": ports,
+        "kernel_args": args,
+        "kernel_args_absent": absent,
+        "pci_options": {key: options[key] for key in ("source", "current", "kept", "acs", "override")},
+        "runtime_changes": changes,
+        "notes": notes,
+        "warnings": warnings,
+        "diff": write_diff(changes),
+    }
