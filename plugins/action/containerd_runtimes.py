@@ -1,0 +1,127 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin: edit a containerd configuration file that is not ours, only where needed.
+
+The file is read from the host (slurp), edited on the controller with tomlkit (comments and layout
+kept) and written back through the copy action (check mode, diff mode and backups as copy has them).
+"""
+
+from __future__ import annotations
+
+import base64
+import posixpath
+import typing as t
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils import containerd_config as cc
+
+ARGUMENT_SPEC = {
+    "path": {"type": "str", "required": True},
+    "root": {"type": "str", "default": "/"},
+    "imports_present": {"type": "list", "elements": "str", "default": []},
+    "imports_absent": {"type": "list", "elements": "str", "default": []},
+    "runtimes": {"type": "dict", "default": {}},
+    "runtimes_absent": {"type": "list", "elements": "str", "default": []},
+    "plugin_id": {"type": "str"},
+    "backup": {"type": "bool", "default": False},
+}
+
+
+def host_path(root: str, path: str) -> str:
+    """``path`` (as the host sees it) below ``root``."""
+    if not posixpath.isabs(path):
+        raise AnsibleActionFail("path %r must be absolute (the path containerd reads on the host)" % path)
+    if root in ("", "/"):
+        return path
+    return posixpath.join(root.rstrip("/"), path.lstrip("/"))
+
+
+class ActionModule(ActionBase):
+    """See plugins/modules/containerd_runtimes.py for the documentation."""
+
+    TRANSFERS_FILES = True
+    _requires_connection = True
+
+    def run(self, tmp: t.Any = None, task_vars: t.Optional[t.Dict[str, t.Any]] = None) -> t.Dict[str, t.Any]:
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        del tmp
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        try:
+            result.update(self._edit(args, task_vars))
+        except cc.ConfigError as exc:
+            result.update(failed=True, msg=str(exc))
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result
+
+    def _edit(self, args: t.Dict[str, t.Any], task_vars: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
+        path = args["path"]
+        target = host_path(args["root"], path)
+        text = self._read(target, task_vars)
+        wants_edit = bool(args["imports_present"] or args["imports_absent"]
+                          or args["runtimes"] or args["runtimes_absent"])
+        if text is None:
+            if wants_edit:
+                raise cc.ConfigError(
+                    "%s does not exist; this action edits an existing containerd configuration only "
+                    "(the kata role writes a main file of its own when there is none)" % target)
+            return {"changed": False, "path": path, "exists": False, "ours": False, "version": None,
+                    "imports": [], "runtimes": {}, "plugin_id": None}
+
+        doc = cc.parse(text, target)
+        version = cc.config_version(doc, target)
+        plugin_id = args["plugin_id"]
+        if not plugin_id and (args["runtimes"] or args["runtimes_absent"]):
+            plugin_id = cc.cri_plugin_id(version, target)  # fails on versions without a known CRI plugin
+        elif not plugin_id:
+            plugin_id = cc.CRI_PLUGIN_BY_VERSION.get(version)
+        changed_imports = cc.edit_imports(doc, args["imports_present"], args["imports_absent"], target)
+        changed_runtimes = cc.edit_runtimes(doc, plugin_id, args["runtimes"], args["runtimes_absent"], target) \
+            if plugin_id else []
+        info = {
+            "path": path,
+            "exists": True,
+            "ours": cc.is_ours(text),
+            "version": version,
+            "plugin_id": plugin_id,
+            "imports": cc.imports_of(doc),
+            "runtimes": cc.runtimes_in(doc, plugin_id) if plugin_id else {},
+            "changed_runtimes": changed_runtimes,
+        }
+        if not (changed_imports or changed_runtimes):
+            return dict(info, changed=False)
+        written = self._write(target, cc.dumps(doc), args["backup"], task_vars)
+        if written.get("failed"):
+            return written
+        info.update(changed=written.get("changed", True))
+        for key in ("diff", "backup_file"):
+            if key in written:
+                info[key] = written[key]
+        return info
+
+    def _read(self, target: str, task_vars: t.Dict[str, t.Any]) -> t.Optional[str]:
+        stat = self._execute_module(module_name="ansible.legacy.stat",
+                                    module_args={"path": target, "get_checksum": False},
+                                    task_vars=task_vars)
+        if stat.get("failed"):
+            raise cc.ConfigError("cannot read %s: %s" % (target, stat.get("msg", stat)))
+        if not stat["stat"]["exists"]:
+            return None
+        if not stat["stat"].get("isreg", False):
+            raise cc.ConfigError("%s is not a regular file; point the path at containerd's config.toml" % target)
+        slurped = self._execute_module(module_name="ansible.legacy.slurp", module_args={"src": target},
+                                       task_vars=task_vars)
+        if slurped.get("failed"):
+            raise cc.ConfigError("cannot read %s: %s" % (target, slurped.get("msg", slurped)))
+        return base64.b64decode(slurped["content"]).decode("utf-8")
+
+    def _write(self, target: str, content: str, backup: bool, task_vars: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
+        new_task = self._task.copy()
+        new_task.args = {"content": content, "dest": target, "backup": backup}
+        copy_action = self._shared_loader_obj.action_loader.get(
+            "ansible.legacy.copy", task=new_task, connection=self._connection, play_context=self._play_context,
+            loader=self._loader, templar=self._templar, shared_loader_obj=self._shared_loader_obj)
+        return copy_action.run(task_vars=task_vars)

@@ -1,0 +1,283 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Kata runtime configuration as data: paths, versions, merge rules, settings checks.
+
+The TOML itself is parsed and written on the controller (action plugin
+``kata_runtime_config``, with tomlkit); what is here works on plain dicts and
+strings, so that it can be tested and reused without a TOML library:
+
+- where a shim's configuration lives: ``<prefix>/share/defaults/kata-containers/
+  configuration-<shim>.toml``, and since Kata 3.27 (kata-deploy's per-shim layout)
+  ``runtimes/<shim>/configuration-<shim>.toml`` beside a ``config.d/`` directory;
+- how the Go runtime merges drop-ins (``decodeDropIns`` in
+  ``src/runtime/pkg/katautils/config.go``): every file of ``config.d/`` in name
+  order, each key it sets replacing the value before it (arrays and strings
+  alike, so a ``kernel_params`` drop-in must repeat the base parameters);
+- the checks a user's ``settings`` must pass before anything is written.
+
+Standard library only (Python >= 3.8).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+# kata-deploy lays shims out as runtimes/<shim>/ with config.d/ from this release on.
+DROPIN_LAYOUT_SINCE = (3, 27, 0)
+METHODS = ("auto", "dropin", "copy")
+PCIE_MODES = ("none", "flatten", "replicate")
+DEFAULT_PREFIX = "/opt/kata"
+DEFAULT_DROPIN_NAME = "40-confidential-gpu"
+SECTIONS = ("hypervisor", "agent", "runtime", "factory")
+# Keys this module sets itself: the user's settings may not set them.
+OWN_KEYS = ("kernel_params", "cold_plug_vfio", "hot_plug_vfio", "pcie_root_port", "pcie_switch_port")
+SHIM_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+DROPIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+HEADER = ("Managed by confidential_gpu.host.kata_runtime_config (shim %s): edits here are overwritten; "
+          "change the task instead.")
+
+ARGUMENT_SPEC: Dict[str, Any] = {
+    "shim": {"type": "str", "required": True},
+    "prefix": {"type": "path", "default": DEFAULT_PREFIX},
+    "root": {"type": "path", "default": "/"},
+    "kata_version": {"type": "str"},
+    "method": {"type": "str", "default": "auto", "choices": list(METHODS)},
+    "dropin_name": {"type": "str", "default": DEFAULT_DROPIN_NAME},
+    "settings": {"type": "dict", "default": {}},
+    "kernel_params": {"type": "list", "elements": "str", "default": []},
+    "kernel_params_absent": {"type": "list", "elements": "str", "default": []},
+    "pcie_mode": {"type": "str", "default": "none", "choices": list(PCIE_MODES)},
+    "topology": {"type": "dict"},
+    "devices": {"type": "list", "elements": "str", "default": ["gpu"]},
+}
+
+
+class KataConfigError(ValueError):
+    """Input that cannot be applied; the message names the value and the fix."""
+
+
+def parse_version(text: Optional[str]) -> Optional[Tuple[int, int, int]]:
+    """(major, minor, patch) from ``3.27.0`` or ``kata-runtime --version`` output (first version on it)."""
+    if not text:
+        return None
+    match = VERSION_RE.search(str(text))
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def kata_paths(prefix: str, shim: str) -> Dict[str, str]:
+    """Host paths of a shim's configuration files (below no root)."""
+    if not SHIM_RE.match(shim):
+        raise KataConfigError("shim %r is not a Kata shim name (lower-case letters, digits, '-', e.g. "
+                              "qemu-nvidia-gpu-snp)" % shim)
+    if shim.endswith("-runtime-rs") or shim in ("dragonball", "cloud-hypervisor"):
+        raise KataConfigError("shim %s runs on runtime-rs, whose configuration and PCIe handling this module does "
+                              "not manage; use the Go runtime's shim (%s)" % (shim, shim.replace("-runtime-rs", "")))
+    defaults = prefix.rstrip("/") + "/share/defaults/kata-containers"
+    per_shim = "%s/runtimes/%s" % (defaults, shim)
+    return {
+        "defaults_dir": defaults,
+        "shipped": "%s/configuration-%s.toml" % (defaults, shim),
+        "shim_dir": per_shim,
+        "shim_config": "%s/configuration-%s.toml" % (per_shim, shim),
+        "config_d": per_shim + "/config.d",
+    }
+
+
+def choose_method(method: str, version_text: Optional[str], per_shim_layout: bool) -> Tuple[str, str]:
+    """``dropin`` or ``copy``, and why."""
+    if method in ("dropin", "copy"):
+        return method, "asked for"
+    version = parse_version(version_text)
+    if version_text and version is None:
+        raise KataConfigError("kata_version %r holds no version number; pass e.g. 3.27.0 or the output of "
+                              "kata-runtime --version" % version_text)
+    since = ".".join(str(part) for part in DROPIN_LAYOUT_SINCE)
+    if version is not None:
+        if version >= DROPIN_LAYOUT_SINCE:
+            return "dropin", "Kata %d.%d.%d reads per-shim drop-ins (since %s)" % (version + (since,))
+        return "copy", "Kata %d.%d.%d predates per-shim drop-ins (%s): managed copy" % (version + (since,))
+    if per_shim_layout:
+        return "dropin", "per-shim directory runtimes/<shim>/ present (kata-deploy >= %s)" % since
+    raise KataConfigError("cannot tell which Kata release is installed: pass kata_version (the output of "
+                          "kata-runtime --version), or method dropin (Kata >= %s) or copy" % since)
+
+
+def tokens(kernel_params: Any) -> List[str]:
+    """Kernel parameters of a ``kernel_params`` string, split the way Kata splits them (whitespace)."""
+    return str(kernel_params or "").split()
+
+
+def merge_kernel_params(base: Sequence[str], present: Sequence[str], absent: Sequence[str]) -> List[str]:
+    """Base parameters in their order, minus ``absent``, then each of ``present`` not there yet.
+
+    ``absent`` items are exact parameters (``pci=nocrs``) or bare keys (``pci``, every value of it).
+    """
+    for item in list(present) + list(absent):
+        if not item or len(item.split()) != 1:
+            raise KataConfigError("kernel parameter %r must be one word without spaces (Kata splits "
+                                  "kernel_params on whitespace)" % item)
+    conflict = sorted(set(present) & set(absent))
+    if conflict:
+        raise KataConfigError("kernel parameter %s is both in kernel_params and kernel_params_absent"
+                              % ", ".join(conflict))
+
+    def removed(param: str) -> bool:
+        return any(param == item or ("=" not in item and param.split("=", 1)[0] == item) for item in absent)
+
+    result: List[str] = []
+    for param in list(base) + list(present):
+        if param not in result and not removed(param):
+            result.append(param)
+    return result
+
+
+def deep_merge(base: Dict[str, Any], overlay: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``overlay`` on top: tables merge, every other value (arrays too) replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def effective_config(base: Dict[str, Any], dropins: Sequence[Tuple[str, Dict[str, Any]]]) -> Dict[str, Any]:
+    """What the runtime reads: the base, then the drop-ins in name order."""
+    merged = base
+    for _name, data in sorted(dropins, key=lambda item: item[0]):
+        merged = deep_merge(merged, data)
+    return merged
+
+
+def leaf_paths(tree: Dict[str, Any], prefix: Tuple[str, ...] = ()) -> List[Tuple[Tuple[str, ...], Any]]:
+    """(dotted path, value) of every non-table value."""
+    leaves: List[Tuple[Tuple[str, ...], Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            leaves.extend(leaf_paths(value, prefix + (key,)))
+        else:
+            leaves.append((prefix + (key,), value))
+    return leaves
+
+
+def lookup(tree: Dict[str, Any], path: Sequence[str]) -> Any:
+    """Value at a path, None when absent."""
+    node: Any = tree
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def hypervisor_name(base: Dict[str, Any], shim: str, where: str) -> str:
+    """The one ``[hypervisor.<name>]`` table of a shim's configuration."""
+    tables = base.get("hypervisor")
+    names = sorted(tables) if isinstance(tables, dict) else []
+    if len(names) != 1:
+        raise KataConfigError("%s (shim %s) should hold exactly one [hypervisor.<name>] table, found %s; is it "
+                              "a Kata configuration file?" % (where, shim, ", ".join(names) or "none"))
+    return names[0]
+
+
+def kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "a %s" % type(value).__name__
+
+
+def check_value(path: str, value: Any) -> None:
+    if value is None:
+        raise KataConfigError("settings %s is null; TOML has no null: give a value or leave the key out" % path)
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)) or item is None:
+                raise KataConfigError("settings %s: array items must be strings, numbers or booleans" % path)
+    elif not isinstance(value, (str, int, float, bool)):
+        raise KataConfigError("settings %s: %s cannot be written as a TOML value" % (path, kind(value)))
+
+
+def check_settings(settings: Dict[str, Any], hypervisor: str, base: Dict[str, Any],
+                   where: str) -> List[str]:
+    """Refuse settings Kata would not read as meant; returns warnings for keys the base does not have."""
+    warnings: List[str] = []
+    for section, tables in settings.items():
+        if section not in SECTIONS:
+            raise KataConfigError("settings section %r is not one of Kata's (%s)" % (section, ", ".join(SECTIONS)))
+        if not isinstance(tables, dict):
+            raise KataConfigError("settings %s must be a mapping of keys (or of tables) to values" % section)
+    tables = {"hypervisor": hypervisor, "agent": (sorted(base.get("agent") or {}) or ["kata"])[0]}
+    for section, wanted in tables.items():
+        for name, table in (settings.get(section) or {}).items():
+            if not isinstance(table, dict):
+                raise KataConfigError("settings %s.%s must be a table of keys, e.g. settings: {%s: {%s: {key: value}}}"
+                                      % (section, name, section, wanted))
+            if name != wanted:
+                raise KataConfigError("settings %s.%s: %s has [%s.%s]; Kata reads only that table"
+                                      % (section, name, where, section, wanted))
+    for path, value in leaf_paths(settings):
+        dotted = ".".join(path)
+        if len(path) > (3 if path[0] in ("hypervisor", "agent") else 2):
+            raise KataConfigError("settings %s is nested too deep: Kata's tables are [hypervisor.<name>], "
+                                  "[agent.<name>], [runtime] and [factory]" % dotted)
+        check_value(dotted, value)
+        if path[-1] in OWN_KEYS:
+            raise KataConfigError("settings %s is set by this module: use the kernel_params, kernel_params_absent "
+                                  "and pcie_mode options instead" % dotted)
+        current = lookup(base, path)
+        if current is None:
+            warnings.append("settings %s: %s has no such key; Kata ignores unknown keys (with a warning in its "
+                            "log), check the spelling" % (dotted, where))
+        elif kind(current) != kind(value):
+            raise KataConfigError("settings %s: %s holds %s (%r), the value given is %s (%r)"
+                                  % (dotted, where, kind(current), current, kind(value), value))
+    return warnings
+
+
+def pcie_keys(plan: Optional[Dict[str, Any]], effective: Dict[str, Any], hypervisor: str) -> Dict[str, Any]:
+    """The hypervisor keys a PCIe plan sets (and hot-plug off, since Kata allows one of the two)."""
+    if plan is None:
+        return {}
+    keys: Dict[str, Any] = {
+        "cold_plug_vfio": plan["cold_plug_vfio"],
+        "pcie_root_port": plan["pcie_root_port"],
+        "pcie_switch_port": plan["pcie_switch_port"],
+    }
+    hot = lookup(effective, ("hypervisor", hypervisor, "hot_plug_vfio"))
+    if hot not in (None, "", "no-port"):
+        keys["hot_plug_vfio"] = "no-port"
+    return keys
+
+
+def overridden_later(ours: Dict[str, Any], later: Sequence[Tuple[str, Dict[str, Any]]]) -> List[str]:
+    """Warnings for keys of ours that a drop-in sorting after ours sets again (it wins)."""
+    warnings = []
+    our_paths = {path for path, _value in leaf_paths(ours)}
+    for name, data in sorted(later, key=lambda item: item[0]):
+        for path, value in leaf_paths(data):
+            if path in our_paths:
+                warnings.append("config.d/%s sets %s = %r after this module's drop-in, so that value wins; "
+                                "rename one of them or drop the key there" % (name, ".".join(path), value))
+    return warnings
+
+
+def shims_for_host(cc_host: Dict[str, Any], gpu: bool = True) -> List[str]:
+    """Runtime classes for a host from its readiness verdicts: the -snp ones on SNP, the -tdx ones on TDX."""
+    verdicts = (cc_host or {}).get("verdicts") or {}
+    if verdicts.get("snp_ready"):
+        return ["qemu-nvidia-gpu-snp", "qemu-snp"] if gpu else ["qemu-snp"]
+    if verdicts.get("tdx_ready"):
+        return ["qemu-nvidia-gpu-tdx", "qemu-tdx"] if gpu else ["qemu-tdx"]
+    return ["qemu-nvidia-gpu"] if gpu else ["qemu"]

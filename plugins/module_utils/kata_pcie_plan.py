@@ -1,0 +1,287 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plan the PCIe layout of a Kata guest from the host's topology.
+
+Input: the result of ``pci_topology_info`` (``devices``, ``iommu_groups``,
+``gpu_nic_affinity``), the devices a pod gets (addresses, or the selectors
+``gpu``, ``nvswitch``, ``nic``, ``gpu_nics``) and a mode:
+
+- ``flatten``: every device on its own PCIe root port of the guest
+  (``cold_plug_vfio = "root-port"``, ``pcie_root_port`` = ports needed);
+- ``replicate``: every device on a downstream port of an emulated PCIe switch
+  (``cold_plug_vfio = "switch-port"``, ``pcie_switch_port`` = ports needed),
+  so that a GPU and the NIC it shares a switch with on the host share one in
+  the guest too.
+
+The count follows Kata's Go runtime (``createPCIeTopology`` in
+``src/runtime/virtcontainers/qemu.go``): a passed device brings its whole IOMMU
+group; host bridges (class 0600) and PCI-to-PCI bridges (0604) of the group stay
+with the host (``GetAllVFIODevicesFromIOMMUGroup``); every other member that is
+a PCI Express function takes one port.  Kata refuses more than 16 root ports or
+16 switch ports (``maxPCIeRootPort`` / ``maxPCIeSwitchPort`` in
+``qemu_arch_base.go``: each port reserves 4 KiB of the 64 KiB I/O space), and in
+switch-port mode it builds one root port, one upstream port and that many
+downstream ports (``genericAppendPCIeSwitchPort``).
+
+Pure functions of their input; standard library only (runs anywhere, Python >= 3.8).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import common_bridge
+
+MODES = ("flatten", "replicate")
+# Kata's limit for either kind of port (virtcontainers/qemu_arch_base.go).
+KATA_MAX_PCIE_PORTS = 16
+ROLE_SELECTORS = ("gpu", "nvswitch", "nic")
+PAIRED_NIC_SELECTOR = "gpu_nics"
+# Group members Kata never passes through (GetAllVFIODevicesFromIOMMUGroup): host and PCI-to-PCI bridges.
+HOST_KEPT_CLASSES = ("0600", "0604")
+# GPU-NIC links close enough to count as a pair: same switch (PIX) or same root port (PXB).
+PAIR_LINKS = ("PIX", "PXB")
+
+
+class PlanError(ValueError):
+    """The input cannot be planned at all (not a topology, unknown mode)."""
+
+
+def normalize(address: str) -> str:
+    """Lower-case ``DDDD:BB:DD.F``; a missing domain means 0000."""
+    address = address.strip().lower()
+    return "0000:" + address if address.count(":") == 1 else address
+
+
+def check_input(topology: Any, mode: str) -> None:
+    """Refuse what is not a pci_topology_info result or not a mode."""
+    if mode not in MODES:
+        raise PlanError("PCIe mode %r is not one of %s" % (mode, ", ".join(MODES)))
+    if not isinstance(topology, dict) or not isinstance(topology.get("devices"), list) \
+            or not isinstance(topology.get("iommu_groups"), list):
+        raise PlanError("the topology must be the result of confidential_gpu.host.pci_topology_info "
+                        "(a dict with 'devices' and 'iommu_groups' lists); register it unfiltered")
+
+
+def paired_nics(topology: Dict[str, Any], gpu: str) -> List[str]:
+    """NIC PFs closest to a GPU when they share its switch or root port (best link only)."""
+    pairs = [pair for pair in topology.get("gpu_nic_affinity") or [] if pair.get("gpu") == gpu
+             and pair.get("link") in PAIR_LINKS]
+    if not pairs:
+        return []
+    best = min((PAIR_LINKS.index(pair["link"]), pair.get("bridges_between") or 0) for pair in pairs)
+    return [pair["nic"] for pair in pairs
+            if (PAIR_LINKS.index(pair["link"]), pair.get("bridges_between") or 0) == best]
+
+
+def select(topology: Dict[str, Any], selectors: Sequence[str], by_address: Dict[str, Dict[str, Any]],
+           errors: List[str], warnings: List[str]) -> List[str]:
+    """Requested addresses, in the order given; roles select physical functions."""
+    chosen: List[str] = []
+
+    def add(address: str) -> None:
+        if address not in chosen:
+            chosen.append(address)
+
+    for selector in selectors:
+        text = str(selector).strip()
+        if text in ROLE_SELECTORS:
+            found = [dev["address"] for dev in topology["devices"]
+                     if dev.get("role") == text and not dev.get("physfn")]
+            if not found:
+                warnings.append("selector %r matches no physical function on this host" % text)
+            for address in found:
+                add(address)
+        elif text == PAIRED_NIC_SELECTOR:
+            continue
+        elif ":" in text and normalize(text) in by_address:
+            add(normalize(text))
+        elif ":" in text:
+            errors.append("device %s is not on this host (no such PCI function in the topology)" % text)
+        else:
+            errors.append("device selector %r is neither a PCI address nor one of %s"
+                          % (text, ", ".join(ROLE_SELECTORS + (PAIRED_NIC_SELECTOR,))))
+    if PAIRED_NIC_SELECTOR in [str(s).strip() for s in selectors]:
+        gpus = [address for address in chosen if by_address[address].get("role") == "gpu"]
+        if not gpus:
+            errors.append("selector 'gpu_nics' needs GPUs in the selection (add 'gpu' or GPU addresses)")
+        for gpu in gpus:
+            nics = paired_nics(topology, gpu)
+            if not nics:
+                warnings.append("GPU %s has no NIC behind its switch or root port; gpu_nics adds none for it" % gpu)
+            for nic in nics:
+                add(nic)
+    return chosen
+
+
+def expand_groups(requested: Sequence[str], topology: Dict[str, Any], by_address: Dict[str, Dict[str, Any]],
+                  errors: List[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Every function that goes to the guest (requested ones and their group members), and bridges left behind."""
+    groups = {group["id"]: group for group in topology["iommu_groups"]}
+    passed: List[Dict[str, Any]] = []
+    seen: Set[str] = set()
+    left: List[str] = []
+    for address in requested:
+        dev = by_address[address]
+        gid = dev.get("iommu_group")
+        if gid is None:
+            errors.append("%s has no IOMMU group: the IOMMU is off, so nothing can be passed through; enable it "
+                          "(role kernel_args: intel_iommu=on or amd_iommu=on) and reboot" % address)
+            continue
+        group = groups.get(gid)
+        if group is None:
+            errors.append("IOMMU group %s of %s is missing from the topology; pass the unfiltered "
+                          "pci_topology_info result" % (gid, address))
+            continue
+        if not group.get("viable", True):
+            errors.append("%s cannot be passed through: IOMMU group %s is not viable (%s)"
+                          % (address, gid, "; ".join(group.get("reasons") or ["no reason given"])))
+            continue
+        if not group.get("bound_to_vfio", False):
+            warnings.append("IOMMU group %s of %s is not on vfio-pci yet; bind it before a pod starts" % (gid, address))
+        for member in group.get("devices") or []:
+            if member in seen:
+                continue
+            info = by_address.get(member)
+            if info is not None and (info.get("class_id") or "")[:4] in HOST_KEPT_CLASSES:
+                if member not in left:
+                    left.append(member)
+                continue
+            seen.add(member)
+            if info is None:
+                warnings.append("%s (IOMMU group %s) is not in the topology; counted as a PCIe function"
+                                % (member, gid))
+            elif member != address and member not in requested:
+                warnings.append("%s comes along with %s: they share IOMMU group %s" % (member, address, gid))
+            passed.append({
+                "address": member,
+                "role": (info or {}).get("role"),
+                "iommu_group": gid,
+                "numa_node": (info or {}).get("numa_node"),
+                "requested": member in requested,
+                "member_of": None if member in requested else address,
+                "needs_port": info is None or info.get("pcie") is not None,
+            })
+    return passed, left
+
+
+def host_clusters(passed: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Passed functions grouped by the deepest bridge they share on the host (a switch or a root port)."""
+    addresses = [dev["address"] for dev in passed]
+    parent = {address: address for address in addresses}
+
+    def find(address: str) -> str:
+        while parent[address] != address:
+            parent[address] = parent[parent[address]]
+            address = parent[address]
+        return address
+
+    paths = {address: (by_address.get(address) or {}).get("path") or [address] for address in addresses}
+    for index, left in enumerate(addresses):
+        for right in addresses[index + 1:]:
+            if common_bridge(paths[left], paths[right]) is not None:
+                parent[find(left)] = find(right)
+    port_types = {address: ((dev.get("pcie") or {}).get("port_type")) for address, dev in by_address.items()}
+    clusters: Dict[str, List[str]] = {}
+    for address in addresses:
+        clusters.setdefault(find(address), []).append(address)
+    layout = []
+    for members in clusters.values():
+        bridge: Optional[str] = None
+        if len(members) > 1:
+            shared = paths[members[0]][:-1]
+            for member in members[1:]:
+                other = paths[member][:-1]
+                depth = 0
+                while depth < min(len(shared), len(other)) and shared[depth] == other[depth]:
+                    depth += 1
+                shared = shared[:depth]
+            bridge = shared[-1] if shared else None
+        roles = {address: (by_address.get(address) or {}).get("role") for address in members}
+        layout.append({
+            "bridge": bridge,
+            "link": None if bridge is None else ("PXB" if port_types.get(bridge) == "root_port" else "PIX"),
+            "gpus": [a for a in members if roles[a] == "gpu"],
+            "nics": [a for a in members if roles[a] == "nic"],
+            "other": [a for a in members if roles[a] not in ("gpu", "nic")],
+        })
+    return layout
+
+
+def layout_warnings(mode: str, layout: Sequence[Dict[str, Any]], ports: int) -> List[str]:
+    """What the guest will not see of the host's pairing, per mode."""
+    warnings = []
+    paired = [cluster for cluster in layout if cluster["gpus"] and cluster["nics"]]
+    if mode == "flatten":
+        for cluster in paired:
+            warnings.append("flatten puts every device on its own root port: GPU %s and NIC %s share %s on the "
+                            "host, which the guest will not see (GPUDirect RDMA is not detected); replicate keeps "
+                            "them behind one switch" % (", ".join(cluster["gpus"]), ", ".join(cluster["nics"]),
+                                                        cluster["bridge"]))
+    elif len(layout) > 1 and ports:
+        warnings.append("Kata builds one emulated switch with %d downstream ports for the whole pod: devices from "
+                        "%d separate places of the host topology share it in the guest; give a pod the devices of "
+                        "one place for a faithful replica" % (ports, len(layout)))
+    return warnings
+
+
+def plan_pcie(topology: Dict[str, Any], selectors: Sequence[str], mode: str,
+              max_ports: int = KATA_MAX_PCIE_PORTS) -> Dict[str, Any]:
+    """The guest's PCIe layout for ``selectors`` on this host: Kata settings, devices, ports, layout, errors."""
+    check_input(topology, mode)
+    errors: List[str] = []
+    warnings: List[str] = []
+    by_address = {dev["address"]: dev for dev in topology["devices"]}
+    requested = select(topology, selectors, by_address, errors, warnings)
+    if not requested and not errors:
+        errors.append("no device selected: give PCI addresses or selectors (%s)"
+                      % ", ".join(ROLE_SELECTORS + (PAIRED_NIC_SELECTOR,)))
+    passed, left = expand_groups(requested, topology, by_address, errors, warnings)
+    ports = sum(1 for dev in passed if dev["needs_port"])
+    layout = host_clusters(passed, by_address)
+    kind = "root" if mode == "flatten" else "switch"
+    if ports > max_ports:
+        counted = [dev["address"] for dev in passed if dev["needs_port"]]
+        errors.append(
+            "%d PCIe %s ports needed (%s) but Kata allows at most %d (each port reserves 4 KiB of the guest's "
+            "64 KiB I/O space, and the runtime refuses to start the VM beyond that): give each pod fewer devices "
+            "(split the GPUs over pods), leave out functions the workload does not use, or split shared IOMMU "
+            "groups (ACS on the bridges above them) so that fewer companions come along"
+            % (ports, kind, ", ".join(counted), max_ports))
+    elif passed and not ports:
+        warnings.append("none of the passed functions is a PCI Express function: no port is needed")
+    warnings.extend(layout_warnings(mode, layout, ports))
+    return {
+        "mode": mode,
+        "cold_plug_vfio": "root-port" if mode == "flatten" else "switch-port",
+        "pcie_root_port": ports if mode == "flatten" else 0,
+        "pcie_switch_port": ports if mode == "replicate" else 0,
+        "ports": ports,
+        "max_ports": max_ports,
+        "requested": requested,
+        "devices": passed,
+        "left_to_host": left,
+        "layout": layout,
+        "errors": errors,
+        "warnings": warnings,
+    }
+
+
+def plan_lines(plan: Dict[str, Any]) -> List[str]:
+    """The plan for people, one line each (printed in check mode)."""
+    kind = "root port" if plan["mode"] == "flatten" else "switch downstream port"
+    lines = ["PCIe %s: cold_plug_vfio=%s pcie_root_port=%d pcie_switch_port=%d (%d of %d ports)"
+             % (plan["mode"], plan["cold_plug_vfio"], plan["pcie_root_port"], plan["pcie_switch_port"],
+                plan["ports"], plan["max_ports"])]
+    for dev in plan["devices"]:
+        how = "requested" if dev["requested"] else "group member of %s" % dev["member_of"]
+        lines.append("  %s %-8s group %s, %s, %s" % (dev["address"], dev["role"] or "?", dev["iommu_group"], how,
+                                                     "own %s" % kind if dev["needs_port"] else "no port (not PCIe)"))
+    for cluster in plan["layout"]:
+        if cluster["bridge"]:
+            members = cluster["gpus"] + cluster["nics"] + cluster["other"]
+            lines.append("  host: %s share %s (%s)" % (", ".join(members), cluster["bridge"], cluster["link"]))
+    lines.extend("  bridge %s stays with the host" % address for address in plan["left_to_host"])
+    lines.extend("  warning: %s" % text for text in plan["warnings"])
+    lines.extend("  error: %s" % text for text in plan["errors"])
+    return lines

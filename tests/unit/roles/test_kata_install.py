@@ -1,0 +1,463 @@
+"""Role kata end to end with ansible-playbook on this machine (local connection).
+
+The tarball path: a Kata static release built here (opt/kata/ with a shim that prints its version and the
+NVIDIA configurations of ../shared/fixtures/kata), served by http.server on loopback, installed below a
+temporary root; the second run downloads nothing; a wrong sha256 installs nothing.
+
+containerd: the files the role writes are loaded by the containerd of this machine (Debian 12's package,
+1.6.x) with `containerd --config <file> config dump`, which must show the kata handlers. containerd 2.x
+(configuration version 3) is not packaged for Debian 12: for it the role runs with kata_containerd_version
+set and the written TOML is checked with tomlkit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+import tomlkit
+import yaml
+from conftest import REPO
+
+VERSION = "3.32.0"
+SHIMS = ["qemu-nvidia-gpu-snp", "qemu-nvidia-gpu-tdx"]
+SHIM_SCRIPT = "#!/bin/sh\necho 'Kata Containers containerd shim (Golang): id: \"io.containerd.kata.v2\", version: %s'\n"
+DEFAULTS = "opt/kata/share/defaults/kata-containers"
+
+
+# --- a Kata static release, served on loopback ----------------------------------------------------------
+
+def add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.uid, info.gid = len(data), mode, 0, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    tar.addfile(info)
+
+
+def build_release(path: Path, fixtures: Path, version: str = VERSION) -> Dict[str, bytes]:
+    """A tarball laid out like kata-static-<version>-amd64.tar.xz (entries ./opt/kata/...); returns the
+    configuration files it holds, by name."""
+    configs = {"configuration-%s.toml" % shim: (fixtures / "kata" / ("configuration-%s.kata-%s.toml" % (shim, VERSION)))
+               .read_bytes() for shim in SHIMS}
+    with tarfile.open(path, "w:xz") as tar:
+        for directory in (".", "./opt", "./opt/kata", "./opt/kata/bin", "./opt/kata/share",
+                          "./opt/kata/share/defaults", "./" + DEFAULTS):
+            add_dir(tar, directory)
+        add_file(tar, "./opt/kata/bin/containerd-shim-kata-v2", (SHIM_SCRIPT % version).encode(), 0o755)
+        add_file(tar, "./opt/kata/bin/kata-runtime", b"#!/bin/sh\necho kata-runtime\n", 0o755)
+        add_file(tar, "./opt/kata/VERSION", (version + "\n").encode())
+        for name, data in configs.items():
+            add_file(tar, "./%s/%s" % (DEFAULTS, name), data)
+    return configs
+
+
+class Server:
+    """http.server on 127.0.0.1 in a thread, counting the GET requests it answered."""
+
+    def __init__(self, directory: Path) -> None:
+        self.requests: List[str] = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(directory), **kwargs)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return "http://127.0.0.1:%d/%s" % (self.httpd.server_address[1], name)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def release(tmp_path: Path, shared_fixtures: Path) -> Iterator[Tuple[Server, Dict[str, Any]]]:
+    served = tmp_path / "served"
+    served.mkdir()
+    tarball = served / ("kata-static-%s-amd64.tar.xz" % VERSION)
+    configs = build_release(tarball, shared_fixtures)
+    server = Server(served)
+    try:
+        yield server, {"url": server.url(tarball.name), "sha256": hashlib.sha256(tarball.read_bytes()).hexdigest(),
+                       "configs": configs, "dir": served}
+    finally:
+        server.close()
+
+
+# --- running the role -------------------------------------------------------------------------------------
+
+def run_role(tmp_path: Path, role_vars: Dict[str, Any], *options: str) -> subprocess.CompletedProcess:
+    playbook = tmp_path / "kata.yml"
+    playbook.write_text("- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+                        "  roles:\n    - confidential_gpu.host.kata\n")
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps(role_vars))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+    command = [str(Path(sys.executable).with_name("ansible-playbook")), str(playbook), "-e", "@%s" % extra, *options]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def recap(proc: subprocess.CompletedProcess) -> Dict[str, int]:
+    match = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+
+
+def release_vars(root: Path, release: Dict[str, Any], **more: Any) -> Dict[str, Any]:
+    return dict({"kata_root": str(root), "kata_version": VERSION, "kata_release_url": release["url"],
+                 "kata_release_sha256": release["sha256"], "kata_shims": SHIMS,
+                 "kata_manage_containerd": False}, **more)
+
+
+# --- the tarball path -------------------------------------------------------------------------------------
+
+def test_release_installs_once_and_records_it(tmp_path: Path, release: Tuple[Server, Dict[str, Any]]) -> None:
+    server, served = release
+    root = tmp_path / "root"
+    root.mkdir()
+    preview = run_role(tmp_path, release_vars(root, served), "--check")
+    assert preview.returncode == 0, preview.stdout + preview.stderr
+    assert "Would install Kata %s from %s" % (VERSION, served["url"]) in preview.stdout
+    assert recap(preview)["changed"] == 1
+    assert server.requests == [] and list(root.iterdir()) == [], "check mode downloaded or wrote something"
+
+    first = run_role(tmp_path, release_vars(root, served))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert recap(first)["changed"] > 0
+    prefix = root / "opt" / "kata"
+    shim = prefix / "bin" / "containerd-shim-kata-v2"
+    assert os.access(shim, os.X_OK)
+    assert "version: %s" % VERSION in subprocess.run([str(shim)], capture_output=True, text=True, check=True).stdout
+    for name, data in served["configs"].items():
+        assert (prefix / "share/defaults/kata-containers" / name).read_bytes() == data
+    record = json.loads((prefix / ".confidential-gpu-release").read_text())
+    assert record["version"] == VERSION and record["sha256"] == served["sha256"]
+    assert record["tarball"] == "kata-static-%s-amd64.tar.xz" % VERSION
+    assert server.requests == ["/kata-static-%s-amd64.tar.xz" % VERSION]
+    assert sorted(p.name for p in (root / "opt").iterdir()) == ["kata"], "no staging directory is left"
+    assert list((root / "var/cache/confidential-gpu").iterdir()) == [], "the download is not kept"
+
+    second = run_role(tmp_path, release_vars(root, served))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert recap(second)["changed"] == 0, second.stdout
+    assert len(server.requests) == 1, "the second run downloaded again: %s" % server.requests
+
+    # An upgrade whose tarball does not match its sha256 fails and leaves the installed release alone.
+    upgrade = run_role(tmp_path, release_vars(root, served, kata_version="3.32.1", kata_release_sha256="0" * 64))
+    assert upgrade.returncode != 0
+    assert "Kata 3.32.1 was not installed" in upgrade.stdout and "did not match" in upgrade.stdout
+    assert "kata_release_sha256 must be the sha256 of kata-static-3.32.0-amd64.tar.xz" in upgrade.stdout
+    assert json.loads((prefix / ".confidential-gpu-release").read_text())["version"] == VERSION
+    assert os.access(shim, os.X_OK)
+
+
+def test_wrong_sha256_installs_nothing(tmp_path: Path, release: Tuple[Server, Dict[str, Any]]) -> None:
+    server, served = release
+    root = tmp_path / "root"
+    root.mkdir()
+    wrong = hashlib.sha256(b"not the tarball").hexdigest()
+    proc = run_role(tmp_path, release_vars(root, served, kata_release_sha256=wrong))
+    assert proc.returncode != 0
+    assert "did not match %s" % wrong in proc.stdout, proc.stdout
+    assert len(server.requests) == 1
+    assert not (root / "opt" / "kata").exists()
+    assert [p for p in root.rglob("*") if p.is_file()] == [], "a file was left below the root"
+
+
+def test_tarball_that_is_not_a_release_installs_nothing(
+        tmp_path: Path, release: Tuple[Server, Dict[str, Any]]) -> None:
+    _server, served = release
+    other = served["dir"] / "other.tar.xz"
+    with tarfile.open(other, "w:xz") as tar:
+        add_file(tar, "./usr/bin/tool", b"#!/bin/sh\n", 0o755)
+    root = tmp_path / "root"
+    root.mkdir()
+    other_release = dict(served, url=served["url"].replace("kata-static-%s-amd64.tar.xz" % VERSION, "other.tar.xz"))
+    proc = run_role(tmp_path, release_vars(root, other_release,
+                                           kata_release_sha256=hashlib.sha256(other.read_bytes()).hexdigest()))
+    assert proc.returncode != 0
+    assert "other.tar.xz has no opt/kata/bin/containerd-shim-kata-v2" in proc.stdout, proc.stdout
+    assert not (root / "opt" / "kata").exists() and not (root / "usr").exists()
+
+
+def test_installation_made_by_other_means_is_not_replaced(
+        tmp_path: Path, release: Tuple[Server, Dict[str, Any]]) -> None:
+    server, served = release
+    root = tmp_path / "root"
+    (root / "opt" / "kata" / "bin").mkdir(parents=True)
+    (root / "opt" / "kata" / "bin" / "containerd-shim-kata-v2").write_text("kata-deploy's\n")
+    proc = run_role(tmp_path, release_vars(root, served))
+    assert proc.returncode != 0
+    assert "without this role's record" in proc.stdout and "kata_install_method existing" in proc.stdout
+    assert server.requests == []
+    assert (root / "opt/kata/bin/containerd-shim-kata-v2").read_text() == "kata-deploy's\n"
+
+
+def test_release_needs_a_sha256(tmp_path: Path) -> None:
+    proc = run_role(tmp_path, {"kata_root": str(tmp_path), "kata_version": VERSION, "kata_shims": SHIMS,
+                               "kata_manage_containerd": False})
+    assert proc.returncode != 0
+    assert "kata_release_sha256 must be the 64 hex digits of the tarball's sha256" in proc.stdout, proc.stdout
+    assert list(tmp_path.rglob("opt")) == []
+
+
+# --- containerd -------------------------------------------------------------------------------------------
+
+CONTAINERD = shutil.which("containerd")
+needs_containerd = pytest.mark.skipif(
+    CONTAINERD is None, reason="containerd is not installed (Debian package containerd): the handlers the "
+                               "role writes cannot be loaded by a real containerd here")
+
+# A main file that is not ours: what a Kubernetes node has (settings in the CRI section, runc with the
+# systemd cgroup driver), with comments that must survive.
+NODE_CONFIG = """\
+# Written by the node's installer.
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.example/pause:3.9"  # pinned
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+"""
+
+
+def installed_tree(base: Path) -> Path:
+    """An existing Kata installation (the layout of the static release) below base; returns the prefix."""
+    prefix = base / "opt" / "kata"
+    (prefix / "bin").mkdir(parents=True)
+    shim = prefix / "bin" / "containerd-shim-kata-v2"
+    shim.write_text(SHIM_SCRIPT % VERSION)
+    shim.chmod(0o755)
+    (prefix / "share/defaults/kata-containers").mkdir(parents=True)
+    for name in SHIMS:
+        (prefix / "share/defaults/kata-containers" / ("configuration-%s.toml" % name)).write_text("[runtime]\n")
+    return prefix
+
+
+def containerd_vars(base: Path, **more: Any) -> Dict[str, Any]:
+    """Absolute paths below base with kata_root /, so that containerd reads the same paths the role wrote."""
+    return dict({"kata_root": "/", "kata_install_method": "existing", "kata_prefix": str(base / "opt/kata"),
+                 "kata_shims": SHIMS, "kata_containerd_config": str(base / "etc/containerd/config.toml"),
+                 "kata_containerd_dropin": str(base / "etc/containerd/conf.d/confidential-gpu-kata.toml"),
+                 "kata_containerd_restart": False}, **more)
+
+
+def dump(config: Path) -> Dict[str, Any]:
+    proc = subprocess.run([CONTAINERD, "--config", str(config), "config", "dump"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return tomlkit.parse(proc.stdout).unwrap()
+
+
+def assert_handlers(runtimes: Dict[str, Any], prefix: Path, config_paths: Optional[Dict[str, str]] = None) -> None:
+    for shim in SHIMS:
+        handler = runtimes["kata-%s" % shim]
+        assert handler["runtime_type"] == "io.containerd.kata-%s.v2" % shim
+        assert handler["runtime_path"] == str(prefix / "bin/containerd-shim-kata-v2")
+        assert handler["options"]["ConfigPath"] == (config_paths or {}).get(shim, str(
+            prefix / ("share/defaults/kata-containers/configuration-%s.toml" % shim)))
+        assert handler["privileged_without_host_devices"] is True
+        assert handler["pod_annotations"] == ["io.katacontainers.*"]
+
+
+@needs_containerd
+def test_containerd_1_loads_handlers_added_to_a_main_file_not_ours(tmp_path: Path) -> None:
+    prefix = installed_tree(tmp_path)
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(NODE_CONFIG)
+    first = run_role(tmp_path, containerd_vars(tmp_path))
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    loaded = dump(config)
+    cri = loaded["plugins"]["io.containerd.grpc.v1.cri"]
+    assert_handlers(cri["containerd"]["runtimes"], prefix)
+    # containerd 1.x would let an imported CRI section replace this one: the node's settings must survive.
+    assert cri["sandbox_image"] == "registry.example/pause:3.9"
+    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    text = config.read_text()
+    assert text.startswith(NODE_CONFIG.split("[plugins", maxsplit=1)[0]) and "# pinned" in text
+    assert "imports" not in tomlkit.parse(text)
+    assert not (tmp_path / "etc/containerd/conf.d").exists()
+    assert [p.name for p in config.parent.iterdir() if p.name.startswith("config.toml.")], "no backup was kept"
+
+    second = run_role(tmp_path, containerd_vars(tmp_path))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert recap(second)["changed"] == 0, second.stdout
+
+
+@needs_containerd
+def test_containerd_1_without_a_main_file_gets_ours_with_runc_kept(tmp_path: Path) -> None:
+    """With a ConfigPath given for one shim (as the runtime-configuration step returns it)."""
+    prefix = installed_tree(tmp_path)
+    generated = prefix / "share/defaults/kata-containers/runtimes/qemu-nvidia-gpu-snp" / \
+        "configuration-qemu-nvidia-gpu-snp.toml"
+    generated.parent.mkdir(parents=True)
+    generated.write_text("[runtime]\n")
+    overrides = {"qemu-nvidia-gpu-snp": str(generated)}
+    proc = run_role(tmp_path, containerd_vars(tmp_path, kata_handler_config_paths=overrides))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = tmp_path / "etc/containerd/config.toml"
+    assert config.read_text().startswith("# Managed by confidential_gpu.host (role kata)")
+    runtimes = dump(config)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    assert_handlers(runtimes, prefix, overrides)
+    assert runtimes["runc"]["runtime_type"] == "io.containerd.runc.v2"
+
+
+def test_missing_config_path_is_named_before_containerd_is_touched(tmp_path: Path) -> None:
+    installed_tree(tmp_path)
+    missing = str(tmp_path / "nowhere/configuration-qemu-nvidia-gpu-snp.toml")
+    proc = run_role(tmp_path, containerd_vars(tmp_path, kata_containerd_version="1.6.20",
+                                              kata_handler_config_paths={"qemu-nvidia-gpu-snp": missing}))
+    assert proc.returncode != 0
+    assert "ConfigPath missing below / for kata-qemu-nvidia-gpu-snp: %s" % missing in proc.stdout, proc.stdout
+    assert not (tmp_path / "etc").exists()
+
+
+@needs_containerd
+def test_check_mode_changes_nothing_and_shows_the_diff(tmp_path: Path) -> None:
+    installed_tree(tmp_path)
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(NODE_CONFIG)
+    proc = run_role(tmp_path, containerd_vars(tmp_path), "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert recap(proc)["changed"] == 1
+    assert '+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-qemu-nvidia-gpu-snp]' in proc.stdout
+    assert config.read_text() == NODE_CONFIG
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.toml"]
+
+
+def test_containerd_1_refuses_a_version_3_main_file(tmp_path: Path) -> None:
+    installed_tree(tmp_path)
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("version = 3\n")
+    proc = run_role(tmp_path, containerd_vars(tmp_path, kata_containerd_version="1.7.24"))
+    assert proc.returncode != 0
+    assert "has configuration version 3 and containerd is 1.7.24" in proc.stdout, proc.stdout
+    assert config.read_text() == "version = 3\n"
+
+
+@pytest.mark.parametrize("version, plugin", [(3, "io.containerd.cri.v1.runtime"), (2, "io.containerd.grpc.v1.cri")])
+def test_containerd_2_gets_a_dropin_imported_from_a_main_file_not_ours(tmp_path: Path, version: int,
+                                                                       plugin: str) -> None:
+    prefix = installed_tree(tmp_path)
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    main = "# the node's own\nversion = %d\n\n[plugins.%s]\n  sandbox_image = \"x\"  # kept\n" % (
+        version, '"%s"' % plugin)
+    config.write_text(main)
+    role_vars = containerd_vars(tmp_path, kata_containerd_version="2.1.4")
+    proc = run_role(tmp_path, role_vars)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    dropin = Path(role_vars["kata_containerd_dropin"])
+    written = tomlkit.parse(dropin.read_text()).unwrap()
+    assert written["version"] == version, "an imported file may not have a higher version than the main file"
+    assert list(written["plugins"]) == [plugin]
+    assert_handlers(written["plugins"][plugin]["containerd"]["runtimes"], prefix)
+    edited = config.read_text()
+    assert edited.startswith("# the node's own\nversion = %d\nimports = [%s]\n" % (version, json.dumps(str(dropin))))
+    assert 'sandbox_image = "x"  # kept' in edited
+
+    again = run_role(tmp_path, role_vars)
+    assert again.returncode == 0 and recap(again)["changed"] == 0, again.stdout
+
+
+def test_containerd_2_without_a_main_file_gets_ours_importing_the_dropin(tmp_path: Path) -> None:
+    """Also writes the RuntimeClass manifests (what kubernetes.core.k8s applies with a kubeconfig)."""
+    installed_tree(tmp_path)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    role_vars = containerd_vars(tmp_path, kata_containerd_version="2.0.0",
+                                kata_runtimeclass_manifest_dir=str(manifests),
+                                kata_runtimeclass_overhead={"memory": "2Gi", "cpu": "1"},
+                                kata_runtimeclass_node_selector={"example.org/cc": "snp"})
+    proc = run_role(tmp_path, role_vars)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    main = tomlkit.parse((tmp_path / "etc/containerd/config.toml").read_text()).unwrap()
+    assert main == {"version": 3, "imports": [role_vars["kata_containerd_dropin"]]}
+    dropin = tomlkit.parse(Path(role_vars["kata_containerd_dropin"]).read_text()).unwrap()
+    assert sorted(dropin["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]) == \
+        ["kata-%s" % shim for shim in SHIMS]
+    assert sorted(p.name for p in manifests.iterdir()) == ["kata-%s.yaml" % shim for shim in SHIMS]
+    runtime_class = yaml.safe_load((manifests / "kata-qemu-nvidia-gpu-snp.yaml").read_text())
+    assert runtime_class == {
+        "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "handler": "kata-qemu-nvidia-gpu-snp",
+        "metadata": {"name": "kata-qemu-nvidia-gpu-snp",
+                     "labels": {"app.kubernetes.io/managed-by": "confidential_gpu.host"}},
+        "overhead": {"podFixed": {"memory": "2Gi", "cpu": "1"}},
+        "scheduling": {"nodeSelector": {"example.org/cc": "snp"}}}
+
+
+def test_missing_shim_configuration_is_named(tmp_path: Path) -> None:
+    installed_tree(tmp_path)
+    proc = run_role(tmp_path, containerd_vars(tmp_path, kata_shims=["qemu-nvidia-gpu"]))
+    assert proc.returncode != 0
+    defaults = tmp_path / "opt/kata/share/defaults/kata-containers"
+    assert "No configuration for shim(s) qemu-nvidia-gpu in %s" % defaults in proc.stdout, proc.stdout
+    assert not (tmp_path / "etc").exists()
+
+
+# --- runtime classes configured, then registered ----------------------------------------------------------
+
+@needs_containerd
+def test_configured_runtime_classes_are_what_containerd_points_at(
+        tmp_path: Path, release: Tuple[Server, Dict[str, Any]]) -> None:
+    """Kata 3.32 takes drop-ins: the role writes them, and containerd's ConfigPath names the file beside
+    their config.d/ (the shipped one would make Kata look for drop-ins in the shared directory)."""
+    _server, served = release
+    root = tmp_path / "root"
+    root.mkdir()
+    wanted = dict(release_vars(root, served), kata_manage_containerd=True, kata_containerd_restart=False,
+                  kata_kernel_params=["nvrc.log=debug"],
+                  kata_runtime_settings={"runtime": {"create_container_timeout": 1200}})
+    first = run_role(tmp_path, wanted)
+    assert first.returncode == 0, first.stdout + first.stderr
+    cri = dump(root / "etc/containerd/config.toml")["plugins"]["io.containerd.grpc.v1.cri"]
+    runtimes = cri["containerd"]["runtimes"]
+    for shim in SHIMS:
+        shim_dir = "/opt/kata/share/defaults/kata-containers/runtimes/%s" % shim
+        assert runtimes["kata-%s" % shim]["options"]["ConfigPath"] == "%s/configuration-%s.toml" % (shim_dir, shim)
+        dropins = root / shim_dir.lstrip("/") / "config.d"
+        settings = tomlkit.parse((dropins / "40-confidential-gpu.toml").read_text()).unwrap()
+        assert settings["runtime"]["create_container_timeout"] == 1200
+        params = tomlkit.parse((dropins / "40-confidential-gpu-kernel-params.toml").read_text()).unwrap()
+        words = params["hypervisor"]["qemu"]["kernel_params"].split()
+        assert words[-1] == "nvrc.log=debug" and "pci=realloc" in words, "the base parameters come first"
+    second = run_role(tmp_path, wanted)
+    assert second.returncode == 0 and recap(second)["changed"] == 0, second.stdout
