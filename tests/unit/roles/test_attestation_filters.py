@@ -1,0 +1,179 @@
+"""The attestation role's filters (plugins/filter/kata_measurement_inputs.py) on Kata's real configurations,
+real QEMU command lines and the Trustee RVPS message shape."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import importlib.util
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from conftest import REPO
+
+_SPEC = importlib.util.spec_from_file_location(
+    "kata_measurement_inputs", REPO / "plugins" / "filter" / "kata_measurement_inputs.py")
+kmi = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(kmi)
+
+SNP_CONFIGS = ["configuration-qemu-nvidia-gpu-snp.kata-3.32.0.toml",
+               "configuration-qemu-nvidia-gpu-snp.kata-4.1.0.toml"]
+NO_VERITY = '[hypervisor.qemu]\nkernel_verity_params = ""\n'
+MINIMAL = """
+[hypervisor.qemu]
+path = "/opt/kata/bin/qemu-system-x86_64-snp-experimental"
+kernel = "/opt/kata/share/kata-containers/vmlinuz-confidential.container"
+initrd = "/opt/kata/share/kata-containers/kata-containers-initrd-confidential.img"
+firmware = "/opt/kata/share/ovmf/AMDSEV.fd"
+confidential_guest = true
+sev_snp_guest = true
+kernel_params = "agent.log=info"
+default_vcpus = %s
+default_maxvcpus = %s
+"""
+MEASUREMENT = "ab" * 48
+
+
+@pytest.mark.parametrize("name", SNP_CONFIGS)
+def test_real_nvidia_snp_configuration(shared_fixtures: Path, name: str) -> None:
+    text = (shared_fixtures / "kata" / name).read_text()
+    inputs = kmi.kata_measurement_inputs(text, name="kata-qemu-nvidia-gpu-snp", host_cpus=96)
+    assert inputs["firmware"] == "/opt/kata/share/ovmf/AMDSEV.fd"
+    assert inputs["kernel"] == "/opt/kata/share/kata-containers/vmlinuz-nvidia-gpu.container"
+    assert inputs["image"] == "/opt/kata/share/kata-containers/kata-containers-nvidia-gpu-confidential.img"
+    assert inputs["initrd"] == ""
+    assert inputs["hypervisor"] == "/opt/kata/bin/qemu-system-x86_64-snp-experimental"
+    assert (inputs["default_vcpus"], inputs["vcpu_type"], inputs["nr_cpus"]) == (1, "EPYC-v4", 96)
+    assert inputs["static_sandbox_resource_mgmt"] is True
+    assert "default_vcpus" in inputs["annotations"] and "kernel_params" in inputs["annotations"]
+    # The rendered fixture holds a placeholder where a release injects the dm-verity root hash:
+    # no command line is guessed for it.
+    assert inputs["cmdline"] is None
+    assert "kernel_verity_params is set to a placeholder" in inputs["problems"][0]
+
+
+@pytest.mark.parametrize("name", SNP_CONFIGS)
+def test_composed_command_line_of_the_real_configuration(shared_fixtures: Path, name: str) -> None:
+    text = (shared_fixtures / "kata" / name).read_text()
+    inputs = kmi.kata_measurement_inputs(text, dropins=[NO_VERITY], name="x", host_cpus=96)
+    words = inputs["cmdline"].split()
+    assert words[:12] == list(kmi.KATA_AMD64_KERNEL_PARAMS)
+    assert words[12:16] == ["quiet", "panic=1", "nr_cpus=96", "selinux=0"]
+    # erofs image on virtio-blk (NVDIMM is off for confidential guests), then the configuration's own line.
+    assert "root=/dev/vda1 rootflags=ro rootfstype=erofs" in inputs["cmdline"]
+    assert inputs["cmdline"].endswith("cgroup_no_v1=all pci=realloc pci=nocrs pci=assign-busses nvrc.smi.srs=1")
+    assert inputs["problems"] == []
+
+
+def test_dropins_replace_keys_in_path_order() -> None:
+    base = MINIMAL % (1, 4)
+    dropins = [{"path": "/d/config.d/20-b.toml", "content": '[hypervisor.qemu]\nkernel_params = "second"\n'},
+               {"path": "/d/config.d/10-a.toml",
+                "content": '[hypervisor.qemu]\nkernel_params = "first"\ndefault_vcpus = 2\n'}]
+    inputs = kmi.kata_measurement_inputs(base, dropins=dropins)
+    assert inputs["kernel_params"] == "second" and inputs["default_vcpus"] == 2
+    assert inputs["firmware"] == "/opt/kata/share/ovmf/AMDSEV.fd", "keys the drop-ins do not set stay"
+    slurped = [{"source": "/d/config.d/30.toml", "encoding": "base64",
+                "content": base64.b64encode(b'[hypervisor.qemu]\nkernel_params = "third"\n').decode()}]
+    assert kmi.kata_measurement_inputs(base, dropins=dropins + slurped)["kernel_params"] == "third"
+
+
+def test_initrd_guest_has_no_root_arguments() -> None:
+    inputs = kmi.kata_measurement_inputs(MINIMAL % (1, 4), host_cpus=8)
+    assert inputs["initrd"].endswith("initrd-confidential.img")
+    assert "root=" not in inputs["cmdline"] and "systemd.unit" not in inputs["cmdline"]
+    assert inputs["cmdline"].endswith("quiet panic=1 nr_cpus=4 selinux=0 agent.log=info")
+
+
+@pytest.mark.parametrize(("vcpus", "maximum", "host", "expected_vcpus", "expected_nr"), [
+    (0, 0, 16, 1, 16), (0.5, 8, 16, 1, 8), (2.5, 64, 16, 3, 16), (4, 4, 16, 4, 4),
+])
+def test_vcpu_rules(vcpus: float, maximum: int, host: int, expected_vcpus: int, expected_nr: int) -> None:
+    inputs = kmi.kata_measurement_inputs(MINIMAL % (vcpus, maximum), host_cpus=host)
+    assert (inputs["default_vcpus"], inputs["nr_cpus"]) == (expected_vcpus, expected_nr)
+    assert "nr_cpus=%d" % expected_nr in inputs["cmdline"]
+
+
+def test_host_dependent_counts_are_reported_not_guessed() -> None:
+    inputs = kmi.kata_measurement_inputs(MINIMAL % (-1, 0))
+    assert inputs["default_vcpus"] is None and inputs["cmdline"] is None
+    assert any("attestation_vcpu_counts" in problem for problem in inputs["problems"])
+    assert any("host's CPU count" in problem for problem in inputs["problems"])
+
+
+def test_tdx_configuration_is_refused(shared_fixtures: Path) -> None:
+    text = (shared_fixtures / "kata" / "configuration-qemu-nvidia-gpu-tdx.kata-4.1.0.toml").read_text()
+    message = "runtime class kata-qemu-nvidia-gpu-tdx: not an SEV-SNP runtime class"
+    with pytest.raises(AnsibleFilterError, match=message):
+        kmi.kata_measurement_inputs(text, name="kata-qemu-nvidia-gpu-tdx")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[hypervisor.qemu\n", "is not valid TOML"),
+    ('[hypervisor.clh]\npath = "x"\n', r"no \[hypervisor.qemu\] table \(hypervisors: clh\)"),
+    ((MINIMAL % (1, 1)).replace('firmware = "/opt/kata/share/ovmf/AMDSEV.fd"', 'firmware = ""'), "firmware is empty"),
+    ((MINIMAL % (1, 1)) + 'image = "/x.img"\n', "both initrd"),
+])
+def test_bad_configurations_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        kmi.kata_measurement_inputs(text, name="c")
+
+
+def test_qemu_command_line_of_a_kata_snp_sandbox() -> None:
+    # The shape of the command line Kata's govmm builds for an SNP guest (-object sev-snp-guest with
+    # kernel-hashes=on, -bios from the object's file), as /proc/<pid>/cmdline holds it.
+    argv = ["/opt/kata/bin/qemu-system-x86_64-snp-experimental", "-name", "sandbox-1",
+            "-machine", "q35,accel=kvm,kernel_irqchip=split,confidential-guest-support=snp",
+            "-cpu", "EPYC-v4,pmu=off", "-m", "8192M,slots=10,maxmem=1031038M",
+            "-object", "sev-snp-guest,id=snp,cbitpos=51,reduced-phys-bits=1,policy=196608,kernel-hashes=on",
+            "-kernel", "/opt/kata/share/kata-containers/vmlinuz-nvidia-gpu.container",
+            "-append", "tsc=reliable quiet panic=1 nr_cpus=96 root=/dev/vda1 rootflags=ro",
+            "-bios", "/opt/kata/share/ovmf/AMDSEV.fd", "-smp", "3,cores=1,threads=1,sockets=96,maxcpus=96"]
+    inputs = kmi.qemu_measurement_inputs("\0".join(argv) + "\0")
+    assert inputs == {
+        "hypervisor": argv[0], "firmware": "/opt/kata/share/ovmf/AMDSEV.fd",
+        "kernel": "/opt/kata/share/kata-containers/vmlinuz-nvidia-gpu.container", "initrd": "",
+        "cmdline": "tsc=reliable quiet panic=1 nr_cpus=96 root=/dev/vda1 rootflags=ro", "vcpus": 3,
+        "vcpu_type": "EPYC-v4", "snp": True, "kernel_hashes": True, "append_given": True,
+    }
+    assert kmi.qemu_measurement_inputs(["qemu", "-smp", "cpus=2,maxcpus=4"])["vcpus"] == 2
+    with pytest.raises(AnsibleFilterError, match="NUL-separated"):
+        kmi.qemu_measurement_inputs(42)
+
+
+def test_sev_snp_measure_arguments() -> None:
+    inputs = {"firmware": "/t/AMDSEV.fd", "kernel": "/t/vmlinuz", "initrd": "", "cmdline": "a=b c",
+              "vcpu_type": "EPYC-v4", "runtime_class": "r"}
+    args = kmi.sev_snp_measure_args(inputs, 2, files={"firmware": "/c/fw", "kernel": "/c/k"})
+    assert args == ["--mode", "snp", "--vcpus", "2", "--vcpu-type", "EPYC-v4", "--vmm-type", "QEMU",
+                    "--guest-features", "0x1", "--ovmf", "/c/fw", "--output-format", "hex", "--kernel", "/c/k",
+                    "--append=a=b c"]
+    no_kernel = kmi.sev_snp_measure_args(dict(inputs, kernel="", cmdline=""), 1, vcpu_type="EPYC-Genoa")
+    assert "--kernel" not in no_kernel and not any(arg.startswith("--append") for arg in no_kernel)
+    assert no_kernel[no_kernel.index("--vcpu-type") + 1] == "EPYC-Genoa"
+    with pytest.raises(AnsibleFilterError, match="vcpus must be 1 or more"):
+        kmi.sev_snp_measure_args(inputs, 0)
+
+
+def test_reference_values_in_hex_and_base64() -> None:
+    values = kmi.snp_reference_values([MEASUREMENT, MEASUREMENT.upper()], ["hex", "base64"])
+    assert values == {"snp_launch_measurement": [MEASUREMENT, base64.b64encode(bytes.fromhex(MEASUREMENT)).decode()]}
+    assert kmi.snp_reference_values(MEASUREMENT, name="other") == {"other": [MEASUREMENT]}
+    with pytest.raises(AnsibleFilterError, match="has 47 bytes"):
+        kmi.snp_reference_values("ab" * 47)
+    with pytest.raises(AnsibleFilterError, match="encodings must be hex and/or base64"):
+        kmi.snp_reference_values(MEASUREMENT, ["raw"])
+
+
+def test_rvps_sample_message_shape() -> None:
+    # Trustee rvps/src/lib.rs Message {version, payload, type}; the sample extractor base64-decodes the
+    # payload into a map of reference-value name to list of values.
+    message = kmi.rvps_sample_message({"snp_launch_measurement": [MEASUREMENT]})
+    assert set(message) == {"version", "type", "payload"}
+    assert (message["version"], message["type"]) == ("0.1.0", "sample")
+    assert json.loads(base64.b64decode(message["payload"])) == {"snp_launch_measurement": [MEASUREMENT]}
+    assert kmi.rvps_sample_message({"b": ["1"], "a": ["2"]}) == kmi.rvps_sample_message({"a": ["2"], "b": ["1"]})
+    with pytest.raises(AnsibleFilterError):
+        kmi.rvps_sample_message({})
