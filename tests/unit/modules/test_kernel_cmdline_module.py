@@ -136,9 +136,11 @@ def playbook(path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def prepare(root: Path, bin_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return playbook(REPO / "playbooks/prepare.yml", "-e", "discovery_root=%s" % root, "-e",
-                    "kernel_args_root=%s" % root, "-e", json.dumps({"kernel_args_command_path": [str(bin_dir)]}),
-                    *extra)
+    # cc_host off: this fake Intel host can run neither TDX guests nor IOMMUFD, and these tests are about the
+    # boot arguments and the reboot (tests/unit/roles/test_cc_host_role.py covers cc_host in prepare's place)
+    return playbook(REPO / "playbooks/prepare.yml", "-e", "confidential_gpu_root=%s" % root,
+                    "-e", "cc_host_technology=none", "-e", json.dumps({"cc_host_iommufd": False}),
+                    "-e", json.dumps({"kernel_args_command_path": [str(bin_dir)]}), *extra)
 
 
 def recap_changed(proc: subprocess.CompletedProcess) -> int:
