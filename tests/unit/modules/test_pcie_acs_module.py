@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
+import pytest
+
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -228,7 +230,8 @@ def test_role_p2p_hands_the_argument_to_kernel_args(tmp_path: Path, bin_dir: Pat
     play = tmp_path / "play.yml"
     play.write_text(PLAY)
     proc = playbook(play, "-e", json.dumps({"pcie_acs_root": str(root), "pcie_acs_profile": "p2p",
-                                            "pcie_acs_roles": ["gpu", "nic"], "kernel_args_root": str(root), "kernel_args_command_path": [str(bin_dir)],
+                                            "pcie_acs_roles": ["gpu", "nic"], "kernel_args_root": str(root),
+                                            "kernel_args_command_path": [str(bin_dir)],
                                             "kernel_args_blacklist_nouveau": False}))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0000:02:00.0 downstream_port" in proc.stdout and "boot arguments for kernel_args: " \
@@ -251,13 +254,13 @@ def test_role_confidential_fails_with_every_bridge_and_its_fix(tmp_path: Path) -
     assert "every bridge above the selected devices isolates them" in passed.stdout
 
 
-def test_role_checks_what_vfio_passes_through_by_default(tmp_path: Path) -> None:
+@pytest.mark.parametrize("selection", ["pcie_acs_addresses", "vfio_addresses"])
+def test_role_checks_what_vfio_passes_through_by_default(tmp_path: Path, selection: str) -> None:
     """Without a selection of its own, the role checks above vfio's devices, not above every NIC."""
     root = boot_files(build_tree(tmp_path / "root", lab_like_host()))
     play = tmp_path / "play.yml"
     play.write_text(PLAY)
-    proc = playbook(play, "-e", json.dumps({"pcie_acs_root": str(root), "vfio_addresses": ["04:00.0"]}))
-    assert proc.returncode != 0
-    assert "1 ACS violation(s) above 0000:04:00.0:" in proc.stdout
-    passed = playbook(play, "-e", json.dumps({"pcie_acs_root": str(root), "vfio_addresses": ["01:00.0"]}))
-    assert passed.returncode == 0, passed.stdout
+    for address, fails in (("04:00.0", True), ("01:00.0", False)):
+        proc = playbook(play, "-e", json.dumps({"pcie_acs_root": str(root), selection: [address]}))
+        assert (proc.returncode != 0) is fails, proc.stdout
+        assert ("1 ACS violation(s) above 0000:%s:" % address in proc.stdout) is fails
