@@ -239,3 +239,13 @@ def test_reboot_verification_passes_or_fails_loudly(tmp_path: Path, bin_dir: Pat
     passed = playbook(play, "-e", verify_args)
     assert passed.returncode == 0, passed.stdout
     assert "localhost runs with its configured kernel arguments" in passed.stdout
+
+
+def test_prepare_takes_booleans_as_command_line_strings(tmp_path: Path, bin_dir: Path) -> None:
+    """-e name=false passes the string 'false'; the roles must read it as false."""
+    root = lab_vm(tmp_path / "root")
+    proc = prepare(root, bin_dir, "-e", "kernel_args_blacklist_nouveau=false", "-e", "cc_host_assert=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # without the blacklist the image's own arguments are all that is asked for: nothing to write
+    assert not (root / DROPIN).exists() and "No reboot pending." in proc.stdout
+    assert "modprobe.blacklist" not in proc.stdout
