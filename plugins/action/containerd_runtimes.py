@@ -15,18 +15,8 @@ import typing as t
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.containerd_spec import ARGUMENT_SPEC
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils import containerd_config as cc
-
-ARGUMENT_SPEC = {
-    "path": {"type": "str", "required": True},
-    "root": {"type": "str", "default": "/"},
-    "imports_present": {"type": "list", "elements": "str", "default": []},
-    "imports_absent": {"type": "list", "elements": "str", "default": []},
-    "runtimes": {"type": "dict", "default": {}},
-    "runtimes_absent": {"type": "list", "elements": "str", "default": []},
-    "plugin_id": {"type": "str"},
-    "backup": {"type": "bool", "default": False},
-}
 
 
 def host_path(root: str, path: str) -> str:

@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Se
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import next_cmdline_token
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
-from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 BACKENDS = ("grub", "grubby", "systemd_boot", "rpm_ostree")
 
@@ -869,22 +869,13 @@ class RpmOstreeBackend(Backend):
 # Detection and the one entry point
 # --------------------------------------------------------------------------
 
-def _os_family(host: HostRoot) -> Set[str]:
-    words: Set[str] = set()
-    for line in (host.read_text("/etc/os-release") or "").splitlines():
-        key, _sep, value = line.partition("=")
-        if key in ("ID", "ID_LIKE"):
-            words.update(value.strip().strip("\"'").split())
-    return words
-
-
 def detect_backend(host: HostRoot) -> str:
     """The backend that boots this host, from files below the root; an error that lists what was seen."""
     if host.exists("/run/ostree-booted"):
         return "rpm_ostree"
     if any(host.exists(d + "/loader/loader.conf") for d in ("/efi", "/boot/efi", "/boot")):
         return "systemd_boot"
-    family = _os_family(host)
+    family = os_release_ids(host)
     if family & {"rhel", "fedora", "centos"}:
         return "grubby"
     if family & {"debian", "ubuntu"} and host.exists(GrubBackend.DEFAULTS):

@@ -54,7 +54,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     read_topology,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
-from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 DEFAULT_DRIVER = "vfio-pci"
 DRIVERCTL_DIR = "/etc/driverctl.d"
@@ -276,15 +276,6 @@ def persistent_paths(addresses: Iterable[str]) -> List[str]:
 # Facts
 # --------------------------------------------------------------------------
 
-def _os_ids(host: HostRoot) -> Set[str]:
-    words: Set[str] = set()
-    for line in (host.read_text("/etc/os-release") or "").splitlines():
-        key, _sep, value = line.partition("=")
-        if key in ("ID", "ID_LIKE"):
-            words.update(value.strip().strip("\"'").split())
-    return words
-
-
 def gather_facts(host: HostRoot, intent: Intent) -> Facts:
     """Read what the plan needs: topology, host-critical devices, overrides, files, driver modules."""
     topology = read_topology(host)
@@ -295,7 +286,7 @@ def gather_facts(host: HostRoot, intent: Intent) -> Facts:
     files = {path: read_file(host, path) for path in persistent_paths(addresses)}
     drivers = {dev["driver"] for dev in devices if dev["driver"]}
     modules = {driver: pci_bind.driver_module(host, driver) for driver in sorted(drivers)}
-    return Facts(topology, critical, overrides, files, modules, _os_ids(host))
+    return Facts(topology, critical, overrides, files, modules, os_release_ids(host))
 
 
 # --------------------------------------------------------------------------

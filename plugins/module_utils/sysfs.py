@@ -15,7 +15,7 @@ Standard library only: this runs on target hosts with Python >= 3.8.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import List, Optional, Set
 
 
 class HostRootError(Exception):
@@ -123,3 +123,13 @@ class HostRoot:
         if resolved.startswith(root_real + os.sep):
             return resolved[len(root_real):]
         return resolved
+
+
+def os_release_ids(host: HostRoot) -> Set[str]:
+    """ID and ID_LIKE words of the host's /etc/os-release (``debian``, ``rhel``, ``fedora`` ...)."""
+    words: Set[str] = set()
+    for line in (host.read_text("/etc/os-release") or "").splitlines():
+        key, _sep, value = line.partition("=")
+        if key in ("ID", "ID_LIKE"):
+            words.update(value.strip().strip("\"'").split())
+    return words

@@ -160,20 +160,13 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.containerd_spec import ARGUMENT_SPEC
+
 
 def main() -> None:
     """The work is done by the action plugin of the same name; run directly, the module only says so."""
     module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "str", "required": True},
-            "root": {"type": "str", "default": "/"},
-            "imports_present": {"type": "list", "elements": "str", "default": []},
-            "imports_absent": {"type": "list", "elements": "str", "default": []},
-            "runtimes": {"type": "dict", "default": {}},
-            "runtimes_absent": {"type": "list", "elements": "str", "default": []},
-            "plugin_id": {"type": "str"},
-            "backup": {"type": "bool", "default": False},
-        },
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     module.fail_json(msg="containerd_runtimes runs as an action plugin on the controller; call it from a "
