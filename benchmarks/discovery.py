@@ -13,6 +13,12 @@ It prints the median of several runs of each and two figures:
 per-function cost relative to lspci's ((t1600 - t400) / 1200, ours over
 lspci's) and the whole task at 1,600 functions relative to lspci's.
 
+The synthetic trees are plain files, so they leave out what reading a real
+host costs: each 4 bytes read from a sysfs ``config`` file is a config access
+(an ECAM read, or a trap to the hypervisor in a guest).  ``--host`` adds the
+same comparison on the live host's own sysfs (run it as root, as Ansible runs
+the module), where that cost is real.
+
 Run from the repository root after ./scripts/setup:
     .venv/bin/python benchmarks/discovery.py [--runs 15]
 
@@ -81,6 +87,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15, help="runs per measurement (median is kept)")
     parser.add_argument("--work", type=Path, help="fixed work directory (default: a new temporary one)")
     parser.add_argument("--payloads", type=Path, help="directory to keep or reuse the AnsiballZ payloads in")
+    parser.add_argument("--host", action="store_true", help="also compare on this host's own /sys (as root)")
     options = parser.parse_args()
     if shutil.which("lspci") is None:
         raise SystemExit("lspci is missing: run ./scripts/setup (Debian package pciutils)")
@@ -90,13 +97,15 @@ def main() -> None:
     work = options.work or Path(tempfile.mkdtemp(prefix="discovery-bench-"))
     try:
         run(work, options.runs, options.payloads)
+        if options.host:
+            run_on_host(work, options.runs, options.payloads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def payload(module: str, args: str, work: Path, keep: Optional[Path]) -> Path:
+def payload(module: str, args: str, work: Path, keep: Optional[Path], label: str = "") -> Path:
     """A kept payload from ``keep`` when there is one, else a new one (saved to ``keep``)."""
-    name = "AnsiballZ_%s.py" % module.rsplit(".", 1)[-1]
+    name = "AnsiballZ_%s%s.py" % (module.rsplit(".", 1)[-1], label)
     if keep is not None and (keep / name).is_file():
         return keep / name
     built = ansiballz_payload(module, args, work)
@@ -104,6 +113,24 @@ def payload(module: str, args: str, work: Path, keep: Optional[Path]) -> Path:
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(built, keep / name)
     return built
+
+
+def run_on_host(work: Path, runs: int, keep: Optional[Path]) -> None:
+    """The module and lspci -vvv on the live host's sysfs, where config reads are real config accesses."""
+    if os.geteuid() != 0:
+        raise SystemExit("--host needs root: an unprivileged reader sees 64 bytes of config space")
+    (work / "host").mkdir(exist_ok=True)
+    module = payload("confidential_gpu.host.pci_topology_info", "root=/", work / "host", keep, "_host")
+    ping = payload("ansible.builtin.ping", "", work, keep)
+    python = sys.executable
+    result = json.loads(subprocess.run([python, str(module)], capture_output=True, text=True, check=True).stdout)
+    env = dict(os.environ, LC_ALL="C")
+    ours = median_seconds([python, str(module)], runs, env)
+    theirs = median_seconds(["lspci", "-vvv"], runs, env)
+    floor = median_seconds([python, str(ping)], runs, env)
+    print("this host's sysfs, %d functions: pci_topology_info %.3f s (%.3f s above the no-op module), "
+          "lspci -vvv %.3f s -> ratio %.2f"
+          % (result["summary"]["functions"], ours, ours - floor, theirs, ours / theirs))
 
 
 def run(work: Path, runs: int, keep: Optional[Path] = None) -> None:

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
-    EXTENDED_SIZE,
     HEADER_SIZE,
     LEGACY_SIZE,
+    ConfigSpace,
+    OnDemandConfigSpace,
     decode_config,
+    extended_capabilities,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+T = TypeVar("T")
 
 PCI_DEVICES = "/sys/bus/pci/devices"
 PCI_DRIVERS = "/sys/bus/pci/drivers"
@@ -88,19 +92,35 @@ def bound_drivers(host: HostRoot) -> Dict[str, str]:
     return drivers
 
 
-def read_config(host: HostRoot, address: str) -> bytes:
-    """The function's config space; b"" (and a warning) when it cannot be read at all."""
+def read_config_space(host: HostRoot, address: str, use: Callable[[ConfigSpace], T]) -> T:
+    """``use`` applied to the function's config space, read on demand from sysfs (OnDemandConfigSpace).
+
+    When ``config`` cannot be opened or read, ``use`` gets an empty space and
+    the host a warning naming the file.
+    """
     config_path = "%s/%s/config" % (PCI_DEVICES, address)
     try:
         fd = os.open(host.path(config_path), os.O_RDONLY)
         try:
-            return os.read(fd, EXTENDED_SIZE)
+            return use(OnDemandConfigSpace(fd))
         finally:
             os.close(fd)
     except OSError as error:
         host.warn("%s: cannot read %s (%s); identity taken from the sysfs attributes, capabilities "
                   "not decoded" % (address, config_path, error.strerror or error))
-        return b""
+        return use(ConfigSpace(b""))
+
+
+def config_with_capability_headers(cfg: ConfigSpace) -> bytes:
+    """The readable config bytes, with every extended capability header (and decoded registers) loaded."""
+    extended_capabilities(cfg)
+    return bytes(cfg.data[:cfg.size])
+
+
+def read_config(host: HostRoot, address: str) -> bytes:
+    """The function's readable config space: all 256 bytes of the header and capabilities (64 for a
+    non-root reader), then 4096 with the extended capability list in place and the rest zero."""
+    return read_config_space(host, address, config_with_capability_headers)
 
 
 def warn_short_configs(host: HostRoot, devices: Sequence[Dict[str, Any]], sizes: Dict[str, int]) -> None:
@@ -191,10 +211,10 @@ def read_function(host: HostRoot, address: str, drivers: Dict[str, str]) -> Dict
     real_path = device_sysfs_path(host, address)
     chain, root_complex = split_sysfs_path(real_path)
     chain = chain or [address]
-    config = read_config(host, address)
-    info = decode_config(config)
-    short = len(config) < LEGACY_SIZE
-    if len(config) < HEADER_SIZE:
+    info = read_config_space(host, address, decode_config)
+    config_size = info["config_size"]
+    short = config_size < LEGACY_SIZE
+    if config_size < HEADER_SIZE:
         identity_from_attributes(host, address, info)
     group = link_name(base + "/iommu_group")
     device: Dict[str, Any] = {
@@ -221,7 +241,7 @@ def read_function(host: HostRoot, address: str, drivers: Dict[str, str]) -> Dict
         "resizable_bar": info["resizable_bar"],
         "_bridge": info["header_type"] == "bridge",
         "_root_complex": root_complex,
-        "_config_size": len(config),
+        "_config_size": config_size,
     }
     return device
 

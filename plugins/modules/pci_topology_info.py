@@ -20,8 +20,11 @@ description:
     register layout the Linux kernel uses for them (control at +8), which C(lspci) does not apply.
   - Judges each IOMMU group for passthrough, and pairs every GPU with the NICs closest to it
     (deepest common bridge, then NUMA node), in the link classes of C(nvidia-smi topo -m).
+  - Configuration space is read as far as the decoding needs it (the first 256 bytes, then the
+    header and decoded registers of each extended capability), not all 4 KiB of it; every 4 bytes
+    read is a config access on the host, a trap to the hypervisor in a guest.
   - Read-only. Reading configuration space beyond 64 bytes needs root; without it the module
-    returns what it could read and warns per function.
+    returns what it could read and one warning that names the functions.
 extends_documentation_fragment:
   - confidential_gpu.host.info_module
 author:
