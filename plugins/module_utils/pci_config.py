@@ -143,7 +143,10 @@ class OnDemandConfigSpace(ConfigSpace):
         length = min(length, EXTENDED_SIZE - offset)
         if length <= 0:
             return
-        chunk = os.pread(self.fd, length, offset)
+        try:
+            chunk = os.pread(self.fd, length, offset)
+        except OSError:  # a function that stops answering (reset, surprise removal): decode what was read
+            chunk = b""
         if self.extended is None:
             self.extended = bool(chunk)
             if not chunk:

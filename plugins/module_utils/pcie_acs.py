@@ -43,6 +43,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config i
     flag_dict,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    IOMMU_GROUPS,
     PCI_DEVICES,
     common_bridge,
     matches,
@@ -309,6 +310,22 @@ def cmdline_violation(options: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         "fix": ("remove them: role pcie_acs hands kernel_args the arguments to drop (pcie_acs_kernel_args, "
                 "pcie_acs_kernel_args_absent); then reboot"),
     }
+
+
+def clears_at_boot(kind: str, iommu_enabled: bool, cmdline_weakens_acs: bool) -> bool:
+    """Will a boot with the IOMMU on and without ACS-weakening arguments end this violation?
+
+    At boot Linux enables Source Validation, Request and Completion Redirect
+    and Upstream Forwarding on every port with ACS, but only when an IOMMU
+    driver asked for ACS (``pci_request_acs``), then applies
+    ``disable_acs_redir=``/``config_acs=``.  So ports with ACS off (partial,
+    disabled) and the weakening arguments themselves clear at the next boot
+    when the IOMMU is off now or such an argument is in force; a port without
+    ACS, a PCI bridge or unreadable config space never do.
+    """
+    if kind == "cmdline":
+        return True
+    return kind in ("partial", "disabled") and (not iommu_enabled or cmdline_weakens_acs)
 
 
 # --------------------------------------------------------------------------
@@ -598,15 +615,20 @@ def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
         if changes:
             warnings.append(NOT_REGROUPED)
     violations: List[Dict[str, Any]] = []
+    iommu_enabled = bool(host.listdir(IOMMU_GROUPS))
     if request.profile == "confidential":
         found = [bridge_violation(bridge, topology) for bridge in bridges] + [cmdline_violation(options)]
         violations = [violation for violation in found if violation is not None]
+        weakened = cmdline_violation(options) is not None
+        for violation in violations:
+            violation["clears_at_boot"] = clears_at_boot(violation["kind"], iommu_enabled, weakened)
     return {
         "changed": bool(changes),
         "profile": request.profile,
         "devices": [device_entry(dev) for dev in selected],
         "bridges": bridges,
         "violations": violations,
+        "iommu_enabled": iommu_enabled,
         "p2p_ports": ports,
         "kernel_args": args,
         "kernel_args_absent": absent,

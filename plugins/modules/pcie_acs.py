@@ -303,6 +303,22 @@ violations:
     fix:
       description: What to do about it.
       type: str
+    clears_at_boot:
+      description:
+        - True when the next boot with the IOMMU on and without ACS-weakening arguments ends it - the kernel enables
+          ACS isolation on every port that has ACS only when an IOMMU driver asks for it, so C(partial) and
+          C(disabled) ports clear when the IOMMU is off now (RV(iommu_enabled)) or a C(cmdline) violation is in
+          force; the C(cmdline) violation itself clears once role C(kernel_args) drops the arguments.
+        - C(no_acs), C(pci_bridge) and C(unknown) never clear at boot.
+        - Role C(pcie_acs) with C(pcie_acs_defer_to_reboot) (as C(prepare.yml) sets it) checks these after the
+          reboot instead of failing before it.
+      type: bool
+      sample: true
+iommu_enabled:
+  description: Whether the running kernel has an IOMMU on (C(/sys/kernel/iommu_groups) has entries).
+  returned: always
+  type: bool
+  sample: true
 p2p_ports:
   description: With O(profile=p2p), the switch downstream ports named in the boot argument.
   returned: always

@@ -35,6 +35,7 @@ def lab_vm(root: Path, vendor: str = "GenuineIntel") -> Path:
     for path, content in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(content)
+    (root / "sys/kernel/iommu_groups/0/devices").mkdir(parents=True)  # the IOMMU is on, as intel_iommu=on says
     return root
 
 

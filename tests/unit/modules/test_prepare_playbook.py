@@ -1,0 +1,92 @@
+"""playbooks/prepare.yml on a fresh host: the IOMMU is off, so the kernel has left ACS off on every port.
+
+The host is a tree (boot configuration of the lab VM without ``intel_iommu=on``,
+plus sysfs with a root port and an NVIDIA GPU below it) that the roles read
+through ``confidential_gpu_root``.  Without reboot consent, prepare must not
+fail: the IOMMU argument goes to the boot configuration, VFIO binding and the
+ACS check wait for the reboot, and the run says so.  A port without any ACS
+capability is not something a reboot fixes, so it still fails the run.  The
+lab scenario ``fresh`` runs the same playbook on a real kernel through the
+reboot.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Dict
+
+from conftest import REPO
+from test_kernel_cmdline_module import CPUINFO, DROPIN, dropin_linux, prepare, recap_changed
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from fake_sysfs import ACS_ALL, ConfigBuilder, FakeFunction, build_tree  # noqa: E402
+
+FRESH_GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=ttyS0,115200n8"\n'
+FRESH_PROC = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=ttyS0,115200n8\n"
+PORT, GPU = "0000:00:01.0", "0000:01:00.0"
+
+
+def fresh_host(root: Path, port_has_acs: bool = True) -> Path:
+    """Debian 12 with GRUB, an Intel CPU, the IOMMU off (no groups), a root port with ACS off, an H100 below it."""
+    port = ConfigBuilder(0x8086, 0x0BE2, 0x060400, header_type=1).bridge_buses(0, 1, 1).express("root_port", 32.0, 16)
+    if port_has_acs:
+        port.acs(ACS_ALL, 0)
+    gpu = ConfigBuilder(0x10DE, 0x2330, 0x030200, subsystem=(0x10DE, 0x16C1)).express("endpoint", 32.0, 16)
+    build_tree(root, [
+        FakeFunction(PORT, port.bytes(), driver="pcieport", numa_node="0"),
+        FakeFunction(GPU, gpu.bytes(), driver="nouveau", numa_node="0"),
+    ])
+    files: Dict[str, str] = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "etc/default/grub": FRESH_GRUB,
+                             "proc/cmdline": FRESH_PROC, "proc/cpuinfo": CPUINFO % "GenuineIntel",
+                             "boot/grub/grub.cfg": "# installed\n"}
+    for path, content in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content)
+    return root
+
+
+def test_fresh_host_waits_for_the_reboot_instead_of_failing(tmp_path: Path, bin_dir: Path) -> None:
+    root = fresh_host(tmp_path / "root")
+    proc = prepare(root, bin_dir)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert dropin_linux(root) == "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
+    assert "1 ACS violation(s) end at the next boot (the IOMMU is off now)" in out
+    assert "%s (root_port 8086:0be2) above %s: ACS source_validation" % (PORT, GPU) in out
+    assert "localhost: the IOMMU is off until the reboot, so binding devices to vfio-pci" in out
+    assert "REBOOT PENDING on localhost" in out
+    assert "the check waits until the changes are active (the caller reboots first (cc_host_wait_for_reboot))" in out
+    assert re.search(r"TASK \[confidential_gpu\.host\.vfio : Bind the selected PCI functions[^\n]*\n"
+                     r"skipping: \[localhost\]", out), "vfio waits"
+    gpu_dir = (root / "sys/bus/pci/devices" / GPU).resolve()
+    assert not (gpu_dir / "driver_override").exists(), "nothing was bound"
+    assert (gpu_dir / "driver").resolve().name == "nouveau"
+
+    again = prepare(root, bin_dir)
+    assert again.returncode == 0 and recap_changed(again) == 0, again.stdout
+
+
+def test_a_port_without_acs_fails_before_the_reboot(tmp_path: Path, bin_dir: Path) -> None:
+    """No boot makes a port grow an ACS capability: that violation is not left for later."""
+    root = fresh_host(tmp_path / "root", port_has_acs=False)
+    proc = prepare(root, bin_dir)
+    assert proc.returncode != 0
+    assert "localhost: 1 ACS violation(s) above %s: [1] %s (root_port 8086:0be2) above %s has no ACS capability" \
+        % (GPU, PORT, GPU) in proc.stdout
+    assert "ACS violation(s) end at the next boot" not in proc.stdout
+    assert not (root / DROPIN).exists(), "the run stopped before kernel_args wrote anything"
+
+
+def test_an_iommu_no_reboot_turns_on_fails_with_the_fix(tmp_path: Path, bin_dir: Path) -> None:
+    """The boot configuration already asks for the IOMMU and runs with it, yet there is none: firmware has it off."""
+    root = fresh_host(tmp_path / "root")
+    line = "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
+    (root / "etc/default/grub").write_text(FRESH_GRUB.replace("console=ttyS0,115200n8", line))
+    (root / "proc/cmdline").write_text(FRESH_PROC.replace("console=ttyS0,115200n8", line))
+    proc = prepare(root, bin_dir)
+    assert proc.returncode != 0
+    assert "localhost runs without an IOMMU (" in proc.stdout
+    assert "enable VT-d or AMD-Vi (IOMMU) in the firmware setup" in proc.stdout
+    assert "REBOOT PENDING" not in proc.stdout and not (root / DROPIN).exists()
