@@ -28,19 +28,22 @@ FRESH_PROC = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=
 PORT, GPU = "0000:00:01.0", "0000:01:00.0"
 
 
-def fresh_host(root: Path, port_has_acs: bool = True) -> Path:
-    """Debian 12 with GRUB, an Intel CPU, the IOMMU off (no groups), a root port with ACS off, an H100 below it."""
+def fresh_host(root: Path, port_has_acs: bool = True, acs_control: int = 0, iommu_groups: bool = False,
+               gpu_driver: str = "nouveau", cmdline: str = "console=ttyS0,115200n8") -> Path:
+    """Debian 12 with GRUB and an Intel CPU, a root port and an H100 below it.  By default the IOMMU is off
+    (no groups) and the port's ACS control is 0, as the kernel leaves it without an IOMMU."""
     port = ConfigBuilder(0x8086, 0x0BE2, 0x060400, header_type=1).bridge_buses(0, 1, 1).express("root_port", 32.0, 16)
     if port_has_acs:
-        port.acs(ACS_ALL, 0)
+        port.acs(ACS_ALL, acs_control)
     gpu = ConfigBuilder(0x10DE, 0x2330, 0x030200, subsystem=(0x10DE, 0x16C1)).express("endpoint", 32.0, 16)
     build_tree(root, [
-        FakeFunction(PORT, port.bytes(), driver="pcieport", numa_node="0"),
-        FakeFunction(GPU, gpu.bytes(), driver="nouveau", numa_node="0"),
+        FakeFunction(PORT, port.bytes(), driver="pcieport", numa_node="0", iommu_group=0 if iommu_groups else None),
+        FakeFunction(GPU, gpu.bytes(), driver=gpu_driver, numa_node="0", iommu_group=1 if iommu_groups else None),
     ])
-    files: Dict[str, str] = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "etc/default/grub": FRESH_GRUB,
-                             "proc/cmdline": FRESH_PROC, "proc/cpuinfo": CPUINFO % "GenuineIntel",
-                             "boot/grub/grub.cfg": "# installed\n"}
+    files: Dict[str, str] = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n',
+                             "etc/default/grub": FRESH_GRUB.replace("console=ttyS0,115200n8", cmdline),
+                             "proc/cmdline": FRESH_PROC.replace("console=ttyS0,115200n8", cmdline),
+                             "proc/cpuinfo": CPUINFO % "GenuineIntel", "boot/grub/grub.cfg": "# installed\n"}
     for path, content in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(content)
@@ -81,12 +84,27 @@ def test_a_port_without_acs_fails_before_the_reboot(tmp_path: Path, bin_dir: Pat
 
 def test_an_iommu_no_reboot_turns_on_fails_with_the_fix(tmp_path: Path, bin_dir: Path) -> None:
     """The boot configuration already asks for the IOMMU and runs with it, yet there is none: firmware has it off."""
-    root = fresh_host(tmp_path / "root")
-    line = "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
-    (root / "etc/default/grub").write_text(FRESH_GRUB.replace("console=ttyS0,115200n8", line))
-    (root / "proc/cmdline").write_text(FRESH_PROC.replace("console=ttyS0,115200n8", line))
+    root = fresh_host(tmp_path / "root", cmdline="console=ttyS0,115200n8 intel_iommu=on iommu=pt "
+                                                 "modprobe.blacklist=nouveau")
     proc = prepare(root, bin_dir)
     assert proc.returncode != 0
     assert "localhost runs without an IOMMU (" in proc.stdout
     assert "enable VT-d or AMD-Vi (IOMMU) in the firmware setup" in proc.stdout
     assert "REBOOT PENDING" not in proc.stdout and not (root / DROPIN).exists()
+
+
+def test_acs_weakened_on_the_command_line_is_dropped_and_checked_after_the_reboot(tmp_path: Path,
+                                                                                    bin_dir: Path) -> None:
+    """IOMMU on, but an earlier P2P setup left pci=disable_acs_redir= for the port: redirect is off there."""
+    weakened = "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau pci=disable_acs_redir=%s" \
+        % PORT
+    root = fresh_host(tmp_path / "root", acs_control=0x11, iommu_groups=True, gpu_driver="vfio-pci",
+                      cmdline=weakened)
+    proc = prepare(root, bin_dir)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert dropin_linux(root) == "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
+    assert "2 ACS violation(s) end at the next boot (ACS-weakening arguments are on the command line)" in out
+    assert "ACS request_redirect, completion_redirect not enabled (capability 0x005f, control 0x0011)" in out
+    assert "weakens ACS at boot: pci=disable_acs_redir=%s" % PORT in out
+    assert "REBOOT PENDING on localhost" in out and "the IOMMU is off until the reboot" not in out
