@@ -52,9 +52,10 @@ def fresh_host(root: Path, port_has_acs: bool = True, acs_control: int = 0, iomm
 
 def test_fresh_host_waits_for_the_reboot_instead_of_failing(tmp_path: Path, bin_dir: Path) -> None:
     root = fresh_host(tmp_path / "root")
-    proc = prepare(root, bin_dir)
+    proc = prepare(root, bin_dir, "-e", "kata_version=3.27.0")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
+    assert re.search(r"TASK \[Install and configure Kata Containers\][^\n]*\nskipping: \[localhost\]", out)
     assert dropin_linux(root) == "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
     assert "1 ACS violation(s) end at the next boot (the IOMMU is off now)" in out
     assert "%s (root_port 8086:0be2) above %s: ACS source_validation" % (PORT, GPU) in out
