@@ -48,6 +48,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     ADDRESS_RE,
     HOST_ONLY_CLASSES,
     NVIDIA,
+    PCI_ID_RE,
     ROLES,
     VFIO_DRIVERS,
     normalize_address,
@@ -69,7 +70,6 @@ BRIDGE_CLASSES = ("0604", "0607", "0609")
 BRIDGE_PORT_TYPES = ("root_port", "upstream_port", "downstream_port", "pcie_to_pci_bridge", "pci_to_pcie_bridge")
 HELPER_ROOT_ENV = "PCI_OVERRIDE_ROOT"
 DRIVER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
-PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
 RULE_RE = re.compile(r'^ACTION=="add",\s*SUBSYSTEM=="pci",\s*KERNEL=="([^"]+)"')
 MARKER = "Managed by confidential_gpu.host.pci_driver"
 

@@ -32,8 +32,10 @@ T = TypeVar("T")
 
 PCI_DEVICES = "/sys/bus/pci/devices"
 PCI_DRIVERS = "/sys/bus/pci/drivers"
-IOMMU_GROUPS = "/sys/kernel/iommu_groups"
 ADDRESS_RE = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+# What users may write: the domain is optional (normalize_address adds 0000).
+ADDRESS_INPUT_RE = re.compile(r"^([0-9a-f]{4,}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
 HOST_BRIDGE_DIR_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
 
 ROLES = ("gpu", "nvswitch", "nic", "bridge", "storage", "other")
@@ -68,6 +70,15 @@ def normalize_address(address: str) -> str:
     if address.count(":") == 1:
         address = "0000:" + address
     return address
+
+
+def invalid_filters(addresses: Sequence[str], pci_ids: Sequence[str]) -> List[str]:
+    """A readable problem for every address and vendor:device filter that is not well formed."""
+    problems = ["address %r is not DDDD:BB:DD.F or BB:DD.F (hex, like 0000:3b:00.0)" % value
+                for value in addresses if not ADDRESS_INPUT_RE.match(value.strip().lower())]
+    problems += ["pci_id %r is not vendor:device in hex (like 10de:2330 or 10de:*)" % value
+                 for value in pci_ids if not PCI_ID_RE.match(value.strip().lower())]
+    return problems
 
 
 def split_sysfs_path(real_path: str) -> Tuple[List[str], Optional[str]]:

@@ -43,9 +43,9 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config i
     flag_dict,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
-    IOMMU_GROUPS,
     PCI_DEVICES,
     common_bridge,
+    invalid_filters,
     matches,
     normalize_address,
     read_config,
@@ -81,8 +81,6 @@ NEVER_ISOLATING = ("pcie_to_pci_bridge", "pci_to_pcie_bridge", "rc_event_collect
 NOT_REGROUPED = ("runtime ACS writes do not regroup devices: IOMMU groups are computed at boot, so the groups "
                  "stay as they were until a reboot with the matching boot arguments (runtime_write is for labs)")
 
-ADDRESS_INPUT_RE = re.compile(r"^([0-9a-f]{4,}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
 FLAGS_RE = re.compile(r"^[01x]{1,7}$")
 
 
@@ -129,10 +127,7 @@ def build_request(profile: str, addresses: Sequence[str], pci_ids: Sequence[str]
                   device_format: str = "address", current_cmdline: Optional[str] = None,
                   runtime_write: bool = False) -> Request:
     """Check every input before anything is read; all problems in one :class:`PcieAcsError`."""
-    problems = ["address %r is not DDDD:BB:DD.F or BB:DD.F (hex, like 0000:3b:00.0)" % value
-                for value in addresses if not ADDRESS_INPUT_RE.match(value.strip().lower())]
-    problems += ["pci_id %r is not vendor:device in hex (like 10de:2330 or 10de:*)" % value
-                 for value in pci_ids if not PCI_ID_RE.match(value.strip().lower())]
+    problems = invalid_filters(addresses, pci_ids)
     problems += ["role %r is not one of %s" % (value, ", ".join(SELECTABLE_ROLES))
                  for value in roles if value not in SELECTABLE_ROLES]
     for name, value, choices in (("profile", profile, PROFILES), ("p2p_mode", p2p_mode, P2P_MODES),
@@ -615,11 +610,11 @@ def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
         if changes:
             warnings.append(NOT_REGROUPED)
     violations: List[Dict[str, Any]] = []
-    iommu_enabled = bool(host.listdir(IOMMU_GROUPS))
+    iommu_enabled = any(dev["iommu_group"] is not None for dev in topology["devices"])
     if request.profile == "confidential":
         found = [bridge_violation(bridge, topology) for bridge in bridges] + [cmdline_violation(options)]
         violations = [violation for violation in found if violation is not None]
-        weakened = cmdline_violation(options) is not None
+        weakened = any(violation["kind"] == "cmdline" for violation in violations)
         for violation in violations:
             violation["clears_at_boot"] = clears_at_boot(violation["kind"], iommu_enabled, weakened)
     return {

@@ -377,6 +377,7 @@ verdicts:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import gather_facts
+from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 
@@ -389,10 +390,7 @@ def main() -> None:
         host = HostRoot(module.params["root"])
     except HostRootError as error:
         module.fail_json(msg=str(error), root=module.params["root"])
-    facts = gather_facts(host)
-    for warning in host.warnings:
-        module.warn(warning)
-    module.exit_json(changed=False, **facts)
+    module.exit_json(changed=False, **hand_over(module, host, gather_facts(host)))
 
 
 if __name__ == "__main__":

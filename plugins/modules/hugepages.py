@@ -284,7 +284,6 @@ persist:
   sample: true
 """
 
-from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.hugepages import (
@@ -293,6 +292,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.hugepages im
     ShortfallError,
     manage,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -320,24 +320,11 @@ def main() -> None:
         host = HostRoot(params["root"])
         result = manage(host, options, module.check_mode)
     except ShortfallError as error:
-        result = error.result
-        _emit_warnings(module, host, result)
-        if not module._diff:
-            result.pop("diff")
-        module.fail_json(msg=str(error), **result)
+        module.fail_json(msg=str(error), **hand_over(module, host, error.result))
     except (HugepagesError, HostRootError) as error:
-        _emit_warnings(module, host, {"warnings": []})
-        module.fail_json(msg=str(error))
+        module.fail_json(msg=str(error), **hand_over(module, host, {}))
     else:
-        _emit_warnings(module, host, result)
-        if not module._diff:
-            result.pop("diff")
-        module.exit_json(**result)
-
-
-def _emit_warnings(module: AnsibleModule, host: Optional[HostRoot], result: Dict[str, Any]) -> None:
-    for warning in (host.warnings if host else []) + result.pop("warnings"):
-        module.warn(warning)
+        module.exit_json(**hand_over(module, host, result))
 
 
 if __name__ == "__main__":

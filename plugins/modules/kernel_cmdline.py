@@ -240,6 +240,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdli
     build_request,
     manage,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -269,12 +270,7 @@ def main() -> None:
     except (KernelCmdlineError, HostRootError) as error:
         module.fail_json(msg=str(error), backend=params["backend"])
     else:
-        for warning in host.warnings:
-            module.warn(warning)
-        diff = result.pop("diff")
-        if module._diff:
-            result["diff"] = diff
-        module.exit_json(**result)
+        module.exit_json(**hand_over(module, host, result))
 
 
 if __name__ == "__main__":

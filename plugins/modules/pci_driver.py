@@ -295,9 +295,9 @@ refused:
             ['0000:00:04.0']"}]
 """
 
-from typing import Optional
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import (
     PciDriverError,
     PciDriverRefused,
@@ -335,22 +335,11 @@ def main() -> None:
         host = HostRoot(params["root"])
         result = manage(host, intent, module.check_mode, params["timeout"], params["initramfs_command"])
     except PciDriverRefused as error:
-        warn_all(module, host)
-        module.fail_json(msg=str(error), refused=error.refused, changed=False)
+        module.fail_json(msg=str(error), **hand_over(module, host, {"refused": error.refused, "changed": False}))
     except (PciDriverError, HostRootError) as error:
-        warn_all(module, host)
-        module.fail_json(msg=str(error), refused=[])
+        module.fail_json(msg=str(error), **hand_over(module, host, {"refused": []}))
     else:
-        warn_all(module, host)
-        diff = result.pop("diff")
-        if module._diff:
-            result["diff"] = diff
-        module.exit_json(**result)
-
-
-def warn_all(module: AnsibleModule, host: Optional[HostRoot]) -> None:
-    for warning in host.warnings if host is not None else []:
-        module.warn(warning)
+        module.exit_json(**hand_over(module, host, result))
 
 
 if __name__ == "__main__":

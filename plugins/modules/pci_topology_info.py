@@ -329,29 +329,19 @@ summary:
   sample: {"functions": 53, "gpus": 8, "nvswitches": 4, "nics": 10, "iommu_groups": 40, "groups_not_viable": 1}
 """
 
-import re
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     ROLES,
     filter_topology,
+    invalid_filters,
     normalize_address,
     read_topology,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
-
-ADDRESS_INPUT_RE = re.compile(r"^([0-9a-f]{4,}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
-
-
-def invalid_filters(addresses: List[str], pci_ids: List[str]) -> List[str]:
-    problems = ["address %r is not DDDD:BB:DD.F or BB:DD.F (hex, like 0000:3b:00.0)" % value
-                for value in addresses if not ADDRESS_INPUT_RE.match(value.strip().lower())]
-    problems += ["pci_id %r is not vendor:device in hex (like 10de:2330 or 10de:*)" % value
-                 for value in pci_ids if not PCI_ID_RE.match(value.strip().lower())]
-    return problems
 
 
 def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
@@ -392,9 +382,7 @@ def main() -> None:
         [normalize_address(value) for value in params["addresses"]],
         [value.strip().lower() for value in params["pci_ids"]],
     )
-    for warning in host.warnings:
-        module.warn(warning)
-    module.exit_json(changed=False, summary=summarize(topology), **topology)
+    module.exit_json(changed=False, summary=summarize(topology), **hand_over(module, host, topology))
 
 
 if __name__ == "__main__":

@@ -315,7 +315,7 @@ violations:
       type: bool
       sample: true
 iommu_enabled:
-  description: Whether the running kernel has an IOMMU on (C(/sys/kernel/iommu_groups) has entries).
+  description: Whether the running kernel has an IOMMU on (PCI functions are in IOMMU groups).
   returned: always
   type: bool
   sample: true
@@ -407,6 +407,7 @@ notes:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import (
     DEFAULT_CONFIG_ACS_FLAGS,
     DEVICE_FORMATS,
@@ -435,11 +436,7 @@ ARGUMENT_SPEC = {
 
 
 def finish(module: AnsibleModule, host: HostRoot, result: Dict[str, Any]) -> None:
-    for warning in host.warnings + result.pop("warnings"):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff and result["runtime_changes"]:
-        result["diff"] = diff
+    hand_over(module, host, result, show_diff=bool(result["runtime_changes"]))
     violations = result["violations"]
     if module.params["fail_on_violation"] and violations:
         module.fail_json(msg="%d ACS violation(s) above the selected devices: %s" % (

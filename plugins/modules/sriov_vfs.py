@@ -259,6 +259,7 @@ problems:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sriov import (
     DEFAULT_TIMEOUT,
     DEFAULT_UNIT,
@@ -296,12 +297,7 @@ def main() -> None:
     except HostRootError as error:
         module.fail_json(msg=str(error), problems=[str(error)], pfs=[])
     else:
-        for warning in host.warnings:
-            module.warn(warning)
-        diff = result.pop("diff")
-        if module._diff:
-            result["diff"] = diff
-        module.exit_json(**result)
+        module.exit_json(**hand_over(module, host, result))
 
 
 if __name__ == "__main__":
