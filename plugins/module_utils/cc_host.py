@@ -34,6 +34,21 @@ CPU_FLAGS = (
 
 CPU_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
 
+# SEV-SNP came with Zen 3 EPYC (7003 series, "Milan", family 0x19); EPYC of families 0x17 and older (Naples,
+# Rome) have SEV and SEV-ES at most.
+SNP_FIRST_AMD_FAMILY = 0x19
+# TDX came with 4th Gen Xeon Scalable (Sapphire Rapids, some SKUs only).  The family-6 server models of that
+# generation and later (model numbers as in Linux's arch/x86/include/asm/intel-family.h); families above 6
+# are newer than all of them.  Whether a given SKU and its firmware enable TDX only the running kernel can say.
+TDX_INTEL_FAMILY6_MODELS = {
+    0x8F: "Sapphire Rapids",
+    0xCF: "Emerald Rapids",
+    0xAD: "Granite Rapids",
+    0xAE: "Granite Rapids-D",
+    0xAF: "Sierra Forest",
+    0xDD: "Clearwater Forest",
+}
+
 GPU_DRIVER_MODULES = ("nvidia", "nouveau", "vfio_pci")
 
 # Result key -> sysfs attribute, for a hugepage pool and for its per-node share.
@@ -444,11 +459,50 @@ def vfio_reasons(facts: dict[str, Any]) -> list[str]:
     return reasons
 
 
+def snp_support(facts: dict[str, Any]) -> bool | None:
+    """Whether the CPU can run SEV-SNP guests: true when the kernel says so (the ``sev_snp`` flag, or kvm_amd's
+    ``sev_snp`` on), false for a CPU that is not AMD or of a family before SEV-SNP, null when only the firmware
+    settings can tell (the kernel hides the flag while the firmware leaves memory encryption off)."""
+    cpu = facts["cpu"]
+    if cpu["vendor"] != "amd":
+        return False
+    if cpu["flags"]["sev_snp"] or facts["sev"]["kvm_amd_sev_snp"]:
+        return True
+    if cpu["family"] is not None and cpu["family"] < SNP_FIRST_AMD_FAMILY:
+        return False
+    return None
+
+
+def tdx_support(facts: dict[str, Any]) -> bool | None:
+    """Whether the CPU can run TDX guests: true when the kernel says so (the ``tdx_host_platform`` flag, or
+    kvm_intel's ``tdx`` on), false for a CPU that is not Intel or a family-6 model of a generation without TDX,
+    null when only the SKU and the firmware settings can tell."""
+    cpu = facts["cpu"]
+    if cpu["vendor"] != "intel":
+        return False
+    if cpu["flags"]["tdx_host_platform"] or facts["tdx"]["kvm_intel_tdx"]:
+        return True
+    family, model = cpu["family"], cpu["model"]
+    if family is not None and (family < 6 or (family == 6 and model is not None
+                                              and model not in TDX_INTEL_FAMILY6_MODELS)):
+        return False
+    return None
+
+
+def _cpu_label(cpu: dict[str, Any]) -> str:
+    family = "?" if cpu["family"] is None else f"0x{cpu['family']:x}"
+    model = "?" if cpu["model"] is None else f"0x{cpu['model']:x}"
+    return f"{cpu['model_name'] or 'the CPU'} (family {family}, model {model})"
+
+
 def snp_reasons(facts: dict[str, Any]) -> list[str]:
     cpu, sev = facts["cpu"], facts["sev"]
     if cpu["vendor"] != "amd":
         vendor_id = cpu["vendor_id"] or "unknown"
         return [f"CPU is not AMD (vendor_id {vendor_id}): SEV-SNP needs an AMD EPYC CPU (Milan or newer)"]
+    if snp_support(facts) is False:
+        return [f"{_cpu_label(cpu)} predates SEV-SNP, which AMD EPYC has from the 7003 series (Milan, family "
+                "0x19) on: this host cannot run SEV-SNP guests, whatever the firmware settings"]
     reasons = []
     if not facts["iommu"]["enabled"]:
         reasons.append(_iommu_off_reason(facts, " (SEV-SNP needs it)"))
@@ -471,6 +525,10 @@ def tdx_reasons(facts: dict[str, Any]) -> list[str]:
     if cpu["vendor"] != "intel":
         vendor_id = cpu["vendor_id"] or "unknown"
         return [f"CPU is not Intel (vendor_id {vendor_id}): TDX needs a TDX-capable Xeon (4th gen or newer)"]
+    if tdx_support(facts) is False:
+        return [f"{_cpu_label(cpu)} is of an Intel generation without TDX, which starts with 4th Gen Xeon "
+                "Scalable (Sapphire Rapids, some SKUs): this host cannot run TDX guests, whatever the firmware "
+                "settings"]
     reasons = []
     if not tdx["kvm_intel_loaded"]:
         reasons.append("kvm_intel is not loaded: enable VMX and TDX in BIOS, then modprobe kvm_intel tdx=1")
@@ -515,5 +573,6 @@ def gather_facts(host: HostRoot) -> dict[str, Any]:
         "hugepages": read_hugepages(host, [node["node"] for node in numa["nodes"]]),
         "gpu_drivers": read_gpu_drivers(host),
     }
+    facts["cpu"]["cc_support"] = {"snp": snp_support(facts), "tdx": tdx_support(facts)}
     facts["verdicts"] = evaluate(facts)
     return facts

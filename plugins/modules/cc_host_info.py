@@ -91,6 +91,19 @@ cpu:
       type: dict
       sample: {"hypervisor": false, "vmx": false, "svm": true, "sme": true, "sev": true, "sev_es": true,
                "sev_snp": true, "tdx_host_platform": false, "tdx_guest": false}
+    cc_support:
+      description:
+        - Whether the CPU can run confidential guests, per technology (C(snp), C(tdx)).
+        - V(true) when the running kernel says so (the C(sev_snp) or C(tdx_host_platform) flag, or kvm_amd's
+          C(sev_snp) or kvm_intel's C(tdx) on).
+        - V(false) when it cannot, whatever the firmware settings; a CPU of the other vendor, an AMD family before
+          0x19 (EPYC Naples and Rome have no SEV-SNP), or an Intel family 6 model of a generation before 4th Gen
+          Xeon Scalable (Sapphire Rapids).
+        - V(null) when only the SKU and the firmware settings can tell; the kernel hides both flags while the
+          firmware leaves the technology off.
+        - Role C(cc_host) picks V(none) for C(cc_host_technology=auto) where this is V(false).
+      type: dict
+      sample: {"snp": null, "tdx": false}
 kernel:
   description: The running kernel.
   returned: always

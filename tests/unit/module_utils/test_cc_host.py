@@ -158,6 +158,7 @@ def test_amd_snp_ready_host(tmp_path: Path) -> None:
         "family": 25, "model": 17,
         "flags": {"hypervisor": False, "vmx": False, "svm": True, "sme": True, "sev": True, "sev_es": True,
                   "sev_snp": True, "tdx_host_platform": False, "tdx_guest": False},
+        "cc_support": {"snp": True, "tdx": False},
     }
     assert facts["sev"] == {"kvm_amd_loaded": True, "kvm_amd_sev": True, "kvm_amd_sev_es": True,
                             "kvm_amd_sev_snp": True, "dev_sev": True}
@@ -264,6 +265,60 @@ def test_tdx_off_without_platform_flag_points_at_bios(tmp_path: Path) -> None:
     (reason,) = facts["verdicts"]["tdx_ready_reasons"]
     assert reason.startswith("TDX is not enabled in kvm_intel (tdx=N) (the CPU does not report tdx_host_platform")
     assert "kvm_intel.tdx=1" in reason
+
+
+@pytest.mark.parametrize("family, model, name, flags, support", [
+    (23, 0x31, "AMD EPYC 7742 64-Core Processor", "fpu svm sme sev sev_es", False),   # Rome: SEV-ES at most
+    (25, 0x01, "AMD EPYC 7763 64-Core Processor", "fpu svm", None),                   # Milan, SNP off in firmware
+])
+def test_snp_support_by_epyc_generation(tmp_path: Path, family: int, model: int, name: str, flags: str,
+                                        support: bool | None) -> None:
+    host = amd_snp_host(tmp_path)
+    host.cpu("AuthenticAMD", family, model, name, flags)
+    host.write("/sys/module/kvm_amd/parameters/sev_snp", "N\n")
+    facts, _warnings = host.facts()
+
+    assert facts["cpu"]["cc_support"] == {"snp": support, "tdx": False}
+    reasons = facts["verdicts"]["snp_ready_reasons"]
+    if support is False:
+        assert reasons == [
+            (f"{name} (family {family:#x}, model {model:#x}) predates SEV-SNP, which AMD EPYC has from the 7003 "
+             "series (Milan, family 0x19) on: this host cannot run SEV-SNP guests, whatever the firmware settings")]
+    else:
+        assert reasons[0].startswith("SEV-SNP is not enabled in kvm_amd (sev_snp=N)")
+
+
+@pytest.mark.parametrize("model, name, support", [
+    (0x6A, "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", False),   # Ice Lake-SP
+    (0x55, "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", False),   # Cascade Lake
+    (0x8F, "Intel(R) Xeon(R) Platinum 8480+", None),              # Sapphire Rapids: SKU and firmware decide
+    (0xCF, "INTEL(R) XEON(R) PLATINUM 8592+", None),              # Emerald Rapids
+    (0xAD, "Intel(R) Xeon(R) 6980P", None),                       # Granite Rapids
+])
+def test_tdx_support_by_xeon_generation(tmp_path: Path, model: int, name: str, support: bool | None) -> None:
+    host = intel_tdx_host(tmp_path)
+    host.cpu("GenuineIntel", 6, model, name, "fpu vmx")
+    host.write("/sys/module/kvm_intel/parameters/tdx", "N\n")
+    facts, _warnings = host.facts()
+
+    assert facts["cpu"]["cc_support"] == {"snp": False, "tdx": support}
+    first = facts["verdicts"]["tdx_ready_reasons"][0]
+    if support is False:
+        assert first == (f"{name} (family 0x6, model {model:#x}) is of an Intel generation without TDX, which "
+                         "starts with 4th Gen Xeon Scalable (Sapphire Rapids, some SKUs): this host cannot run TDX "
+                         "guests, whatever the firmware settings")
+    else:
+        assert first.startswith("TDX is not enabled in kvm_intel (tdx=N)")
+
+
+def test_kernel_evidence_beats_the_model_table(tmp_path: Path) -> None:
+    host = intel_tdx_host(tmp_path)
+    host.cpu("GenuineIntel", 19, 1, "Intel(R) Xeon(R) next", "fpu vmx")
+    assert host.facts()[0]["cpu"]["cc_support"]["tdx"] is True      # kvm_intel tdx=Y
+    host.write("/sys/module/kvm_intel/parameters/tdx", "N\n")
+    assert host.facts()[0]["cpu"]["cc_support"]["tdx"] is None      # a family newer than the table
+    host.cpu("GenuineIntel", 6, 0x6A, "Intel(R) Xeon(R) Gold 6338", "fpu vmx tdx_host_platform")
+    assert host.facts()[0]["cpu"]["cc_support"]["tdx"] is True      # the firmware enabled it: trust the kernel
 
 
 def test_kvm_intel_not_loaded(tmp_path: Path) -> None:

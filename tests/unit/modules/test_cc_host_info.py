@@ -105,8 +105,10 @@ def test_fake_lab_vm_root(run_module, tmp_path: Path) -> None:
     assert result["verdicts"]["vfio_ready_reasons"] == []
     assert result["verdicts"]["tdx_ready"] is False
     assert result["verdicts"]["tdx_ready_reasons"] == [
-        ("kvm_intel has no tdx parameter: this kernel lacks KVM TDX host support; "
-         "boot a kernel that has it (upstream Linux 6.16 or newer)")]
+        ("Intel Xeon Processor (Icelake) (family 0x6, model 0x6a) is of an Intel generation without TDX, which "
+         "starts with 4th Gen Xeon Scalable (Sapphire Rapids, some SKUs): this host cannot run TDX guests, whatever "
+         "the firmware settings")]
+    assert result["cpu"]["cc_support"] == {"snp": False, "tdx": False}
     assert result["cpu"]["flags"]["hypervisor"] is True
     assert result["kernel"]["cmdline_args"][-2:] == [{"key": "intel_iommu", "value": "on"},
                                                      {"key": "iommu", "value": "pt"}]

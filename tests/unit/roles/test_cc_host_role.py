@@ -86,10 +86,12 @@ def amd_host(root: Path, cpu_flags: str = "svm sme sev sev_es sev_snp", params: 
     return make_tree(root, files, {"/sys/class/iommu/ivhd0": "../../devices/pci0000:00/0000:00:00.2/iommu/ivhd0"})
 
 
-def intel_host(root: Path, cmdline: str, tdx: str, flags: str = "vmx tdx_host_platform") -> Path:
+def intel_host(root: Path, cmdline: str, tdx: str, flags: str = "vmx tdx_host_platform", model: int = 143,
+               model_name: str = "Intel(R) Xeon(R) Platinum 8480+") -> Path:
+    """An Intel Xeon host (Sapphire Rapids unless ``model`` says otherwise) with VT-d on and kvm_intel loaded."""
     files = {
-        "/proc/cpuinfo": "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
-                         "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu %s\n\n" % flags,
+        "/proc/cpuinfo": "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: %d\n"
+                         "model name\t: %s\nflags\t\t: fpu %s\n\n" % (model, model_name, flags),
         "/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro intel_iommu=on %s\n" % cmdline,
         "/proc/sys/kernel/osrelease": RELEASE + "\n",
         "/sys/devices/virtual/iommu/dmar0/intel-iommu/version": "1:0\n",
@@ -238,3 +240,47 @@ def test_technology_that_does_not_fit_the_cpu_is_refused_before_any_change(tmp_p
     assert result.rc != 0
     assert "cc_host_technology is snp but localhost has a CPU of vendor intel (GenuineIntel)" in result.output
     assert not (root / "etc").exists()
+
+
+ICE_LAKE = {"model": 0x6A, "model_name": "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"}
+
+
+def test_auto_on_a_xeon_without_tdx_prepares_iommufd_only_and_says_why(tmp_path: Path) -> None:
+    root = intel_host(tmp_path / "host", cmdline="", tdx="N", flags="vmx", **ICE_LAKE)
+
+    result = run_role(tmp_path, "cc_host", {"cc_host_root": str(root)}, REPORT)
+
+    assert result.rc == 0, result.output
+    assert ("localhost: cc_host_technology auto prepares none (IOMMUFD only, no confidential guests): Intel(R) "
+            "Xeon(R) Gold 6338 CPU @ 2.00GHz (family 0x6, model 0x6a) is of an Intel generation without TDX"
+            ) in result.output
+    assert result.facts["cc_host_kernel_args"] is None, "no TDX arguments for role kernel_args"
+    assert (root / MODULES_LOAD).read_text().splitlines()[1:] == ["iommufd"]
+    assert result.facts["cc_host_pending"] is False
+    assert result.facts["cc_host_check"]["technology"] == "none"
+    assert result.facts["cc_host_check"]["ready"] is True
+    assert "localhost is ready for IOMMUFD" in result.output
+
+
+def test_auto_on_a_tdx_generation_with_tdx_off_still_aims_at_tdx(tmp_path: Path) -> None:
+    root = intel_host(tmp_path / "host", cmdline="", tdx="N", flags="vmx")
+
+    result = run_role(tmp_path, "cc_host", {"cc_host_root": str(root)}, REPORT)
+
+    assert result.rc == 0, result.output
+    assert "auto prepares none" not in result.output
+    assert result.facts["cc_host_kernel_args"] == ["kvm_intel.tdx=1", "nohibernate"]
+
+
+def test_tdx_asked_on_a_xeon_without_tdx_is_refused_before_any_change(tmp_path: Path) -> None:
+    root = intel_host(tmp_path / "host", cmdline="", tdx="N", flags="vmx", **ICE_LAKE)
+
+    result = run_role(tmp_path, "cc_host", {"cc_host_root": str(root), "cc_host_technology": "tdx"}, REPORT)
+
+    assert result.rc != 0
+    assert ("cc_host_technology is tdx but localhost: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (family 0x6, model "
+            "0x6a) is of an Intel generation without TDX") in result.output
+    assert "set cc_host_technology to none (VFIO passthrough through IOMMUFD, without confidential computing) or " \
+        "auto" in result.output
+    assert result.facts == {}, "the play stopped before its report"
+    assert not (root / "etc").exists(), "nothing written (IOMMUFD's modules-load.d file included)"
