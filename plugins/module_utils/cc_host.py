@@ -51,6 +51,12 @@ TDX_INTEL_FAMILY6_MODELS = {
 
 GPU_DRIVER_MODULES = ("nvidia", "nouveau", "vfio_pci")
 
+# The ACPI table in which the firmware describes its IOMMU to the OS, and the IOMMU's vendor.  Linux lists every
+# table under /sys/firmware/acpi/tables whether or not it turned the IOMMU on, so the table says which IOMMU a
+# host has even while the kernel leaves it off; firmware with VT-d or AMD-Vi off leaves the table out.
+ACPI_TABLES = "/sys/firmware/acpi/tables"
+IOMMU_ACPI_TABLES = {"DMAR": "intel", "IVRS": "amd"}
+
 # Result key -> sysfs attribute, for a hugepage pool and for its per-node share.
 _POOL_COUNTS = (("total", "nr_hugepages"), ("free", "free_hugepages"),
                 ("reserved", "resv_hugepages"), ("surplus", "surplus_hugepages"))
@@ -299,8 +305,13 @@ def _interrupt_remapping(host: HostRoot) -> bool | None:
         return None
 
 
+def _iommu_acpi_table(tables: list[str]) -> str | None:
+    return next((name for name in IOMMU_ACPI_TABLES if name in tables), None)
+
+
 def read_iommu(host: HostRoot, kernel: dict[str, Any]) -> dict[str, Any]:
     units = host.listdir("/sys/class/iommu")
+    acpi_tables = host.listdir(ACPI_TABLES)
     groups = [name for name in host.listdir("/sys/kernel/iommu_groups") if name.isdigit()]
     group_types = _group_types(host, groups)
     vfio_pci_source = _vfio_pci_source(host, kernel["release"])
@@ -308,6 +319,8 @@ def read_iommu(host: HostRoot, kernel: dict[str, Any]) -> dict[str, Any]:
         "enabled": bool(units or groups),
         "type": _iommu_type(units, len(groups)),
         "units": units,
+        "acpi_table": _iommu_acpi_table(acpi_tables),
+        "acpi_tables_listed": bool(acpi_tables),
         "group_count": len(groups),
         "group_types": group_types,
         "default_domain_type": _most_common(group_types),
@@ -427,20 +440,41 @@ def _iommu_disabled_by(args: list[dict[str, str | None]]) -> list[str]:
     return found
 
 
-def _iommu_off_reason(facts: dict[str, Any], needed_by: str = "") -> str:
-    vendor = facts["cpu"]["vendor"]
-    if vendor == "intel":
-        fix = "add intel_iommu=on to the kernel command line and enable VT-d in firmware"
-    elif vendor == "amd":
-        fix = ("enable the IOMMU (AMD-Vi) in firmware; Linux turns AMD-Vi on by default, "
-               "so amd_iommu=on is not needed")
-    else:
-        fix = ("enable the IOMMU (VT-d or AMD-Vi) in firmware and, on Intel, add intel_iommu=on "
-               "to the kernel command line")
+def iommu_vendor(facts: dict[str, Any]) -> str:
+    """Whose IOMMU the host has: ``intel`` or ``amd`` from the firmware's ACPI table (DMAR, IVRS), else the CPU's
+    vendor (``other`` too).  They differ in emulators: QEMU's TCG CPU reports AMD beside its Intel VT-d."""
+    return IOMMU_ACPI_TABLES.get(facts["iommu"]["acpi_table"] or "", facts["cpu"]["vendor"])
+
+
+def _iommu_off_fix(facts: dict[str, Any]) -> str:
+    """What turns the IOMMU on: arguments that switch it off go, then what the firmware and vendor need."""
+    iommu, vendor = facts["iommu"], iommu_vendor(facts)
     disabled_by = _iommu_disabled_by(facts["kernel"]["cmdline_args"])
-    if disabled_by:
-        fix = f"remove {' '.join(disabled_by)} from the kernel command line and {fix}"
-    return f"IOMMU is off{needed_by}: {fix}"
+    steps = [f"remove {' '.join(disabled_by)} from the kernel command line"] if disabled_by else []
+    if iommu["acpi_tables_listed"] and iommu["acpi_table"] is None:
+        steps.append("enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup, which describes no IOMMU "
+                     "now (no DMAR or IVRS table among the ACPI tables)")
+        if vendor == "intel":
+            steps.append("add intel_iommu=on to the kernel command line")
+    elif vendor == "intel":
+        steps.append("add intel_iommu=on to the kernel command line"
+                     + ("" if iommu["acpi_table"] else " and enable VT-d in firmware"))
+    elif vendor == "amd" and iommu["acpi_table"]:
+        if not disabled_by:
+            steps.append("the firmware describes AMD-Vi (IVRS table) and Linux turns it on by default, so "
+                         "amd_iommu=on is not needed: check dmesg for AMD-Vi errors and that the kernel has "
+                         "CONFIG_AMD_IOMMU")
+    elif vendor == "amd":
+        steps.append("enable the IOMMU (AMD-Vi) in firmware; Linux turns AMD-Vi on by default, "
+                     "so amd_iommu=on is not needed")
+    else:
+        steps.append("enable the IOMMU (VT-d or AMD-Vi) in firmware and, on Intel, add intel_iommu=on "
+                     "to the kernel command line")
+    return " and ".join(steps)
+
+
+def _iommu_off_reason(facts: dict[str, Any], needed_by: str = "") -> str:
+    return f"IOMMU is off{needed_by}: {_iommu_off_fix(facts)}"
 
 
 def vfio_reasons(facts: dict[str, Any]) -> list[str]:

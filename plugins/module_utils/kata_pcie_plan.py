@@ -126,7 +126,8 @@ def expand_groups(requested: Sequence[str], topology: Dict[str, Any], by_address
         gid = dev.get("iommu_group")
         if gid is None:
             errors.append("%s has no IOMMU group: the IOMMU is off, so nothing can be passed through; enable it "
-                          "(role kernel_args: intel_iommu=on or amd_iommu=on) and reboot" % address)
+                          "(role kernel_args: intel_iommu=on for VT-d, amd_iommu=off gone for AMD-Vi) and reboot"
+                          % address)
             continue
         group = groups.get(gid)
         if group is None:

@@ -425,7 +425,7 @@ def expand_groups(facts: Facts, intent: Intent, selected: Sequence[str]) -> Sele
             if present and needs_group(intent.driver):
                 out.refused.append(simple_refusal("no_iommu_group", dev, "%s has no IOMMU group: the IOMMU is off"
                                                   % address, "turn the IOMMU on (role kernel_args: intel_iommu=on "
-                                                  "or amd_iommu=on) and reboot"))
+                                                  "for VT-d, amd_iommu=off gone for AMD-Vi) and reboot"))
             out.targets.append(dev)
         else:
             endpoints = [m for m in members_of[gid] if not is_bridge(m)]

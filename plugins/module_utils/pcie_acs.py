@@ -271,7 +271,8 @@ def bridge_violation(bridge: Dict[str, Any], topology: Dict[str, Any]) -> Option
         acs = bridge["acs"]
         msg = ("%s above %s: ACS %s not enabled (capability 0x%04x, control 0x%04x)"
                % (what(bridge), devices, ", ".join(bridge["missing"]), acs["capability"], acs["control"]))
-        fix = ("boot with the IOMMU on (role kernel_args: intel_iommu=on or amd_iommu), which makes the kernel enable "
+        fix = ("boot with the IOMMU on (role kernel_args: intel_iommu=on for VT-d, amd_iommu=off gone for AMD-Vi), "
+               "which makes the kernel enable "
                "source validation, request and completion redirect and upstream forwarding on every port with ACS, "
                "and without a pci=disable_acs_redir= or pci=config_acs= entry for this port; a runtime write "
                "(runtime_write, labs only) sets the bits but regroups nothing")

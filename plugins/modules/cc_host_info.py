@@ -161,6 +161,22 @@ iommu:
       type: list
       elements: str
       sample: ["dmar0", "dmar1"]
+    acpi_table:
+      description:
+        - C(DMAR) (Intel VT-d) or C(IVRS) (AMD-Vi) when C(/sys/firmware/acpi/tables) has it; null when neither is
+          there.
+        - The firmware describes its IOMMU in this table whether or not the kernel turned the IOMMU on, and leaves
+          it out when VT-d or AMD-Vi is off in the firmware setup; so it says which IOMMU the host has, also while
+          RV(iommu.enabled) is false. It can differ from the CPU vendor (QEMU's TCG CPU reports AMD beside an
+          emulated VT-d). Role C(kernel_args) picks the IOMMU arguments from it.
+      type: str
+      choices: [DMAR, IVRS]
+      sample: DMAR
+    acpi_tables_listed:
+      description: True when C(/sys/firmware/acpi/tables) lists any table, so that a null RV(iommu.acpi_table)
+        means the firmware describes no IOMMU; false on hosts without ACPI and in trees without the directory.
+      type: bool
+      sample: true
     group_count:
       description: Number of IOMMU groups in C(/sys/kernel/iommu_groups).
       type: int

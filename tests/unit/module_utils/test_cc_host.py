@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import (
     evaluate,
     gather_facts,
+    iommu_vendor,
     parse_cmdline,
     parse_id_list,
     size_label,
@@ -102,6 +103,11 @@ class FakeHost:
             self.write(f"{node_base}/nr_hugepages", f"{node_total}\n")
             self.write(f"{node_base}/free_hugepages", f"{node_free}\n")
             self.write(f"{node_base}/surplus_hugepages", "0\n")
+        return self
+
+    def acpi_tables(self, *names: str) -> FakeHost:
+        for name in ("APIC", "DSDT", "FACP", "MCFG") + names:
+            self.write(f"/sys/firmware/acpi/tables/{name}", "")
         return self
 
     def facts(self) -> tuple[dict, list[str]]:
@@ -328,6 +334,40 @@ def test_kvm_intel_not_loaded(tmp_path: Path) -> None:
     assert facts["tdx"] == {"kvm_intel_loaded": False, "kvm_intel_tdx": None}
     assert facts["verdicts"]["tdx_ready_reasons"] == [
         "kvm_intel is not loaded: enable VMX and TDX in BIOS, then modprobe kvm_intel tdx=1"]
+
+
+IOMMU_OFF_CASES = {
+    "VT-d on in firmware, off on the command line": (
+        intel_tdx_host, ("DMAR",), "ro intel_iommu=off",
+        "remove intel_iommu=off from the kernel command line and add intel_iommu=on to the kernel command line"),
+    "AMD-Vi on in firmware, off on the command line: only the argument goes": (
+        amd_snp_host, ("IVRS",), "ro amd_iommu=off", "remove amd_iommu=off from the kernel command line"),
+    "AMD-Vi on in firmware and nothing switching it off": (
+        amd_snp_host, ("IVRS",), "ro",
+        "the firmware describes AMD-Vi (IVRS table) and Linux turns it on by default, so amd_iommu=on is not "
+        "needed: check dmesg for AMD-Vi errors and that the kernel has CONFIG_AMD_IOMMU"),
+    # QEMU's TCG CPU reports AMD while its IOMMU is Intel VT-d (the lab VM): the DMAR table decides
+    "emulated VT-d beside an AMD CPU": (
+        amd_snp_host, ("DMAR",), "ro", "add intel_iommu=on to the kernel command line"),
+    "firmware that describes no IOMMU": (
+        intel_tdx_host, (), "ro",
+        "enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup, which describes no IOMMU now (no DMAR or "
+        "IVRS table among the ACPI tables) and add intel_iommu=on to the kernel command line"),
+}
+
+
+@pytest.mark.parametrize("case", IOMMU_OFF_CASES)
+def test_iommu_off_reason_follows_the_firmware_table(tmp_path: Path, case: str) -> None:
+    make_host, tables, cmdline, fix = IOMMU_OFF_CASES[case]
+    host = make_host(tmp_path).acpi_tables(*tables)
+    host.remove("/sys/class/iommu").remove("/sys/kernel/iommu_groups")
+    host.kernel("6.16.3", cmdline)
+    facts, _warnings = host.facts()
+
+    assert (facts["iommu"]["acpi_table"], facts["iommu"]["acpi_tables_listed"]) == (
+        (tables or (None,))[0], True)
+    assert iommu_vendor(facts) == ("amd" if tables == ("IVRS",) else "intel")
+    assert facts["verdicts"]["vfio_ready_reasons"][0] == "IOMMU is off: " + fix
 
 
 def test_empty_root_reports_nothing_and_warns(tmp_path: Path) -> None:

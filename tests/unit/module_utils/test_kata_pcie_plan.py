@@ -227,7 +227,8 @@ def test_iommu_off_is_an_error_that_names_the_fix(tmp_path: Path) -> None:
         function.iommu_group = None
     plan = plan_pcie(topology_of(tmp_path, functions), ["0000:01:00.0"], "flatten")
     assert plan["errors"] == ["0000:01:00.0 has no IOMMU group: the IOMMU is off, so nothing can be passed through; "
-                              "enable it (role kernel_args: intel_iommu=on or amd_iommu=on) and reboot"]
+                              "enable it (role kernel_args: intel_iommu=on for VT-d, amd_iommu=off gone for AMD-Vi) "
+                              "and reboot"]
 
 
 # ---------------------------------------------------------------------------

@@ -74,6 +74,9 @@ def test_real_root(run_module) -> None:
     assert result["gpu_drivers"]["nvidia"] is os.path.isdir("/sys/module/nvidia")
     groups = os.listdir("/sys/kernel/iommu_groups") if os.path.isdir("/sys/kernel/iommu_groups") else []
     assert result["iommu"]["group_count"] == len(groups)
+    tables = os.listdir("/sys/firmware/acpi/tables") if os.path.isdir("/sys/firmware/acpi/tables") else []
+    assert result["iommu"]["acpi_tables_listed"] is bool(tables)
+    assert result["iommu"]["acpi_table"] == ("DMAR" if "DMAR" in tables else "IVRS" if "IVRS" in tables else None)
     for name in ("vfio", "snp", "tdx"):
         verdict = result["verdicts"]
         assert verdict[name + "_ready"] is (verdict[name + "_ready_reasons"] == [])

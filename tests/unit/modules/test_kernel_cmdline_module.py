@@ -28,10 +28,11 @@ LAB_PROC = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=tt
 CPUINFO = "processor\t: 0\nvendor_id\t: %s\ncpu family\t: 25\nmodel name\t: test CPU\nflags\t\t: fpu\n\n"
 
 
-def lab_vm(root: Path, vendor: str = "GenuineIntel") -> Path:
+def lab_vm(root: Path, vendor: str = "GenuineIntel", acpi_tables: tuple = (), grub: str = LAB_GRUB) -> Path:
     """The lab VM as the boot configuration sees it: Debian 12, GRUB, the lab's GRUB_CMDLINE_LINUX."""
-    files = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "etc/default/grub": LAB_GRUB, "proc/cmdline": LAB_PROC,
+    files = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "etc/default/grub": grub, "proc/cmdline": LAB_PROC,
              "proc/cpuinfo": CPUINFO % vendor, "boot/grub/grub.cfg": "# installed\n"}
+    files.update({"sys/firmware/acpi/tables/" + name: "" for name in ("APIC", "FACP") + tuple(acpi_tables)})
     for path, content in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(content)
@@ -197,9 +198,27 @@ def test_kernel_args_composes_vendor_options_and_contributions(tmp_path: Path, b
         "hugepages_kernel_args": ["hugepagesz=1G", "hugepages=4"], "pcie_acs_kernel_args_absent": ["intel_iommu"],
         "kernel_args_extra": ["vfio-pci.disable_idle_d3=1"]}))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert dropin_linux(root) == ("console=ttyS0,115200n8 iommu=pt amd_iommu=on modprobe.blacklist=nouveau,nvidia "
+    assert dropin_linux(root) == ("console=ttyS0,115200n8 iommu=pt modprobe.blacklist=nouveau,nvidia "
                                   "vfio-pci.ids=10de:2330,10de:22a3 hugepagesz=1G hugepages=4 "
                                   "vfio-pci.disable_idle_d3=1")
+
+
+@pytest.mark.parametrize("vendor, tables, grub_iommu, expected", [
+    # AMD-Vi: Linux has it on by default, so only what switches it off goes (amd_iommu=on is no option of it)
+    ("AuthenticAMD", ("IVRS",), "amd_iommu=off iommu=off", "console=ttyS0,115200n8 iommu=pt"),
+    # the lab VM: QEMU's TCG CPU reports AMD beside an emulated Intel VT-d, whose DMAR table decides
+    ("AuthenticAMD", ("DMAR",), "intel_iommu=off", "console=ttyS0,115200n8 intel_iommu=on iommu=pt"),
+    ("GenuineIntel", ("DMAR",), "iommu=off", "console=ttyS0,115200n8 intel_iommu=on iommu=pt"),
+    # no IOMMU table (firmware with it off, or no ACPI): the CPU vendor decides
+    ("GenuineIntel", (), "", "console=ttyS0,115200n8 intel_iommu=on iommu=pt"),
+])
+def test_kernel_args_turns_on_the_iommu_the_firmware_describes(tmp_path: Path, bin_dir: Path, vendor: str,
+                                                               tables: tuple, grub_iommu: str, expected: str) -> None:
+    grub = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="console=ttyS0,115200n8 %s"\n' % grub_iommu
+    root = lab_vm(tmp_path / "root", vendor=vendor, acpi_tables=tables, grub=grub)
+    proc = prepare(root, bin_dir, "-e", json.dumps({"kernel_args_blacklist_nouveau": False}))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dropin_linux(root) == expected
 
 
 def test_kernel_args_refuses_tdx_on_amd(tmp_path: Path, bin_dir: Path) -> None:

@@ -119,6 +119,10 @@ def test_iommu_is_intel_dmar_and_vfio_ready(cc: dict, host: Host, sysfs_groups: 
     assert "IR-PCI-MSI" in host.file("/proc/interrupts").content_string
     assert iommu["cmdline_passthrough"] is True
     assert iommu["vfio_pci_available"] is True
+    # QEMU's intel-iommu device comes with the DMAR table that describes it (and the TCG CPU reports AMD)
+    tables = host.check_output("ls /sys/firmware/acpi/tables").split()
+    assert "DMAR" in tables and "IVRS" not in tables, tables
+    assert (iommu["acpi_table"], iommu["acpi_tables_listed"]) == ("DMAR", True)
     assert cc["verdicts"]["vfio_ready"] is True, cc["verdicts"]["vfio_ready_reasons"]
     assert cc["verdicts"]["vfio_ready_reasons"] == []
 
