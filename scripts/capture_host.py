@@ -15,8 +15,9 @@ Writes one archive holding
   CAPTURE.json  what was captured, when, and what was left out.
 
 Run it as root: unprivileged readers see only the first 64 bytes of a
-function's config space.  Device nodes under /dev are recorded as empty
-regular files (their presence is what the modules read).  Standard library
+function's config space.  Device nodes under /dev and the firmware's ACPI
+tables are recorded as empty regular files (their presence is what the
+modules read).  Standard library
 only, Python >= 3.8, so it runs on any target host.
 """
 
@@ -200,6 +201,15 @@ def capture_system(capture: Capture) -> None:
     capture_filtered("/lib/modules/%s/modules.dep" % release, "vfio", capture)
 
 
+def capture_acpi_table_names(capture: Capture) -> None:
+    """The names of the firmware's ACPI tables as empty files: cc_host_info asks only which exist (DMAR, IVRS)."""
+    tables = "/sys/firmware/acpi/tables"
+    if os.path.isdir(tables):
+        for name in sorted(os.listdir(tables)):
+            if os.path.isfile(os.path.join(tables, name)):
+                capture.add_bytes("root" + os.path.join(tables, name), b"")
+
+
 def capture_filtered(host_path: str, needle: str, capture: Capture) -> None:
     """Only the lines naming ``needle`` of a large file (modules.dep runs to megabytes)."""
     try:
@@ -255,6 +265,7 @@ def write_capture(output: str, name: str, commands: Iterable[str]) -> Dict[str, 
         capture_pci_drivers(capture)
         capture_iommu(capture)
         capture_system(capture)
+        capture_acpi_table_names(capture)
         capture_dev(capture)
         status = capture_commands(capture, {key: COMMANDS[key] for key in commands})
         summary: Dict[str, object] = {

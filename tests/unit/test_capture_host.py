@@ -1,0 +1,41 @@
+"""scripts/capture_host.py on this machine: its capture must replay through the info modules as the machine does."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "tests" / "unit" / "modules"))
+import capture_host  # noqa: E402
+from test_captured_hosts import extract  # noqa: E402
+
+# What a capture holds in full; hugepages and numa move with free memory between two reads.
+REPLAYED_KEYS = ("cpu", "kernel", "iommu", "sev", "tdx", "kvm", "gpu_drivers", "verdicts")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="capture-host reads config space past 64 bytes only as root")
+def test_this_machine_replays_like_itself(tmp_path: Path, run_module) -> None:
+    archive = tmp_path / "capture.tar.xz"
+    capture_host.write_capture(str(archive), "this-machine", commands=[])
+    root = extract(archive, tmp_path / "capture") / "root"
+
+    live = run_module("cc_host_info", {"root": "/"})
+    replay = run_module("cc_host_info", {"root": str(root)})
+
+    assert replay["rc"] == 0, replay
+    for key in REPLAYED_KEYS:
+        assert replay[key] == live[key], key
+    live_tables = Path("/sys/firmware/acpi/tables")
+    table_files = sorted(path.name for path in live_tables.iterdir() if path.is_file()) if live_tables.is_dir() else []
+    captured_tables = root / "sys/firmware/acpi/tables"
+    assert (sorted(os.listdir(captured_tables)) if captured_tables.is_dir() else []) == table_files
+
+    live_pci = run_module("pci_topology_info", {"root": "/"})
+    replay_pci = run_module("pci_topology_info", {"root": str(root)})
+    assert replay_pci["devices"] == live_pci["devices"]
+    assert replay_pci["iommu_groups"] == live_pci["iommu_groups"]
