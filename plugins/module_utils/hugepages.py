@@ -38,6 +38,11 @@ UNIT_WANTS_LINK = "/etc/systemd/system/sysinit.target.wants/" + UNIT_NAME
 CONFIG_PATH = "/etc/confidential-gpu/hugepages.conf"
 SCRIPT_PATH = "/usr/local/sbin/confidential-gpu-hugepages"
 
+# hugepages= takes per-node counts (hugepages=0:2,1:2) from Linux 5.16 on (commit b5389086ad7b, "hugetlbfs:
+# extend the definition of hugepages parameter to support node allocation"); before, the kernel reads only the
+# leading number.
+NODE_FORMAT_SINCE = (5, 16)
+
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNIT_KB = {"k": 1, "m": MIB_KB, "g": GIB_KB, "t": 1 << 30}
 
@@ -364,12 +369,40 @@ def shortfall_message(items: Sequence[Dict[str, Any]], boot_args: Sequence[str])
 # Persistence (pure renderers, then files)
 # --------------------------------------------------------------------------
 
-def boot_kernel_args(requests: Sequence[PoolRequest], sizes_kb: Iterable[int]) -> List[str]:
+def kernel_version(release: Optional[str]) -> Optional[Tuple[int, int]]:
+    """(major, minor) of a kernel release such as ``5.15.0-91-generic``; None when it does not start so."""
+    match = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _system_wide_count(pools: Sequence[PoolRequest], memory_nodes: Sequence[int], release: str) -> int:
+    """The ``hugepages=N`` that gives ``pools`` (per node) on a kernel without the node format: the kernel spreads
+    N evenly over the nodes with memory, so only the same count on each of them can be said that way."""
+    counts = {r.node: r.count for r in pools}
+    if sorted(counts) == sorted(memory_nodes) and len(set(counts.values())) == 1:
+        return sum(counts.values())
+    label = size_label(pools[0].size_kb)
+    asked = ",".join("%d:%d" % (node, count) for node, count in sorted(counts.items()))
+    raise HugepagesError(
+        "kernel %s predates the per-node form of hugepages= (Linux 5.16), so hugepagesz=%s hugepages=%s would reserve "
+        "no %s pages at boot: ask the same count on every NUMA node with memory (%s), which the kernel's even split "
+        "of hugepages=N gives, boot Linux 5.16 or newer, or leave %s out of kernel_args_sizes (the boot unit then "
+        "allocates the pages after boot, when memory may be too fragmented for them)"
+        % (release, label, asked, label, ", ".join(str(node) for node in memory_nodes), label))
+
+
+def boot_kernel_args(requests: Sequence[PoolRequest], sizes_kb: Iterable[int], release: Optional[str] = None,
+                     memory_nodes: Sequence[int] = ()) -> List[str]:
     """``hugepagesz=1G hugepages=N`` (system-wide) or ``hugepages=0:N,1:M`` (per node) for the boot sizes.
 
-    The node format of ``hugepages=`` is the kernel's (Documentation/admin-guide/mm/hugetlbpage.rst, Linux
-    5.16 and newer).  Pools of zero pages are left out, and so is a size with no pages at all.
+    The node format of ``hugepages=`` is the kernel's (Documentation/admin-guide/mm/hugetlbpage.rst) from Linux
+    5.16 on (``NODE_FORMAT_SINCE``); an older ``release`` reads ``0:2,1:2`` as 0 pages, so there per-node pools
+    are written system-wide when the kernel's even split over ``memory_nodes`` gives them, and refused
+    otherwise.  An unknown release is taken as new.  Pools of zero pages are left out, and so is a size with
+    no pages at all.
     """
+    version = kernel_version(release)
+    node_format = version is None or version >= NODE_FORMAT_SINCE
     wanted = set(sizes_kb)
     args: List[str] = []
     for size_kb in sorted({r.size_kb for r in requests if r.size_kb in wanted}, reverse=True):
@@ -378,8 +411,10 @@ def boot_kernel_args(requests: Sequence[PoolRequest], sizes_kb: Iterable[int]) -
             continue
         if pools[0].node is None:
             count = str(pools[0].count)
-        else:
+        elif node_format:
             count = ",".join("%d:%d" % (r.node, r.count) for r in sorted(pools, key=lambda r: r.node or 0))
+        else:
+            count = str(_system_wide_count(pools, memory_nodes, release or ""))
         args += ["hugepagesz=" + size_label(size_kb), "hugepages=" + count]
     return args
 
@@ -555,7 +590,9 @@ def manage(host: HostRoot, options: Options, check_mode: bool) -> Dict[str, Any]
     check_host(host, requests, state)
     memory = memory_budget(requests, state, options.reserve_mb, options.reserve_percent)
     plans = plan(requests, state)
-    kernel_args = boot_kernel_args(requests, boot_sizes) if options.persist else []
+    release = (host.read_text("/proc/sys/kernel/osrelease") or "").strip() or None
+    memory_nodes = [node for node, mem_kb in sorted(state.node_mem_kb.items()) if mem_kb != 0]
+    kernel_args = boot_kernel_args(requests, boot_sizes, release, memory_nodes) if options.persist else []
     files = persistent_files(host, requests, options.persist)
     if not check_mode:
         for change in files:

@@ -106,7 +106,9 @@ attributes:
     description: Linux hosts with sysfs and systemd, or a tree given as O(root).
 notes:
   - "Boot arguments use the kernel's node format for per-node pools (C(hugepagesz=1G hugepages=0:2,1:2)), which
-    Linux documents in C(Documentation/admin-guide/mm/hugetlbpage.rst) since 5.16; older kernels ignore it."
+    Linux has from 5.16 on (C(Documentation/admin-guide/mm/hugetlbpage.rst)). An older running kernel reads it
+    as 0 pages, so there the module writes C(hugepages=N) (the kernel splits it evenly over the nodes with
+    memory) when every such node asks the same count, and fails before any change otherwise."
   - The boot-time unit exits with status 1, and logs the pool to the journal, when the kernel gives fewer pages
     than the pool list asks for.
   - The lab and fake trees have no kernel behind them, so what is written there reads back unchanged.

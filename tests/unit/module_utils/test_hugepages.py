@@ -304,6 +304,39 @@ def test_boot_kernel_args_system_wide_per_node_and_zero() -> None:
     assert boot_kernel_args(per_node, []) == []
 
 
+@pytest.mark.parametrize("release, counts, expected", [
+    ("6.1.0-28-amd64", {0: 2, 1: 2}, "0:2,1:2"),
+    (None, {0: 2, 1: 3}, "0:2,1:3"),                  # release unknown: taken as new
+    ("5.16.0", {0: 2, 1: 3}, "0:2,1:3"),
+    ("5.15.0-91-generic", {0: 2, 1: 2}, "4"),         # before 5.16: the kernel's even split gives the same
+    ("4.18.0-553.el8_10.x86_64", {0: 1, 1: 1}, "2"),
+])
+def test_boot_kernel_args_per_node_by_kernel_release(release, counts, expected: str) -> None:
+    requests = build_requests([{"size": "1G", "count": count, "node": node} for node, count in counts.items()])
+    assert boot_kernel_args(requests, [SIZE_1G], release, [0, 1]) == ["hugepagesz=1G", "hugepages=" + expected]
+
+
+@pytest.mark.parametrize("counts", [{0: 2, 1: 3}, {1: 4}, {0: 0, 1: 4}])
+def test_boot_kernel_args_refuses_what_an_old_kernel_cannot_reserve(counts) -> None:
+    requests = build_requests([{"size": "1G", "count": count, "node": node} for node, count in counts.items()])
+    with pytest.raises(HugepagesError, match=r"^kernel 5\.15\.0-91-generic predates the per-node form of "
+                       r"hugepages= \(Linux 5\.16\), so hugepagesz=1G hugepages=.* would reserve no 1G pages at "
+                       r"boot: ask the same count on every NUMA node with memory \(0, 1\)"):
+        boot_kernel_args(requests, [SIZE_1G], "5.15.0-91-generic", [0, 1])
+
+
+def test_manage_on_an_old_kernel_refuses_uneven_boot_pools_before_any_change(tree: HugepagesTree) -> None:
+    tree.write("proc/sys/kernel/osrelease", "5.15.0-91-generic\n")
+    before = tree.snapshot()
+    uneven = [{"size": "1G", "count": 1, "node": 0}, {"size": "1G", "count": 2, "node": 1}]
+    with pytest.raises(HugepagesError, match="predates the per-node form"):
+        manage(HostRoot(str(tree.root)), options(uneven), check_mode=False)
+    assert tree.snapshot() == before
+    even = [{"size": "1G", "count": 1, "node": 0}, {"size": "1G", "count": 1, "node": 1}]
+    result = manage(HostRoot(str(tree.root)), options(even), check_mode=True)
+    assert result["kernel_args"] == ["hugepagesz=1G", "hugepages=2"]
+
+
 def test_render_config_and_unit() -> None:
     config = render_config(build_requests([{"size": "2M", "count": 5, "node": 1}, {"size": "1G", "count": 2},
                                            {"size": "2M", "count": 7, "node": 0}]))
