@@ -51,11 +51,14 @@ def fresh_host(root: Path, port_has_acs: bool = True, acs_control: int = 0, iomm
 
 
 def test_fresh_host_waits_for_the_reboot_instead_of_failing(tmp_path: Path, bin_dir: Path) -> None:
-    root = fresh_host(tmp_path / "root")
-    proc = prepare(root, bin_dir, "-e", "kata_version=3.27.0")
+    root = fresh_host(tmp_path / "root", gpu_driver="nvidia")
+    proc = prepare(root, bin_dir, "-e", "kata_version=3.27.0", "-e", "gpu_cc_mode_cc=on")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert re.search(r"TASK \[Install and configure Kata Containers\][^\n]*\nskipping: \[localhost\]", out)
+    assert re.search(r"TASK \[Set the GPUs' CC and PPCIe modes\][^\n]*\nskipping: \[localhost\]", out), \
+        "gpu_cc_mode waits too: it would refuse a GPU on the nvidia driver, which vfio has not taken yet"
+    assert "the GPUs' CC modes (role gpu_cc_mode, which acts on GPUs off the nvidia driver)" in out
     assert dropin_linux(root) == "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
     assert "1 ACS violation(s) end at the next boot (the IOMMU is off now)" in out
     assert "%s (root_port 8086:0be2) above %s: ACS source_validation" % (PORT, GPU) in out
@@ -66,7 +69,7 @@ def test_fresh_host_waits_for_the_reboot_instead_of_failing(tmp_path: Path, bin_
                      r"skipping: \[localhost\]", out), "vfio waits"
     gpu_dir = (root / "sys/bus/pci/devices" / GPU).resolve()
     assert not (gpu_dir / "driver_override").exists(), "nothing was bound"
-    assert (gpu_dir / "driver").resolve().name == "nouveau"
+    assert (gpu_dir / "driver").resolve().name == "nvidia"
 
     again = prepare(root, bin_dir)
     assert again.returncode == 0 and recap_changed(again) == 0, again.stdout
