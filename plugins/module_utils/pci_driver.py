@@ -15,7 +15,9 @@ Three steps, the way the collection's design card splits them:
   ``allow_host_critical``, gives each function an action and computes the
   persistent files' new content.  Check mode returns it as it is;
 - **apply** (:func:`manage`): files first (driverctl-compatible overrides, a
-  udev rule and its helper, optionally a modprobe.d file and the initramfs),
+  udev rule and its helper, optionally a modprobe.d file, the initramfs
+  generator's drop-in that puts the driver into the initramfs, and the
+  initramfs update),
   then the runtime moves of :mod:`pci_bind`.  A refusal raises before anything
   is written.
 
@@ -62,8 +64,19 @@ DRIVERCTL_DIR = "/etc/driverctl.d"
 UDEV_RULES = "/etc/udev/rules.d/70-confidential-gpu-vfio.rules"
 HELPER = "/usr/local/libexec/confidential-gpu/pci-override"
 MODPROBE_CONF = "/etc/modprobe.d/confidential-gpu-vfio.conf"
+# Drop-ins that put the early-binding driver into the initramfs, by initramfs generator (its configuration
+# directory tells whether the host has it): an initramfs-tools hook, a dracut configuration file.
+INITRAMFS_TOOLS_DIR = "/etc/initramfs-tools"
+INITRAMFS_TOOLS_HOOK = INITRAMFS_TOOLS_DIR + "/hooks/confidential-gpu-vfio"
+DRACUT_CONF_DIR = "/etc/dracut.conf.d"
+DRACUT_CONF = DRACUT_CONF_DIR + "/confidential-gpu-vfio.conf"
+# Files the initramfs carries a copy of: a change to one of them is followed by the initramfs update.
+INITRAMFS_INPUTS = (MODPROBE_CONF, INITRAMFS_TOOLS_HOOK, DRACUT_CONF)
 # Drivers with an ``ids=`` module option that claims devices by vendor:device when the module loads.
 EARLY_BINDING_DRIVERS = ("vfio-pci", "pci-stub")
+# Kernel modules each of them needs in the initramfs, as modprobe names them (vfio_pci pulls vfio, vfio_pci_core
+# and irqbypass in as dependencies; vfio_iommu_type1 is only a soft dependency of vfio, so it is named).
+INITRAMFS_MODULES = {"vfio-pci": ("vfio_pci", "vfio_iommu_type1"), "pci-stub": ("pci_stub",)}
 # Drivers VFIO accepts on a bridge in a group it opens (driver_managed_dma), or no driver at all.
 GROUP_SAFE_BRIDGE_DRIVERS = ("pcieport", "pci-stub", "vfio-pci")
 BRIDGE_CLASSES = ("0604", "0607", "0609")
@@ -116,6 +129,29 @@ RULES_HEADER = (
 )
 
 
+INITRAMFS_TOOLS_HOOK_SCRIPT = r"""#!/bin/sh
+# %(marker)s.
+# Puts %%(driver)s into the initramfs. mkinitramfs copies %(modprobe)s
+# in too, so a GPU driver that loads from the initramfs pulls %%(driver)s in first
+# (softdep) and %%(driver)s claims the devices by ID (ids=) before that driver can.
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case "$1" in
+prereqs) prereqs; exit 0 ;;
+esac
+. /usr/share/initramfs-tools/hook-functions
+manual_add_modules %%(modules)s
+""" % {"marker": MARKER, "modprobe": MODPROBE_CONF}
+
+DRACUT_CONF_TEXT = """# %(marker)s.
+# Puts %%(driver)s into the initramfs and loads it there before udev starts (rd.driver.pre), with the
+# ids= and softdep lines of %(modprobe)s (dracut copies /etc/modprobe.d in when it builds
+# host-only images, its default on EL and Fedora), so that a GPU driver that loads from the initramfs
+# does not take the devices first.
+force_drivers+=" %%(modules)s "
+""" % {"marker": MARKER, "modprobe": MODPROBE_CONF}
+
+
 class PciDriverError(Exception):
     """Bad input or a failure; the message names the device, file or value and the fix."""
 
@@ -159,6 +195,7 @@ class Facts(NamedTuple):
     files: Dict[str, Optional[str]]
     modules: Dict[str, Optional[str]]
     os_ids: Set[str]
+    initramfs_generators: Tuple[str, ...]
 
 
 # --------------------------------------------------------------------------
@@ -269,7 +306,23 @@ def render_modprobe_conf(driver: str, ids: Iterable[str], softdeps: Iterable[str
 
 
 def persistent_paths(addresses: Iterable[str]) -> List[str]:
-    return [UDEV_RULES, HELPER, MODPROBE_CONF] + [driverctl_path(address) for address in sorted(set(addresses))]
+    return [UDEV_RULES, HELPER] + list(INITRAMFS_INPUTS) + [driverctl_path(address)
+                                                            for address in sorted(set(addresses))]
+
+
+def initramfs_generators(host: HostRoot) -> Tuple[str, ...]:
+    """The initramfs generators whose configuration directory the host has: initramfs-tools, dracut."""
+    found = [name for name, directory in (("initramfs-tools", INITRAMFS_TOOLS_DIR), ("dracut", DRACUT_CONF_DIR))
+             if os.path.isdir(host.path(directory))]
+    return tuple(found)
+
+
+def render_initramfs_dropin(generator: str, driver: str) -> str:
+    """Our drop-in for ``generator`` that puts ``driver``'s modules into the initramfs."""
+    values = {"driver": driver, "modules": " ".join(INITRAMFS_MODULES[driver])}
+    if generator == "initramfs-tools":
+        return INITRAMFS_TOOLS_HOOK_SCRIPT % values
+    return DRACUT_CONF_TEXT % values
 
 
 # --------------------------------------------------------------------------
@@ -286,7 +339,7 @@ def gather_facts(host: HostRoot, intent: Intent) -> Facts:
     files = {path: read_file(host, path) for path in persistent_paths(addresses)}
     drivers = {dev["driver"] for dev in devices if dev["driver"]}
     modules = {driver: pci_bind.driver_module(host, driver) for driver in sorted(drivers)}
-    return Facts(topology, critical, overrides, files, modules, os_release_ids(host))
+    return Facts(topology, critical, overrides, files, modules, os_release_ids(host), initramfs_generators(host))
 
 
 # --------------------------------------------------------------------------
@@ -534,6 +587,25 @@ def early_binding_content(facts: Facts, intent: Intent, targets: Sequence[Dict[s
     return render_modprobe_conf(intent.driver, wanted, modules)
 
 
+def initramfs_dropins(facts: Facts, intent: Intent, early: bool,
+                      warnings: List[str]) -> Dict[str, Tuple[Optional[str], int]]:
+    """Our initramfs drop-ins: present while the modprobe.d file binds devices early, else removed."""
+    paths = {"initramfs-tools": (INITRAMFS_TOOLS_HOOK, 0o755), "dracut": (DRACUT_CONF, 0o644)}
+    if early and not facts.initramfs_generators and intent.state == "present":
+        warnings.append("early binding: the host has neither %s nor %s, so %s is not put into the initramfs; a "
+                        "driver that loads from the initramfs takes the devices first there (add %s to your "
+                        "initramfs generator's modules, then rebuild it)"
+                        % (INITRAMFS_TOOLS_DIR, DRACUT_CONF_DIR, intent.driver,
+                           " ".join(INITRAMFS_MODULES[intent.driver])))
+    wanted: Dict[str, Tuple[Optional[str], int]] = {}
+    for generator, (path, mode) in paths.items():
+        if early and generator in facts.initramfs_generators:
+            wanted[path] = (render_initramfs_dropin(generator, intent.driver), mode)
+        elif facts.files.get(path) is not None:
+            wanted[path] = (None, mode)
+    return wanted
+
+
 def file_changes(facts: Facts, intent: Intent, actions: Sequence[Dict[str, Any]],
                  warnings: List[str], targets: Sequence[Dict[str, Any]]) -> List[FileChange]:
     """The persistent files whose content this run changes (None after: removed)."""
@@ -559,7 +631,9 @@ def file_changes(facts: Facts, intent: Intent, actions: Sequence[Dict[str, Any]]
     wanted[UDEV_RULES] = (rules_text, 0o644)
     wanted[HELPER] = (HELPER_SCRIPT if rules_text else None, 0o755)
     if intent.early_binding or intent.state == "absent":
-        wanted[MODPROBE_CONF] = (early_binding_content(facts, intent, targets, warnings), 0o644)
+        modprobe = early_binding_content(facts, intent, targets, warnings)
+        wanted[MODPROBE_CONF] = (modprobe, 0o644)
+        wanted.update(initramfs_dropins(facts, intent, modprobe is not None, warnings))
     return [FileChange(path, files.get(path), after, mode) for path, (after, mode) in sorted(wanted.items())
             if files.get(path) != after]
 
@@ -624,27 +698,33 @@ def run_initramfs(argv: List[str], host: HostRoot) -> None:
         raise PciDriverError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, output))
 
 
+def initramfs_changes(changes: Sequence[FileChange]) -> List[FileChange]:
+    """The changes to files the initramfs carries (modprobe.d file, generator drop-ins)."""
+    return [change for change in changes if change.host_path in INITRAMFS_INPUTS]
+
+
 def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Optional[List[str]],
                 check_mode: bool, result: Dict[str, Any]) -> None:
-    """Write the files; update the initramfs when the modprobe.d file changed (rolled back if that fails)."""
-    modprobe_change = next((change for change in changes if change.host_path == MODPROBE_CONF), None)
-    if modprobe_change is not None and initramfs is not None:
+    """Write the files; update the initramfs when a file it carries changed (those rolled back if that fails)."""
+    carried = initramfs_changes(changes)
+    if carried and initramfs is not None:
         result["commands"].append(initramfs)
     if check_mode:
         return
     for change in changes:
         write_file(host, change)
-    if modprobe_change is None:
+    if not carried:
         return
     if initramfs is None:
         if host.root == "/":
             host.warn("%s changed but no initramfs_command is set: the initramfs keeps the old copy"
-                      % MODPROBE_CONF)
+                      % ", ".join(change.host_path for change in carried))
         return
     try:
         run_initramfs(initramfs, host)
     except PciDriverError:
-        write_file(host, FileChange(MODPROBE_CONF, None, modprobe_change.before, 0o644))
+        for change in carried:
+            write_file(host, FileChange(change.host_path, None, change.before, change.mode))
         raise
     result["initramfs_updated"] = True
 
@@ -712,7 +792,7 @@ def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30
                               "vfio_nodes": [], "initramfs_updated": False, "refused": [],
                               "diff": [file_diff(change) for change in changes]}
     initramfs = None
-    if any(change.host_path == MODPROBE_CONF for change in changes):
+    if initramfs_changes(changes):
         if host.root != "/" and initramfs_setting == "auto":
             host.warn("root is %s: the initramfs is not updated (give initramfs_command to run one)" % host.root)
         else:

@@ -27,7 +27,11 @@ description:
     SR-IOV VFs created at boot): it applies that file the same way, with or without driverctl installed."
   - "Optional early binding (O(early_binding)): C(/etc/modprobe.d/confidential-gpu-vfio.conf) with
     C(options vfio-pci ids=...) and C(softdep <driver> pre: vfio-pci) for the drivers the devices had (and
-    C(nvidia), C(nouveau) for NVIDIA GPUs), then O(initramfs_command), only when that file changed."
+    C(nvidia), C(nouveau) for NVIDIA GPUs); a drop-in that puts the driver's modules into the initramfs,
+    for each generator the host has (C(/etc/initramfs-tools/hooks/confidential-gpu-vfio), a hook that runs
+    C(manual_add_modules vfio_pci vfio_iommu_type1); C(/etc/dracut.conf.d/confidential-gpu-vfio.conf) with
+    C(force_drivers+=)), so that the copy of the modprobe.d file in the initramfs works there too; then
+    O(initramfs_command), only when one of these files changed."
   - "Safety, checked before anything is written: a group that is not viable is refused, with each member, its
     driver and why (an ISA/LPC or host bridge in the group, a bridge on a driver VFIO does not accept); so is a
     host-critical function: the controller of the disk holding C(/), C(/boot) or C(/boot/efi), the NIC of a
@@ -35,8 +39,8 @@ description:
     framebuffers, the boot VGA device under a firmware framebuffer or vgacon), unless O(allow_host_critical)
     names its address. A refusal fails the task and changes nothing; RV(refused) lists why."
   - O(state=absent) removes the overrides (this module's files naming O(driver), the udev rule lines, the IDs in
-    the modprobe.d file), clears C(driver_override) and unbinds the functions from O(driver), then probes so that
-    their default driver takes them again.
+    the modprobe.d file and, with the last ID, the initramfs drop-ins), clears C(driver_override) and unbinds the
+    functions from O(driver), then probes so that their default driver takes them again.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
 options:
@@ -105,16 +109,21 @@ options:
       - C(ids=) is per vendor:device, not per address, and would claim every device with that ID. An ID that an
         unselected function on the host also has is left out, with a warning; the udev rule still binds the
         selected function at boot.
-      - With C(false) an existing file is left as it is (O(state=absent) still takes the released devices' IDs
+      - The modprobe.d file works in the initramfs only if the driver is in it too, so the module also writes the
+        initramfs drop-in for each generator whose configuration directory exists (C(/etc/initramfs-tools),
+        C(/etc/dracut.conf.d)), and warns when there is neither. Without the driver there, a GPU driver loaded
+        from the initramfs takes the device first.
+      - With C(false) existing files are left as they are (O(state=absent) still takes the released devices' IDs
         out).
     type: bool
     default: false
   initramfs_command:
     description:
-      - Command that rebuilds the initramfs after the modprobe.d file changed, so that the copy in it matches.
+      - Command that rebuilds the initramfs after the modprobe.d file or an initramfs drop-in changed, so that the
+        initramfs matches.
         C(auto) is C(update-initramfs -u) on Debian and Ubuntu and C(dracut -f) on EL and Fedora (from
         C(/etc/os-release)); an empty string runs nothing.
-      - If the command fails, the modprobe.d file is put back as it was, so that the next run tries again.
+      - If the command fails, those files are put back as they were, so that the next run tries again.
     type: str
     default: auto
   timeout:
@@ -277,7 +286,7 @@ vfio_nodes:
   elements: str
   sample: ["/dev/vfio/3", "/dev/vfio/devices/vfio0", "/dev/vfio/devices/vfio1"]
 initramfs_updated:
-  description: Whether O(initramfs_command) ran (the modprobe.d file changed).
+  description: Whether O(initramfs_command) ran (the modprobe.d file or an initramfs drop-in changed).
   returned: always
   type: bool
   sample: false

@@ -23,9 +23,11 @@ from conftest import REPO
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import (
+    DRACUT_CONF,
     HELPER,
     HELPER_ROOT_ENV,
     HELPER_SCRIPT,
+    INITRAMFS_TOOLS_HOOK,
     MODPROBE_CONF,
     UDEV_RULES,
     PciDriverError,
@@ -415,6 +417,80 @@ def test_absent_takes_ids_out_and_removes_the_last_files(tmp_path: Path) -> None
         "/etc/driverctl.d/pci-0000:02:00.0": None, "/etc/driverctl.d/pci-0000:02:00.1": None,
         MODPROBE_CONF: None, UDEV_RULES: None, HELPER: None}
     assert actions(gone) == {"0000:02:00.0": "release", "0000:02:00.1": "release"}
+
+
+def with_generators(root: Path, *directories: str) -> Path:
+    for directory in directories:
+        (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_early_binding_puts_the_driver_into_each_initramfs_the_host_builds(tmp_path: Path) -> None:
+    with_generators(lab_vm(tmp_path), "/etc/initramfs-tools", "/etc/dracut.conf.d")
+    plan = plan_for(tmp_path, addresses=["02:00.0"], early_binding=True)
+    changes = changes_of(plan)
+    hook = changes[INITRAMFS_TOOLS_HOOK]
+    assert hook.mode == 0o755, "mkinitramfs runs only executable hooks"
+    assert "\n. /usr/share/initramfs-tools/hook-functions\nmanual_add_modules vfio_pci vfio_iommu_type1\n" in hook.after
+    assert 'prereqs) prereqs; exit 0 ;;' in hook.after
+    assert changes[DRACUT_CONF].mode == 0o644
+    assert 'force_drivers+=" vfio_pci vfio_iommu_type1 "' in changes[DRACUT_CONF].after.splitlines()
+    assert not any("is not put into the initramfs" in warning for warning in plan["warnings"])
+
+
+def test_only_the_generator_the_host_has_gets_a_drop_in(tmp_path: Path) -> None:
+    with_generators(lab_vm(tmp_path), "/etc/dracut.conf.d")
+    changes = changes_of(plan_for(tmp_path, addresses=["02:00.0"], early_binding=True, driver="pci-stub"))
+    assert INITRAMFS_TOOLS_HOOK not in changes
+    assert 'force_drivers+=" pci_stub "' in changes[DRACUT_CONF].after
+
+
+def test_a_host_without_a_known_initramfs_generator_is_warned(tmp_path: Path) -> None:
+    lab_vm(tmp_path)
+    plan = plan_for(tmp_path, addresses=["02:00.0"], early_binding=True)
+    assert INITRAMFS_TOOLS_HOOK not in changes_of(plan) and DRACUT_CONF not in changes_of(plan)
+    assert ("early binding: the host has neither /etc/initramfs-tools nor /etc/dracut.conf.d, so vfio-pci is not put "
+            "into the initramfs" in "\n".join(plan["warnings"]))
+    assert "add vfio_pci vfio_iommu_type1 to your initramfs generator's modules" in "\n".join(plan["warnings"])
+
+
+def test_no_drop_in_without_an_id_to_bind_early(tmp_path: Path) -> None:
+    with_generators(lab_vm(tmp_path), "/etc/initramfs-tools")
+    plan = plan_for(tmp_path, addresses=["01:00.1"], early_binding=True)
+    assert MODPROBE_CONF not in changes_of(plan) and INITRAMFS_TOOLS_HOOK not in changes_of(plan), \
+        "the VF's ID is shared with its PF, so nothing binds early"
+
+
+def test_drop_ins_are_idempotent_and_go_with_the_last_id(tmp_path: Path) -> None:
+    with_generators(lab_vm(tmp_path, lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci")),
+                    "/etc/initramfs-tools", "/etc/dracut.conf.d")
+    for change in plan_for(tmp_path, addresses=["02:00.0"], early_binding=True)["file_changes"]:
+        write(tmp_path, change.host_path, change.after)
+    assert plan_for(tmp_path, addresses=["02:00.0"], early_binding=True)["file_changes"] == []
+    gone = changes_of(plan_for(tmp_path, addresses=["02:00.0"], state="absent"))
+    assert gone[MODPROBE_CONF].after is None
+    assert gone[INITRAMFS_TOOLS_HOOK].after is None and gone[DRACUT_CONF].after is None
+
+
+def test_initramfs_tools_hook_is_posix_sh_and_answers_prereqs(tmp_path: Path) -> None:
+    with_generators(lab_vm(tmp_path / "root"), "/etc/initramfs-tools")
+    hook = changes_of(plan_for(tmp_path / "root", addresses=["02:00.0"], early_binding=True))[INITRAMFS_TOOLS_HOOK]
+    assert subprocess.run(["sh", "-n"], input=hook.after, text=True, check=False).returncode == 0
+    script = tmp_path / "hook"
+    script.write_text(hook.after)
+    proc = subprocess.run(["sh", str(script), "prereqs"], capture_output=True, text=True, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "\n", ""), "run_scripts asks each hook for its prereqs"
+
+
+def test_dracut_drop_in_reads_as_dracut_reads_it(tmp_path: Path) -> None:
+    """dracut sources each conf file with bash and then runs instmods on the words of force_drivers."""
+    with_generators(lab_vm(tmp_path / "root"), "/etc/dracut.conf.d")
+    conf = tmp_path / "drop-in.conf"
+    conf.write_text(changes_of(plan_for(tmp_path / "root", addresses=["02:00.0"],
+                                        early_binding=True))[DRACUT_CONF].after)
+    script = 'force_drivers=" i915 "; . "$1"; printf "%s\\n" $force_drivers'
+    proc = subprocess.run(["bash", "-c", script, "-", str(conf)], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["i915", "vfio_pci", "vfio_iommu_type1"], "appends, keeps what other files set"
 
 
 def test_persist_false_touches_no_file(tmp_path: Path) -> None:

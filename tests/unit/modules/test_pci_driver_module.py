@@ -171,6 +171,17 @@ def test_a_failed_initramfs_update_puts_the_modprobe_file_back(run_module, tmp_p
     assert not (root / MODPROBE).exists(), "so that the next run updates the initramfs again"
 
 
+def test_a_failed_initramfs_update_takes_the_new_hook_back_too(run_module, tmp_path: Path) -> None:
+    root = bound_lab(tmp_path / "root")
+    (root / "etc/initramfs-tools/hooks").mkdir(parents=True)
+    hook = root / "etc/initramfs-tools/hooks/confidential-gpu-vfio"
+    result = run_module(MODULE, args(root, addresses=["02:00.0"], early_binding=True, initramfs_command="false"))
+    assert result["failed"] is True and not hook.exists() and not (root / MODPROBE).exists()
+    done = run_module(MODULE, args(root, addresses=["02:00.0"], early_binding=True, initramfs_command="true"))
+    assert done["initramfs_updated"] is True and hook.stat().st_mode & 0o777 == 0o755
+    assert "/etc/initramfs-tools/hooks/confidential-gpu-vfio" in done["files"]
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"addresses": ["zz"]}, "addresses: 'zz' is not a PCI address"),
     ({"addresses": ["02:00.0"], "timeout": 0}, "timeout must be more than 0 seconds"),

@@ -51,6 +51,21 @@ def test_hugepages_on_both_nodes(host: Host) -> None:
         assert host.file(path).content_string.strip() == "64", node
 
 
+INITRD = "/boot/initrd.img-$(uname -r)"
+OUR_MODPROBE = "etc/modprobe.d/confidential-gpu-vfio.conf"
+
+
+def test_initramfs_carries_vfio_pci_and_its_modprobe_file(host: Host) -> None:
+    """Early binding: the real update-initramfs ran the hook, so the initramfs holds what the softdep needs."""
+    listing = host.check_output("lsinitramfs %s" % INITRD).splitlines()
+    names = {os.path.basename(path) for path in listing}
+    assert {"vfio-pci.ko", "vfio_iommu_type1.ko", "vfio.ko"} <= names, sorted(n for n in names if "vfio" in n)
+    assert any(path.endswith(OUR_MODPROBE) for path in listing), "mkinitramfs copies /etc/modprobe.d in"
+    conf = host.check_output('d=$(mktemp -d) && unmkinitramfs %s "$d" && cat "$d"/main/%s "$d"/%s 2>/dev/null; '
+                             'rm -rf "$d"' % (INITRD, OUR_MODPROBE, OUR_MODPROBE))
+    assert "options vfio-pci ids=1234:1111,8086:293e" in conf.splitlines(), conf
+
+
 def test_host_devices_untouched(host: Host) -> None:
     assert driver(host, "0000:00:04.0") == "virtio-pci"
     assert driver(host, "0000:00:03.0") == "virtio-pci"
