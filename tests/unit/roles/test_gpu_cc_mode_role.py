@@ -8,16 +8,19 @@ so the tests check which tool commands ran, in which order, and the modes they l
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Tuple
 
+import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from gpu_cc_lab import STATE_ENV, calls, fake_host, read_state, write_state  # noqa: E402
+from loopback_http import Server  # noqa: E402
 from role_play import run_role  # noqa: E402
 
 REPORT = ("gpu_cc_mode_plan",)
@@ -191,7 +194,8 @@ def test_without_a_tool_and_a_wish_the_role_only_lists_the_devices(tmp_path: Pat
                       env=lab["env"])
 
     assert result.rc == 0, result.output
-    assert "gpu_cc_mode_tool is not set: 0000:03:00.0 found, modes not queried" in result.output
+    assert "Neither gpu_cc_mode_tool nor gpu_cc_mode_release_url is set: 0000:03:00.0 found, modes not queried" \
+        in result.output
     assert calls(lab["state_file"]) == []
 
 
@@ -218,3 +222,146 @@ def test_real_h200_capture_the_gpu_is_found_and_refused_while_nvidia_holds_it(tm
     assert "%s is bound to the nvidia driver, and nvidia_gpu_tools.py refuses GPUs the driver uses" % gpus[0] \
         in result.output
     assert calls(state_file) == []
+
+
+# --- a gpu-admin-tools release archive, served on loopback ---------------------------------------------------
+
+RELEASE_TOP = "gpu-admin-tools-2025.01.1"
+# As current releases do, the entry file loads its code from a package beside it.
+RELEASE_ENTRY = b"""#!/usr/bin/env python3
+import sys
+
+from gpu.standin import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o664) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def build_tool_release(path: Path, top: str = RELEASE_TOP, entry: str = "nvidia_gpu_tools.py") -> str:
+    """A release shaped like GitHub's archive of a gpu-admin-tools tag (group-writable members); its SHA-256."""
+    standin = (REPO / "tests" / "lib" / "standins" / "nvidia_gpu_tools.py").read_bytes()
+    with tarfile.open(path, "w:gz") as tar:
+        add_member(tar, "%s/%s" % (top, entry), RELEASE_ENTRY, 0o775)
+        add_member(tar, "%s/gpu/__init__.py" % top, b"")
+        add_member(tar, "%s/gpu/standin.py" % top, standin)
+        add_member(tar, "%s/README.md" % top, b"# NVIDIA GPU Admin Tools (test release)\n")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def tool_release(tmp_path: Path) -> Iterator[Tuple[Server, Dict[str, str]]]:
+    served = tmp_path / "served"
+    served.mkdir()
+    sha = build_tool_release(served / "2025.01.1.tar.gz")
+    server = Server(served)
+    try:
+        yield server, {"gpu_cc_mode_release_url": server.url("2025.01.1.tar.gz"), "gpu_cc_mode_release_sha256": sha,
+                       "gpu_cc_mode_release_dir": str(tmp_path / "opt" / "gpu-admin-tools")}
+    finally:
+        server.close()
+
+
+def without_tool(role_vars: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in role_vars.items() if not key.startswith("gpu_cc_mode_tool")}
+
+
+def release_lab(tmp_path: Path, bin_dir: Path, release: Dict[str, str], **modes: Any) -> Dict[str, Any]:
+    lab = setup(tmp_path, bin_dir, gpus=1, **modes)
+    return dict(lab, vars=dict(without_tool(lab["vars"]), **release))
+
+
+def test_a_release_is_installed_once_and_run_with_its_own_packages(
+        tmp_path: Path, bin_dir: Path, tool_release: Tuple[Server, Dict[str, str]]) -> None:
+    server, release = tool_release
+    lab = release_lab(tmp_path, bin_dir, release, cc="off", ppcie="off")
+    installed = Path(release["gpu_cc_mode_release_dir"]) / release["gpu_cc_mode_release_sha256"]
+
+    first = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=lab["env"])
+
+    assert first.rc == 0, first.output
+    assert sets(calls(lab["state_file"])) == [["0000:03:00.0", "--set-cc-mode=on", "--reset-after-cc-mode-switch"]]
+    assert sorted(str(p.relative_to(installed)) for p in installed.rglob("*") if p.is_file()) == [
+        "README.md", "gpu/__init__.py", "gpu/standin.py", "nvidia_gpu_tools.py"]
+    assert {oct(p.stat().st_mode & 0o777) for p in installed.rglob("*")} <= {"0o755", "0o644"}, \
+        "writable by the owner only"
+    assert [p.name for p in installed.parent.iterdir()] == [installed.name], "no staging or archive left behind"
+    assert server.requests == ["/2025.01.1.tar.gz"]
+
+    again = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=lab["env"],
+                     name="again")
+
+    assert again.rc == 0, again.output
+    assert again.recap["changed"] == 0 and server.requests == ["/2025.01.1.tar.gz"], "nothing downloaded again"
+    assert read_state(lab["state_file"])["devices"]["0000:03:00.0"]["cc"] == "on"
+
+
+def test_a_release_with_another_sha256_installs_and_runs_nothing(
+        tmp_path: Path, bin_dir: Path, tool_release: Tuple[Server, Dict[str, str]]) -> None:
+    _server, release = tool_release
+    wrong = hashlib.sha256(b"another archive").hexdigest()
+    lab = release_lab(tmp_path, bin_dir, dict(release, gpu_cc_mode_release_sha256="sha256:" + wrong.upper()))
+
+    result = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=lab["env"])
+
+    assert result.rc != 0
+    assert "gpu-admin-tools was not installed from %s, nothing was run" % release["gpu_cc_mode_release_url"] \
+        in result.output
+    assert "did not match %s" % wrong in result.output
+    assert "(gpu_cc_mode_release_sha256 must be the SHA-256 of 2025.01.1.tar.gz)" in result.output
+    assert calls(lab["state_file"]) == []
+    assert list(Path(release["gpu_cc_mode_release_dir"]).iterdir()) == [], "no file left behind"
+
+
+def test_an_archive_without_the_tool_installs_nothing(
+        tmp_path: Path, bin_dir: Path, tool_release: Tuple[Server, Dict[str, str]]) -> None:
+    server, release = tool_release
+    sha = build_tool_release(tmp_path / "served" / "other.tar.gz", entry="other_tool.py")
+    other = dict(release, gpu_cc_mode_release_url=server.url("other.tar.gz"), gpu_cc_mode_release_sha256=sha)
+    lab = release_lab(tmp_path, bin_dir, other)
+
+    result = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=lab["env"])
+
+    assert result.rc != 0
+    assert ("other.tar.gz has no nvidia_gpu_tools.py at its top or one directory down; it is not a gpu-admin-tools "
+            "release") in result.output
+    assert calls(lab["state_file"]) == []
+    assert list(Path(release["gpu_cc_mode_release_dir"]).iterdir()) == []
+
+
+def test_check_mode_says_what_it_would_install_and_downloads_nothing(
+        tmp_path: Path, bin_dir: Path, tool_release: Tuple[Server, Dict[str, str]]) -> None:
+    server, release = tool_release
+    lab = release_lab(tmp_path, bin_dir, release)
+
+    result = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, check=True,
+                      env=lab["env"])
+
+    assert result.rc == 0, result.output
+    assert "Would install gpu-admin-tools from %s into %s/%s; the modes are queried once it is installed" % (
+        release["gpu_cc_mode_release_url"], release["gpu_cc_mode_release_dir"],
+        release["gpu_cc_mode_release_sha256"]) in result.output
+    assert server.requests == [] and calls(lab["state_file"]) == []
+    assert not Path(release["gpu_cc_mode_release_dir"]).exists()
+
+
+def test_a_tool_and_a_release_together_are_refused(
+        tmp_path: Path, bin_dir: Path, tool_release: Tuple[Server, Dict[str, str]]) -> None:
+    server, release = tool_release
+    lab = setup(tmp_path, bin_dir, gpus=1)
+
+    both = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on", **release), REPORT,
+                    env=lab["env"], name="both")
+    short = run_role(tmp_path, "gpu_cc_mode", dict(without_tool(lab["vars"]), gpu_cc_mode_cc="on", **dict(
+        release, gpu_cc_mode_release_sha256="abc")), REPORT, env=lab["env"], name="short")
+
+    assert both.rc != 0 and short.rc != 0
+    assert ("gpu_cc_mode_tool and gpu_cc_mode_release_url are both set: give the path of an installed "
+            "nvidia_gpu_tools.py or a release to install, not both") in both.output
+    assert 'gpu_cc_mode_release_sha256 is "abc": give the SHA-256 of the archive at' in short.output
+    assert server.requests == [] and calls(lab["state_file"]) == []

@@ -13,7 +13,6 @@ set and the written TOML is checked with tomlkit.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -22,14 +21,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import pytest
 import tomlkit
 import yaml
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from loopback_http import Server  # noqa: E402
 
 VERSION = "3.32.0"
 SHIMS = ["qemu-nvidia-gpu-snp", "qemu-nvidia-gpu-tdx"]
@@ -66,36 +67,6 @@ def build_release(path: Path, fixtures: Path, version: str = VERSION) -> Dict[st
         for name, data in configs.items():
             add_file(tar, "./%s/%s" % (DEFAULTS, name), data)
     return configs
-
-
-class Server:
-    """http.server on 127.0.0.1 in a thread, counting the GET requests it answered."""
-
-    def __init__(self, directory: Path) -> None:
-        self.requests: List[str] = []
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, directory=str(directory), **kwargs)
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                outer.requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return "http://127.0.0.1:%d/%s" % (self.httpd.server_address[1], name)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
