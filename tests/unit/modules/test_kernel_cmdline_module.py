@@ -221,6 +221,30 @@ def test_kernel_args_turns_on_the_iommu_the_firmware_describes(tmp_path: Path, b
     assert dropin_linux(root) == expected
 
 
+READ_HOST_TASK = "TASK [confidential_gpu.host.kernel_args : Read the CPU vendor and the IOMMU's ACPI table]"
+
+
+def test_kernel_args_reads_the_host_itself_unless_given_its_facts(tmp_path: Path, bin_dir: Path) -> None:
+    """Alone, the role reads cc_host_info; prepare.yml hands it discovery's result instead (read once a run)."""
+    sys.path.insert(0, str(REPO / "tests" / "lib"))
+    from role_play import run_role  # pylint: disable=import-outside-toplevel
+
+    base = {"kernel_args_command_path": [str(bin_dir)], "kernel_args_blacklist_nouveau": False}
+    grub = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="console=ttyS0,115200n8"\n'
+    alone_root = lab_vm(tmp_path / "alone", vendor="GenuineIntel", acpi_tables=("DMAR",), grub=grub)
+    alone = run_role(tmp_path, "kernel_args", dict(base, kernel_args_root=str(alone_root)), name="alone")
+    given_root = lab_vm(tmp_path / "given", vendor="GenuineIntel", acpi_tables=("DMAR",), grub=grub)
+    amd = {"cpu": {"vendor": "amd", "vendor_id": "AuthenticAMD"}, "iommu": {"acpi_table": "IVRS"}}
+    given = run_role(tmp_path, "kernel_args", dict(base, kernel_args_root=str(given_root), kernel_args_host_facts=amd),
+                     name="given")
+
+    assert alone.rc == 0 and given.rc == 0, alone.output + given.output
+    assert alone.output.split(READ_HOST_TASK)[1].split("\n")[1].startswith("ok: [localhost]")
+    assert dropin_linux(alone_root) == "console=ttyS0,115200n8 intel_iommu=on iommu=pt"
+    assert given.output.split(READ_HOST_TASK)[1].split("\n")[1].startswith("skipping: [localhost]")
+    assert dropin_linux(given_root) == "console=ttyS0,115200n8 iommu=pt", "the facts given decide: AMD-Vi"
+
+
 def test_kernel_args_refuses_tdx_on_amd(tmp_path: Path, bin_dir: Path) -> None:
     root = lab_vm(tmp_path / "root", vendor="AuthenticAMD")
     proc = prepare(root, bin_dir, "-e", "kernel_args_tdx=true")

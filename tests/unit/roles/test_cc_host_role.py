@@ -119,11 +119,19 @@ def test_ready_snp_host_gets_its_files_and_passes_the_check_then_nothing_changes
     assert first.facts["cc_host_check"]["ready"] is True
     assert "localhost is ready for AMD SEV-SNP with IOMMUFD" in first.output
     assert first.recap["changed"] == 2
+    assert facts_reads(first.output) == 2, "the files changed: the check reads the host again"
 
     second = run_role(tmp_path, "cc_host", {"cc_host_root": str(root)}, REPORT, name="again")
 
     assert second.rc == 0, second.output
     assert second.recap["changed"] == 0
+    assert facts_reads(second.output) == 1, "nothing changed: the check uses what the role read first"
+    assert second.facts["cc_host_check"]["ready"] is True
+
+
+def facts_reads(output: str) -> int:
+    """How many times a run read the host with cc_host_info."""
+    return output.count("TASK [confidential_gpu.host.cc_host : Read the host's confidential-computing facts]")
 
 
 def test_check_mode_writes_nothing_and_leaves_the_check_for_later(tmp_path: Path) -> None:
