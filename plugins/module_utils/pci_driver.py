@@ -64,14 +64,10 @@ DRIVERCTL_DIR = "/etc/driverctl.d"
 UDEV_RULES = "/etc/udev/rules.d/70-confidential-gpu-vfio.rules"
 HELPER = "/usr/local/libexec/confidential-gpu/pci-override"
 MODPROBE_CONF = "/etc/modprobe.d/confidential-gpu-vfio.conf"
-# Drop-ins that put the early-binding driver into the initramfs, by initramfs generator (its configuration
-# directory tells whether the host has it): an initramfs-tools hook, a dracut configuration file.
 INITRAMFS_TOOLS_DIR = "/etc/initramfs-tools"
 INITRAMFS_TOOLS_HOOK = INITRAMFS_TOOLS_DIR + "/hooks/confidential-gpu-vfio"
 DRACUT_CONF_DIR = "/etc/dracut.conf.d"
 DRACUT_CONF = DRACUT_CONF_DIR + "/confidential-gpu-vfio.conf"
-# Files the initramfs carries a copy of: a change to one of them is followed by the initramfs update.
-INITRAMFS_INPUTS = (MODPROBE_CONF, INITRAMFS_TOOLS_HOOK, DRACUT_CONF)
 # Drivers with an ``ids=`` module option that claims devices by vendor:device when the module loads.
 EARLY_BINDING_DRIVERS = ("vfio-pci", "pci-stub")
 # Kernel modules each of them needs in the initramfs, as modprobe names them (vfio_pci pulls vfio, vfio_pci_core
@@ -150,6 +146,25 @@ DRACUT_CONF_TEXT = """# %(marker)s.
 # does not take the devices first.
 force_drivers+=" %%(modules)s "
 """ % {"marker": MARKER, "modprobe": MODPROBE_CONF}
+
+
+class InitramfsGenerator(NamedTuple):
+    """An initramfs generator: the configuration directory that tells the host has it, and our drop-in there."""
+
+    directory: str
+    dropin: str
+    mode: int
+    template: str
+
+
+# Drop-ins that put the early-binding driver into the initramfs, by generator: a hook, a configuration file.
+INITRAMFS_GENERATORS = {
+    "initramfs-tools": InitramfsGenerator(INITRAMFS_TOOLS_DIR, INITRAMFS_TOOLS_HOOK, 0o755,
+                                          INITRAMFS_TOOLS_HOOK_SCRIPT),
+    "dracut": InitramfsGenerator(DRACUT_CONF_DIR, DRACUT_CONF, 0o644, DRACUT_CONF_TEXT),
+}
+# Files the initramfs carries a copy of: a change to one of them is followed by the initramfs update.
+INITRAMFS_INPUTS = (MODPROBE_CONF,) + tuple(generator.dropin for generator in INITRAMFS_GENERATORS.values())
 
 
 class PciDriverError(Exception):
@@ -312,17 +327,8 @@ def persistent_paths(addresses: Iterable[str]) -> List[str]:
 
 def initramfs_generators(host: HostRoot) -> Tuple[str, ...]:
     """The initramfs generators whose configuration directory the host has: initramfs-tools, dracut."""
-    found = [name for name, directory in (("initramfs-tools", INITRAMFS_TOOLS_DIR), ("dracut", DRACUT_CONF_DIR))
-             if os.path.isdir(host.path(directory))]
-    return tuple(found)
-
-
-def render_initramfs_dropin(generator: str, driver: str) -> str:
-    """Our drop-in for ``generator`` that puts ``driver``'s modules into the initramfs."""
-    values = {"driver": driver, "modules": " ".join(INITRAMFS_MODULES[driver])}
-    if generator == "initramfs-tools":
-        return INITRAMFS_TOOLS_HOOK_SCRIPT % values
-    return DRACUT_CONF_TEXT % values
+    return tuple(name for name, generator in INITRAMFS_GENERATORS.items()
+                 if os.path.isdir(host.path(generator.directory)))
 
 
 # --------------------------------------------------------------------------
@@ -590,7 +596,6 @@ def early_binding_content(facts: Facts, intent: Intent, targets: Sequence[Dict[s
 def initramfs_dropins(facts: Facts, intent: Intent, early: bool,
                       warnings: List[str]) -> Dict[str, Tuple[Optional[str], int]]:
     """Our initramfs drop-ins: present while the modprobe.d file binds devices early, else removed."""
-    paths = {"initramfs-tools": (INITRAMFS_TOOLS_HOOK, 0o755), "dracut": (DRACUT_CONF, 0o644)}
     if early and not facts.initramfs_generators and intent.state == "present":
         warnings.append("early binding: the host has neither %s nor %s, so %s is not put into the initramfs; a "
                         "driver that loads from the initramfs takes the devices first there (add %s to your "
@@ -598,11 +603,12 @@ def initramfs_dropins(facts: Facts, intent: Intent, early: bool,
                         % (INITRAMFS_TOOLS_DIR, DRACUT_CONF_DIR, intent.driver,
                            " ".join(INITRAMFS_MODULES[intent.driver])))
     wanted: Dict[str, Tuple[Optional[str], int]] = {}
-    for generator, (path, mode) in paths.items():
-        if early and generator in facts.initramfs_generators:
-            wanted[path] = (render_initramfs_dropin(generator, intent.driver), mode)
-        elif facts.files.get(path) is not None:
-            wanted[path] = (None, mode)
+    values = {"driver": intent.driver, "modules": " ".join(INITRAMFS_MODULES.get(intent.driver, ()))}
+    for name, generator in INITRAMFS_GENERATORS.items():
+        if early and name in facts.initramfs_generators:
+            wanted[generator.dropin] = (generator.template % values, generator.mode)
+        elif facts.files.get(generator.dropin) is not None:
+            wanted[generator.dropin] = (None, generator.mode)
     return wanted
 
 
