@@ -26,6 +26,12 @@ On a host without Ansible (a lent GPU machine, say), build the payloads here
 and carry them: ``--work /tmp/bench --payloads DIR`` saves them in DIR when
 they are missing and reuses them when present (they hold the tree path, so
 both runs need the same ``--work``).
+
+The payload holds the controller's ``ansible.module_utils``, so the start-up
+of every module depends on the ansible-core that builds it. ``--ansible
+PATH`` builds the payloads with another controller's ``ansible`` command
+(say a virtual environment with an older ansible-core) to compare them on the
+same trees; the figures name the version that built them.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -63,12 +70,23 @@ def median_seconds(command: List[str], runs: int, env: Dict[str, str]) -> float:
     return statistics.median(samples)
 
 
-def ansiballz_payload(module: str, args: str, work: Path) -> Path:
-    """Build the module's AnsiballZ payload the way ansible does, and keep it."""
+DEFAULT_ANSIBLE = REPO / ".venv" / "bin" / "ansible"
+VERSION_FILE = "ansible-core-version"
+
+
+def ansible_core_version(ansible: Path) -> str:
+    """The ansible-core version of an ``ansible`` command (``ansible [core 2.19.14]`` -> ``2.19.14``)."""
+    version = subprocess.run([str(ansible), "--version"], capture_output=True, text=True, check=True).stdout
+    first = version.split("\n", 1)[0]
+    return first.split("core", 1)[-1].strip(" ]") if "core" in first else first
+
+
+def ansiballz_payload(module: str, args: str, work: Path, ansible: Path = DEFAULT_ANSIBLE) -> Path:
+    """Build the module's AnsiballZ payload the way ``ansible`` does, and keep it."""
     remote_tmp = work / "remote"
     env = dict(os.environ, ANSIBLE_KEEP_REMOTE_FILES="1", ANSIBLE_REMOTE_TMP=str(remote_tmp),
                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    command = [str(REPO / ".venv/bin/ansible"), "localhost", "-c", "local", "-i", "localhost,",
+    command = [str(ansible), "localhost", "-c", "local", "-i", "localhost,",
                "-e", "ansible_python_interpreter=" + sys.executable, "-m", module]
     if args:
         command += ["-a", args]
@@ -88,6 +106,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="fixed work directory (default: a new temporary one)")
     parser.add_argument("--payloads", type=Path, help="directory to keep or reuse the AnsiballZ payloads in")
     parser.add_argument("--host", action="store_true", help="also compare on this host's own /sys (as root)")
+    parser.add_argument("--ansible", type=Path, default=DEFAULT_ANSIBLE,
+                        help="the controller's ansible command that builds the payloads (default: .venv/bin/ansible)")
     options = parser.parse_args()
     if shutil.which("lspci") is None:
         raise SystemExit("lspci is missing: run ./scripts/setup (Debian package pciutils)")
@@ -95,33 +115,48 @@ def main() -> None:
         shutil.rmtree(options.work, ignore_errors=True)
         options.work.mkdir(parents=True)
     work = options.work or Path(tempfile.mkdtemp(prefix="discovery-bench-"))
+    payloads = Payloads(options.ansible, options.payloads)
     try:
-        run(work, options.runs, options.payloads)
+        run(work, options.runs, payloads)
         if options.host:
-            run_on_host(work, options.runs, options.payloads)
+            run_on_host(work, options.runs, payloads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def payload(module: str, args: str, work: Path, keep: Optional[Path], label: str = "") -> Path:
-    """A kept payload from ``keep`` when there is one, else a new one (saved to ``keep``)."""
-    name = "AnsiballZ_%s%s.py" % (module.rsplit(".", 1)[-1], label)
-    if keep is not None and (keep / name).is_file():
-        return keep / name
-    built = ansiballz_payload(module, args, work)
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        shutil.copy(built, keep / name)
-    return built
+@dataclass
+class Payloads:
+    """Where AnsiballZ payloads come from: built by ``ansible``, or kept in (and reused from) ``keep``."""
+
+    ansible: Path = DEFAULT_ANSIBLE
+    keep: Optional[Path] = None
+
+    def get(self, module: str, args: str, work: Path, label: str = "") -> Path:
+        """A kept payload when there is one, else a new one (saved to ``keep``)."""
+        name = "AnsiballZ_%s%s.py" % (module.rsplit(".", 1)[-1], label)
+        if self.keep is not None and (self.keep / name).is_file():
+            return self.keep / name
+        built = ansiballz_payload(module, args, work, self.ansible)
+        if self.keep is not None:
+            self.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(built, self.keep / name)
+            (self.keep / VERSION_FILE).write_text(ansible_core_version(self.ansible) + "\n")
+        return built
+
+    def built_by(self) -> str:
+        """The ansible-core version that built the payloads (recorded beside kept ones)."""
+        if self.keep is not None and (self.keep / VERSION_FILE).is_file():
+            return (self.keep / VERSION_FILE).read_text().strip()
+        return ansible_core_version(self.ansible)
 
 
-def run_on_host(work: Path, runs: int, keep: Optional[Path]) -> None:
+def run_on_host(work: Path, runs: int, payloads: Payloads) -> None:
     """The module and lspci -vvv on the live host's sysfs, where config reads are real config accesses."""
     if os.geteuid() != 0:
         raise SystemExit("--host needs root: an unprivileged reader sees 64 bytes of config space")
     (work / "host").mkdir(exist_ok=True)
-    module = payload("confidential_gpu.host.pci_topology_info", "root=/", work / "host", keep, "_host")
-    ping = payload("ansible.builtin.ping", "", work, keep)
+    module = payloads.get("confidential_gpu.host.pci_topology_info", "root=/", work / "host", "_host")
+    ping = payloads.get("ansible.builtin.ping", "", work)
     python = sys.executable
     result = json.loads(subprocess.run([python, str(module)], capture_output=True, text=True, check=True).stdout)
     env = dict(os.environ, LC_ALL="C")
@@ -133,7 +168,7 @@ def run_on_host(work: Path, runs: int, keep: Optional[Path]) -> None:
           % (result["summary"]["functions"], ours, ours - floor, theirs, ours / theirs))
 
 
-def run(work: Path, runs: int, keep: Optional[Path] = None) -> None:
+def run(work: Path, runs: int, payloads: Payloads) -> None:
     sizes = {}
     for label, shape in SHAPES.items():
         functions = gpu_server(shape)
@@ -141,8 +176,8 @@ def run(work: Path, runs: int, keep: Optional[Path] = None) -> None:
         sizes[label] = len(functions)
     current = work / "current"
     current.symlink_to(work / "small")
-    module = payload("confidential_gpu.host.pci_topology_info", "root=%s" % current, work, keep)
-    ping = payload("ansible.builtin.ping", "", work, keep)
+    module = payloads.get("confidential_gpu.host.pci_topology_info", "root=%s" % current, work)
+    ping = payloads.get("ansible.builtin.ping", "", work)
     env = dict(os.environ, LC_ALL="C")
     python = sys.executable
     results = {}
@@ -157,12 +192,12 @@ def run(work: Path, runs: int, keep: Optional[Path] = None) -> None:
                                      "sysfs.path=%s/sys/bus/pci" % (work / label), "-vvv"], runs, env),
         }
     floor = median_seconds([python, str(ping)], runs, env)
-    report(sizes, results, floor)
+    report(sizes, results, floor, payloads.built_by())
 
 
-def report(sizes: Dict[str, int], results: Dict[str, Dict[str, float]], floor: float) -> None:
+def report(sizes: Dict[str, int], results: Dict[str, Dict[str, float]], floor: float, built_by: str) -> None:
     small, large = sizes["small"], sizes["large"]
-    print("python: %s" % sys.version.split()[0])
+    print("python: %s, payloads built by ansible-core %s" % (sys.version.split()[0], built_by))
     print("no-op module (ansible.builtin.ping payload): %.3f s" % floor)
     for label in ("small", "large"):
         print("%5d functions: pci_topology_info %.3f s, lspci -vvv %.3f s"
