@@ -70,6 +70,8 @@ def qemu_args(run: Path, port: int) -> list[str]:
     03:00.0 switch upstream port (behind rp3); 04:00.0, 04:01.0 downstream
     05:00.0 edu, 06:00.0 virtio-gpu: endpoints behind the switch
     rp4 is left empty (hotplug slot).
+    00:05.0 PCIe expander bridge pxb1 in NUMA node 1: root bus 80, its root
+    port rp5 at 80:00.0 and behind it 81:00.0, an e1000e NIC (no backend)
     """
     d = str(run)
     return [
@@ -113,6 +115,11 @@ def qemu_args(run: Path, port: int) -> list[str]:
         "-device", "xio3130-downstream,id=dp2,bus=up1,chassis=12,slot=1",
         "-device", "edu,id=edu0,bus=dp1",
         "-device", "virtio-gpu-pci,id=gpu1,bus=dp2",
+        # a second root complex in NUMA node 1 (the kernel takes the node from
+        # its _PXM), with a root port and a NIC that has no backend
+        "-device", "pxb-pcie,id=pxb1,bus_nr=0x80,numa_node=1,bus=pcie.0,addr=0x5",
+        "-device", "pcie-root-port,id=rp5,bus=pxb1,chassis=5,slot=5,addr=0x0",
+        "-device", "e1000e,id=nic1,bus=rp5",
     ]
 # fmt: on
 

@@ -20,6 +20,9 @@ LAYOUT = {
     "0000:04:01.0": "104c:8233",
     "0000:05:00.0": "1234:11e8",  # edu, behind 04:00.0
     "0000:06:00.0": "1af4:1050",  # virtio-gpu, behind 04:01.0
+    "0000:00:05.0": "1b36:000b",  # PCIe expander bridge pxb1 (NUMA node 1)
+    "0000:80:00.0": "1b36:000c",  # its root port rp5
+    "0000:81:00.0": "8086:10d3",  # e1000e NIC behind rp5
 }
 # groups of more than one function
 SHARED_GROUPS = [
@@ -57,6 +60,8 @@ def test_sriov_nvme_and_numa(host: Host) -> None:
     assert host.file("/sys/bus/pci/devices/0000:01:00.0/sriov_totalvfs").content_string.strip() == "4"
     assert host.file("/sys/devices/system/node/online").content_string.strip() == "0-1"
     assert host.file("/sys/class/iommu/dmar0").exists
+    for address, node in (("0000:81:00.0", "1"), ("0000:80:00.0", "1"), ("0000:00:10.0", "-1")):
+        assert host.file(f"/sys/bus/pci/devices/{address}/numa_node").content_string.strip() == node, address
 
 
 def test_initramfs_uses_dep_modules(host: Host) -> None:

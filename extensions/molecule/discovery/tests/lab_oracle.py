@@ -34,6 +34,7 @@ class LspciFunction:
     class_id: str
     driver: str | None = None
     iommu_group: int | None = None
+    numa_node: int | None = None  # lspci prints "NUMA node: N" only for a node >= 0
     port_type: str | None = None
     acs_cap: dict[str, bool] | None = None
     acs_ctl: dict[str, bool] | None = None
@@ -68,6 +69,8 @@ def parse_lspci(text: str) -> dict[str, LspciFunction]:
             line = line.strip()
             if m := re.match(r"IOMMU group: (\d+)", line):
                 fn.iommu_group = int(m[1])
+            elif m := re.match(r"NUMA node: (\d+)", line):
+                fn.numa_node = int(m[1])
             elif m := re.match(r"Kernel driver in use: (\S+)", line):
                 fn.driver = m[1]
             elif (m := EXPRESS_RE.search(line)) and line.startswith("Capabilities:"):

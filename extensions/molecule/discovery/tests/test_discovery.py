@@ -11,6 +11,8 @@ ICH9_HDA = ("8086", "293e")  # its audio function (function 1)
 NVME = ("1b36", "0010")  # the SR-IOV physical function
 EDU = ("1234", "11e8")  # endpoints behind the PCIe switch
 VIRTIO_GPU = ("1af4", "1050")
+E1000E = ("8086", "10d3")  # the NIC behind the PCIe expander bridge in NUMA node 1
+EXPANDER_ROOT_PORT = "0000:80:00.0"
 
 
 def test_same_functions_as_lspci(devices: Devices, lspci: Lspci) -> None:
@@ -71,7 +73,7 @@ def test_nvme_pf_offers_four_vfs(devices: Devices, lspci: Lspci, host: Host) -> 
 
 def test_root_ports_show_acs(devices: Devices, lspci: Lspci) -> None:
     root_ports = [f for f in lspci.values() if f.port_type == "root_port"]
-    assert len(root_ports) == 4
+    assert len(root_ports) == 5
     for want in root_ports:
         acs = devices[want.address]["acs"]
         assert acs is not None, want.address
@@ -94,6 +96,24 @@ def test_device_numa_nodes_match_sysfs(devices: Devices, host: Host) -> None:
     for address, device in devices.items():
         node = int(host.file(f"/sys/bus/pci/devices/{address}/numa_node").content_string)
         assert device["numa_node"] == (node if node >= 0 else None), address
+
+
+def test_numa_nodes_match_lspci(devices: Devices, lspci: Lspci) -> None:
+    for address, want in lspci.items():
+        assert devices[address]["numa_node"] == want.numa_node, address
+
+
+def test_expander_bridge_functions_are_in_node_1(devices: Devices, lspci: Lspci) -> None:
+    nic = find(lspci, *E1000E)
+    assert nic.path == [EXPANDER_ROOT_PORT, nic.address]
+    assert nic.numa_node == 1
+    got = devices[nic.address]
+    assert (got["role"], got["numa_node"], got["path"]) == ("nic", 1, nic.path)
+    assert devices[EXPANDER_ROOT_PORT]["numa_node"] == 1
+    assert devices[EXPANDER_ROOT_PORT]["pcie"]["port_type"] == "root_port"
+    # the main root complex has no _PXM: its functions have no node
+    main = [d for d in devices.values() if d["path"][0].startswith("0000:00:")]
+    assert main and all(d["numa_node"] is None for d in main)
 
 
 def test_both_numa_nodes_seen(cc: dict, host: Host) -> None:
