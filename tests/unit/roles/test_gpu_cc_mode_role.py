@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
@@ -24,6 +25,8 @@ from loopback_http import Server  # noqa: E402
 from role_play import run_role  # noqa: E402
 
 REPORT = ("gpu_cc_mode_plan",)
+# Python takes an empty PYTHONDONTWRITEBYTECODE as unset (this environment may set it for the tests).
+WRITES_BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
 
 
 def sha256(path: Path) -> str:
@@ -281,8 +284,10 @@ def test_a_release_is_installed_once_and_run_with_its_own_packages(
     server, release = tool_release
     lab = release_lab(tmp_path, bin_dir, release, cc="off", ppcie="off")
     installed = Path(release["gpu_cc_mode_release_dir"]) / release["gpu_cc_mode_release_sha256"]
+    # a host's Python writes bytecode beside the modules it imports unless told not to
+    env = dict(lab["env"], **WRITES_BYTECODE)
 
-    first = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=lab["env"])
+    first = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=env)
 
     assert first.rc == 0, first.output
     assert sets(calls(lab["state_file"])) == [["0000:03:00.0", "--set-cc-mode=on", "--reset-after-cc-mode-switch"]]
@@ -290,15 +295,53 @@ def test_a_release_is_installed_once_and_run_with_its_own_packages(
         "README.md", "gpu/__init__.py", "gpu/standin.py", "nvidia_gpu_tools.py"]
     assert {oct(p.stat().st_mode & 0o777) for p in installed.rglob("*")} <= {"0o755", "0o644"}, \
         "writable by the owner only"
-    assert [p.name for p in installed.parent.iterdir()] == [installed.name], "no staging or archive left behind"
+    assert sorted(p.name for p in installed.parent.iterdir()) == [installed.name, installed.name + ".files.json"], \
+        "no staging or archive left behind"
+    assert json.loads((installed.parent / (installed.name + ".files.json")).read_text()) == {
+        name: sha256(installed / name) for name in ("README.md", "gpu/__init__.py", "gpu/standin.py",
+                                                    "nvidia_gpu_tools.py")}
     assert server.requests == ["/2025.01.1.tar.gz"]
 
-    again = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=lab["env"],
-                     name="again")
+    again = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=env, name="again")
 
     assert again.rc == 0, again.output
     assert again.recap["changed"] == 0 and server.requests == ["/2025.01.1.tar.gz"], "nothing downloaded again"
     assert read_state(lab["state_file"])["devices"]["0000:03:00.0"]["cc"] == "on"
+
+
+def test_an_installed_release_that_changed_runs_nothing(
+        tmp_path: Path, bin_dir: Path, tool_release: Tuple[Server, Dict[str, str]]) -> None:
+    server, release = tool_release
+    lab = release_lab(tmp_path, bin_dir, release, cc="off", ppcie="off")
+    installed = Path(release["gpu_cc_mode_release_dir"]) / release["gpu_cc_mode_release_sha256"]
+    record = installed.parent / (installed.name + ".files.json")
+    role_vars = dict(lab["vars"], gpu_cc_mode_cc="on")
+    assert run_role(tmp_path, "gpu_cc_mode", role_vars, REPORT, env=lab["env"]).rc == 0
+    ran = len(calls(lab["state_file"]))
+    standin = installed / "gpu" / "standin.py"
+    original = standin.read_bytes()
+
+    standin.write_bytes(original + b"\n# edited on the host\n")
+    (installed / "gpu" / "extra.py").write_text("")
+    (installed / "README.md").unlink()
+    changed = run_role(tmp_path, "gpu_cc_mode", role_vars, REPORT, env=lab["env"], name="changed")
+
+    assert changed.rc != 0
+    assert ("%s is not what was installed from the archive with SHA-256 %s: gpu/extra.py, gpu/standin.py, README.md "
+            "changed, appeared or went away since. Nothing was run; find out what changed it, then remove %s and %s "
+            "to install the release again" % (installed, release["gpu_cc_mode_release_sha256"], installed, record)) \
+        in changed.output
+    assert len(calls(lab["state_file"])) == ran, "the tool did not run"
+    assert standin.read_bytes() != original and server.requests == ["/2025.01.1.tar.gz"], "nothing was repaired"
+
+    record.unlink()
+    unrecorded = run_role(tmp_path, "gpu_cc_mode", role_vars, REPORT, env=lab["env"], name="unrecorded")
+
+    assert unrecorded.rc != 0
+    assert ("%s has no record of what was installed (%s): an older version of this role installed it, or the record "
+            "was removed. Nothing was run; remove %s to install the release again" % (installed, record, installed)) \
+        in unrecorded.output
+    assert len(calls(lab["state_file"])) == ran
 
 
 def test_a_release_with_another_sha256_installs_and_runs_nothing(
