@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".collections"
@@ -19,6 +21,17 @@ FIXTURES = SHARED / "fixtures"
 
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
+
+
+def requirement_lines(path: Path) -> Dict[str, Requirement]:
+    """The requirements of a pip requirements file, by canonical project name."""
+    found = {}
+    for line in path.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            requirement = Requirement(text)
+            found[canonicalize_name(requirement.name)] = requirement
+    return found
 
 
 def module_path(name: str) -> Path:

@@ -8,15 +8,11 @@ version ``requires_ansible`` admits must be that line, not an older one.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import ansible.release
 import yaml
+from conftest import REPO, requirement_lines
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def requires_ansible() -> SpecifierSet:
@@ -25,11 +21,10 @@ def requires_ansible() -> SpecifierSet:
 
 
 def pinned_ansible_core() -> Version:
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        found = re.match(r"ansible-core==(\S+)$", line.strip())
-        if found:
-            return Version(found.group(1))
-    raise AssertionError("requirements.txt pins no ansible-core")
+    pin = requirement_lines(REPO / "requirements.txt").get("ansible-core")
+    assert pin is not None, "requirements.txt pins no ansible-core"
+    (exact,) = [spec for spec in pin.specifier if spec.operator == "=="]
+    return Version(exact.version)
 
 
 def test_the_lowest_declared_release_line_is_the_tested_one() -> None:

@@ -14,23 +14,13 @@ from pathlib import Path
 from typing import Dict, Set
 
 import yaml
-from conftest import COLLECTIONS, REPO
+from conftest import COLLECTIONS, REPO, requirement_lines
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 EE_REQUIREMENTS = REPO / "meta" / "ee-requirements.txt"
 # Plugins that run on the controller; modules and module_utils run on the hosts (standard library only).
 CONTROLLER_PLUGIN_DIRS = ("action", "filter", "plugin_utils")
-
-
-def requirement_lines(path: Path) -> Dict[str, Requirement]:
-    found = {}
-    for line in path.read_text().splitlines():
-        text = line.split("#", 1)[0].strip()
-        if text:
-            requirement = Requirement(text)
-            found[canonicalize_name(requirement.name)] = requirement
-    return found
 
 
 def introspect() -> Dict[str, list]:
