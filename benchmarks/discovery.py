@@ -34,8 +34,9 @@ PATH`` builds the payloads with another controller's ``ansible`` command
 same trees; the figures name the version that built them.
 
 The payloads run under the interpreter a host gives Ansible: its
-distribution's ``/usr/bin/python3`` (what interpreter discovery finds on a
-Debian 12 host), not the controller's virtual environment, whose Python may be
+distribution's ``/usr/bin/python3`` (on a Debian 12 host interpreter
+discovery finds ``python3.11``, the same program), not the controller's
+virtual environment, whose Python may be
 a slower build (pyenv's shared-library build starts and runs the same payload
 about 20 % slower).  ``--python PATH`` chooses another; the figures name it.
 
@@ -85,7 +86,7 @@ DEFAULT_ANSIBLE = REPO / ".venv" / "bin" / "ansible"
 VERSION_FILE = "ansible-core-version"
 # The benchmark's own modules (not part of the collection).
 LIBRARY = REPO / "benchmarks" / "library"
-# A host's own interpreter: what Ansible's interpreter discovery finds on a Debian 12 host.
+# A host's own interpreter (on Debian 12, the python3.11 that Ansible's interpreter discovery finds).
 HOST_PYTHON = Path("/usr/bin/python3")
 
 
