@@ -95,6 +95,11 @@ def default_python() -> Path:
     return HOST_PYTHON if os.access(HOST_PYTHON, os.X_OK) else Path(sys.executable)
 
 
+def interpreter(value: str) -> Path:
+    """An interpreter named on the command line, made absolute (Ansible runs modules from elsewhere)."""
+    return Path(value).absolute()
+
+
 def python_version(python: Path) -> str:
     return subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -134,7 +139,7 @@ def main() -> None:
     parser.add_argument("--host", action="store_true", help="also compare on this host's own /sys (as root)")
     parser.add_argument("--ansible", type=Path, default=DEFAULT_ANSIBLE,
                         help="the controller's ansible command that builds the payloads (default: .venv/bin/ansible)")
-    parser.add_argument("--python", type=Path, default=default_python(),
+    parser.add_argument("--python", type=interpreter, default=default_python(),
                         help="the interpreter that runs the payloads, as a host's would (default: %s when present, "
                              "else this one)" % HOST_PYTHON)
     options = parser.parse_args()

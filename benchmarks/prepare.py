@@ -9,7 +9,8 @@ report changed=0.  It prints the median wall time of those re-runs, the median t
 ran (benchmarks/callback_plugins/task_times.py records them) summed per role, and the slowest tasks.
 
 A tree is plain files, so this measures Ansible's and the roles' own cost; reading a real host's sysfs
-adds the config accesses that benchmarks/discovery.py --host measures.
+adds the config accesses that benchmarks/discovery.py --host measures.  The modules run under the host's
+interpreter, as in benchmarks/discovery.py (``--python PATH`` for another).
 
 Run from the repository root after ./scripts/setup:
     .venv/bin/python benchmarks/prepare.py [--runs 5]
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import build_tree, gpu_server  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from discovery import SHAPES  # noqa: E402
+from discovery import SHAPES, default_python, interpreter, python_version  # noqa: E402
 
 GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=ttyS0,115200n8"\n'
 CMDLINE = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=ttyS0,115200n8"
@@ -71,9 +72,10 @@ def standins(work: Path) -> Path:
     return target
 
 
-def prepare(root: Path, bin_dir: Path, times: Path) -> Dict[str, Any]:
-    """One run of prepare.yml; its wall time, recap counts and task times."""
-    extra = dict(EXTRA_VARS, confidential_gpu_root=str(root), kernel_args_command_path=[str(bin_dir)])
+def prepare(root: Path, bin_dir: Path, times: Path, python: Path) -> Dict[str, Any]:
+    """One run of prepare.yml, its modules run by ``python``; its wall time, recap counts and task times."""
+    extra = dict(EXTRA_VARS, confidential_gpu_root=str(root), kernel_args_command_path=[str(bin_dir)],
+                 ansible_python_interpreter=str(python))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CALLBACK_PLUGINS=str(REPO / "benchmarks" / "callback_plugins"),
                ANSIBLE_CALLBACKS_ENABLED="task_times", CONFIDENTIAL_GPU_TASK_TIMES=str(times))
@@ -122,24 +124,28 @@ def report(functions: int, reruns: List[Dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=5, help="timed re-runs (median is kept)")
+    parser.add_argument("--python", type=interpreter, default=default_python(),
+                        help="the interpreter that runs the modules, as a host's would (default: /usr/bin/python3 "
+                             "when present, else this one)")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prepare-bench-"))
     try:
         root = work / "root"
         functions = prepared_server(root)
         bin_dir = standins(work)
-        first = prepare(root, bin_dir, work / "times.json")
+        first = prepare(root, bin_dir, work / "times.json", options.python)
         make_boot_arguments_active(root)
-        settle = prepare(root, bin_dir, work / "times.json")
+        settle = prepare(root, bin_dir, work / "times.json", options.python)
         print("first run %.1f s (changed=%d), after the boot arguments became active %.1f s (changed=%d)"
               % (first["seconds"], first["recap"]["changed"], settle["seconds"], settle["recap"]["changed"]))
         reruns = []
         for _run in range(options.runs):
-            again = prepare(root, bin_dir, work / "times.json")
+            again = prepare(root, bin_dir, work / "times.json", options.python)
             if again["recap"]["changed"] != 0:
                 changed = [task["name"] for task in again["tasks"] if task["status"] == "changed"]
                 raise SystemExit("a re-run changed something: %s" % ", ".join(changed))
             reruns.append(again)
+        print("modules run by %s (Python %s)" % (options.python, python_version(options.python)))
         report(functions, reruns)
     finally:
         shutil.rmtree(work, ignore_errors=True)
