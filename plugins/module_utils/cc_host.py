@@ -277,6 +277,21 @@ def cmdline_passthrough(args: list[dict[str, str | None]]) -> bool | None:
     return wanted
 
 
+def amd_iommu_v2_page_table(args: list[dict[str, str | None]]) -> bool:
+    """Whether ``amd_iommu=`` selects the v2 page table (last of ``pgtbl_v1``/``pgtbl_v2`` wins): Linux
+    drivers/iommu/amd/init.c parse_amd_iommu_options() reads the comma-separated words by prefix."""
+    v2 = False
+    for arg in args:
+        if (arg["key"] or "").replace("-", "_") != "amd_iommu":
+            continue
+        for word in (arg["value"] or "").split(","):
+            if word.startswith("pgtbl_v1"):
+                v2 = False
+            elif word.startswith("pgtbl_v2"):
+                v2 = True
+    return v2
+
+
 def _vfio_pci_source(host: HostRoot, release: str | None) -> str | None:
     """``builtin``, ``loaded``, ``module`` (installed, not loaded) or ``None``."""
     modules_dir = f"/lib/modules/{release}" if release else None
@@ -325,6 +340,7 @@ def read_iommu(host: HostRoot, kernel: dict[str, Any]) -> dict[str, Any]:
         "group_types": group_types,
         "default_domain_type": _most_common(group_types),
         "cmdline_passthrough": cmdline_passthrough(kernel["cmdline_args"]),
+        "amd_v2_page_table": amd_iommu_v2_page_table(kernel["cmdline_args"]),
         "interrupt_remapping": _interrupt_remapping(host),
         "iommufd": host.exists("/dev/iommu"),
         "vfio_cdev": host.exists("/dev/vfio/devices"),
@@ -529,6 +545,71 @@ def _cpu_label(cpu: dict[str, Any]) -> str:
     return f"{cpu['model_name'] or 'the CPU'} (family {family}, model {model})"
 
 
+def _passthrough_args(args: list[dict[str, str | None]]) -> list[str]:
+    """The command-line arguments that ask for IOMMU passthrough, as written."""
+    found = []
+    for arg in args:
+        key = (arg["key"] or "").replace("-", "_")
+        value = arg["value"] or ""
+        if (key == "iommu" and "pt" in value.split(",")) or \
+                (key == "iommu.passthrough" and parse_bool_word(value)):
+            found.append(f"{arg['key']}={arg['value']}")
+    return found
+
+
+# What Linux logs when it turns SEV-SNP off for the IOMMU's mode (drivers/iommu/amd/init.c iommu_snp_enable(); the
+# head of the passthrough message differs between versions: "IOMMU disabled or configured ..." before the SNP
+# page mode 0 check, "IOMMU configured ..." after it).
+SNP_PASSTHROUGH_MESSAGE = "configured in passthrough mode, SNP cannot be supported"
+SNP_V2_PAGE_TABLE_MESSAGE = "configured with V2 page table mode, SNP cannot be supported"
+_DEFAULT_IDENTITY = "the kernel's default IOMMU domain is identity (built with CONFIG_IOMMU_DEFAULT_PASSTHROUGH)"
+
+
+def _snp_passthrough_conflicts(facts: dict[str, Any]) -> list[str]:
+    iommu = facts["iommu"]
+    if iommu["cmdline_passthrough"]:
+        return _passthrough_args(facts["kernel"]["cmdline_args"])
+    if iommu["cmdline_passthrough"] is None and iommu["default_domain_type"] == "identity":
+        return [_DEFAULT_IDENTITY]
+    return []
+
+
+def _snp_v2_page_table_conflicts(facts: dict[str, Any]) -> list[str]:
+    if not facts["iommu"].get("amd_v2_page_table"):
+        return []
+    return [f"{arg['key']}={arg['value']}" for arg in facts["kernel"]["cmdline_args"]
+            if (arg["key"] or "").replace("-", "_") == "amd_iommu"]
+
+
+def snp_iommu_conflicts(facts: dict[str, Any]) -> list[str]:
+    """What in the IOMMU's set-up makes Linux turn SEV-SNP off at boot, as the kernel command line has it.
+
+    Linux drivers/iommu/amd/init.c iommu_snp_enable() (excerpt in tests/fixtures/linux-mainline) clears
+    CC_ATTR_HOST_SEV_SNP when the default domain is passthrough (``iommu=pt``, ``iommu.passthrough=1``, or a
+    kernel built with CONFIG_IOMMU_DEFAULT_PASSTHROUGH) or when ``amd_iommu=pgtbl_v2`` selects the v2 page
+    table, unless the IOMMU supports SNP page mode 0 (newer kernels and IOMMUs only); kvm_amd then reports
+    ``sev_snp=N``."""
+    return _snp_passthrough_conflicts(facts) + _snp_v2_page_table_conflicts(facts)
+
+
+def _snp_iommu_conflict_reasons(facts: dict[str, Any]) -> list[str]:
+    reasons = []
+    passthrough, v2 = _snp_passthrough_conflicts(facts), _snp_v2_page_table_conflicts(facts)
+    if passthrough:
+        fix = ("add iommu.passthrough=0 to the kernel command line" if passthrough == [_DEFAULT_IDENTITY]
+               else f"remove {' '.join(passthrough)} from the kernel command line")
+        reasons.append(f"SEV-SNP is off because the IOMMU is in passthrough mode ({', '.join(passthrough)}): Linux "
+                       f"turns SEV-SNP off at boot then (dmesg: \"SNP: IOMMU {SNP_PASSTHROUGH_MESSAGE}.\") and "
+                       f"kvm_amd reports sev_snp=N whatever the firmware settings: {fix} (role kernel_args does "
+                       "on SEV-SNP hosts) and reboot")
+    if v2:
+        reasons.append(f"SEV-SNP is off because the AMD IOMMU uses the v2 page table ({', '.join(v2)}): Linux "
+                       f"turns SEV-SNP off at boot then (dmesg: \"SNP: IOMMU is {SNP_V2_PAGE_TABLE_MESSAGE}.\") "
+                       f"and kvm_amd reports sev_snp=N whatever the firmware settings: remove pgtbl_v2 from "
+                       f"{' '.join(v2)} (role kernel_args removes amd_iommu=pgtbl_v2 on SEV-SNP hosts) and reboot")
+    return reasons
+
+
 def snp_reasons(facts: dict[str, Any]) -> list[str]:
     cpu, sev = facts["cpu"], facts["sev"]
     if cpu["vendor"] != "amd":
@@ -538,14 +619,17 @@ def snp_reasons(facts: dict[str, Any]) -> list[str]:
         return [f"{_cpu_label(cpu)} predates SEV-SNP, which AMD EPYC has from the 7003 series (Milan, family "
                 "0x19) on: this host cannot run SEV-SNP guests, whatever the firmware settings"]
     reasons = []
+    iommu_conflicts = _snp_iommu_conflict_reasons(facts) if sev["kvm_amd_sev_snp"] is not True else []
     if not facts["iommu"]["enabled"]:
         reasons.append(_iommu_off_reason(facts, " (SEV-SNP needs it)"))
+    else:
+        reasons += iommu_conflicts
     if not sev["kvm_amd_loaded"]:
         reasons.append("kvm_amd is not loaded: enable SVM and SEV-SNP in BIOS, then modprobe kvm_amd sev_snp=1")
     elif sev["kvm_amd_sev_snp"] is None:
         reasons.append("kvm_amd has no sev_snp parameter: this kernel lacks KVM SEV-SNP host support; "
                        "boot a kernel that has it (upstream Linux 6.11 or newer)")
-    elif not sev["kvm_amd_sev_snp"]:
+    elif not sev["kvm_amd_sev_snp"] and not iommu_conflicts:
         reasons.append("SEV-SNP is not enabled in kvm_amd (sev_snp=N): enable SEV-SNP, SMEE and SNP memory "
                        "coverage in BIOS, then load kvm_amd with sev_snp=1")
     if not sev["dev_sev"]:
@@ -608,5 +692,6 @@ def gather_facts(host: HostRoot) -> dict[str, Any]:
         "gpu_drivers": read_gpu_drivers(host),
     }
     facts["cpu"]["cc_support"] = {"snp": snp_support(facts), "tdx": tdx_support(facts)}
+    facts["sev"]["iommu_conflicts"] = snp_iommu_conflicts(facts)
     facts["verdicts"] = evaluate(facts)
     return facts

@@ -197,6 +197,15 @@ iommu:
           C(iommu.passthrough=1), false for C(iommu=nopt) or C(iommu.passthrough=0), null when it does not say.
       type: bool
       sample: true
+    amd_v2_page_table:
+      description:
+        - True when C(amd_iommu=) on the kernel command line selects the AMD IOMMU's v2 page table
+          (C(pgtbl_v2), the last of C(pgtbl_v1) and C(pgtbl_v2) winning).
+        - Linux turns SEV-SNP off at boot with the v2 page table, as it does in passthrough mode (unless the
+          IOMMU supports SNP page mode 0); RV(verdicts.snp_ready_reasons) then names the argument
+          (C(drivers/iommu/amd/init.c) C(iommu_snp_enable)).
+      type: bool
+      sample: false
     interrupt_remapping:
       description:
         - True when C(/proc/interrupts) shows remapped interrupt chips (C(IR-PCI-MSI), C(IR-IO-APIC)), false
@@ -247,6 +256,16 @@ sev:
       description: True when C(/dev/sev) exists (the C(ccp) driver has initialised the SEV firmware).
       type: bool
       sample: true
+    iommu_conflicts:
+      description:
+        - What in the IOMMU's set-up makes Linux turn SEV-SNP off at boot (C(drivers/iommu/amd/init.c)
+          C(iommu_snp_enable)), as written on the kernel command line (C(iommu=pt), C(iommu.passthrough=1),
+          C(amd_iommu=pgtbl_v2)) or a passthrough default domain; empty when nothing conflicts.
+        - IOMMUs with SNP page mode 0 support keep SEV-SNP on with newer kernels; RV(sev.kvm_amd_sev_snp) says
+          what the running kernel decided.
+      type: list
+      elements: str
+      sample: ["iommu=pt"]
 tdx:
   description: Intel TDX state of KVM (C(/sys/module/kvm_intel/parameters)); the CPU flags are in RV(cpu.flags).
   returned: always
@@ -388,7 +407,11 @@ verdicts:
       type: bool
       sample: false
     snp_ready_reasons:
-      description: What is missing for RV(verdicts.snp_ready), each with its fix.
+      description:
+        - What is missing for RV(verdicts.snp_ready), each with its fix.
+        - On an AMD host where SEV-SNP is off while the IOMMU is in passthrough mode (C(iommu=pt),
+          C(iommu.passthrough=1), a passthrough default domain) or uses the v2 page table (C(amd_iommu=pgtbl_v2)),
+          that is the reason given, not the BIOS settings: Linux turns SEV-SNP off at boot in that case.
       type: list
       elements: str
       sample: ["SEV-SNP is not enabled in kvm_amd (sev_snp=N): enable SEV-SNP, SMEE and SNP memory coverage in BIOS,

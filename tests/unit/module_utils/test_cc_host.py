@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import (
     evaluate,
     gather_facts,
@@ -119,8 +121,8 @@ def amd_snp_host(root: Path) -> FakeHost:
     """2-socket EPYC Genoa with SEV-SNP on: AMD-Vi, kvm_amd sev/sev_es/sev_snp, /dev/sev, vfio-pci loaded."""
     host = FakeHost(root)
     host.cpu("AuthenticAMD", 25, 17, "AMD EPYC 9454 48-Core Processor", AMD_FLAGS)
-    host.kernel("6.11.0-29-generic", "BOOT_IMAGE=/vmlinuz-6.11.0-29-generic root=UUID=42 ro iommu=pt")
-    host.iommu(["ivhd0", "ivhd1"], ["identity"] * 5)
+    host.kernel("6.11.0-29-generic", "BOOT_IMAGE=/vmlinuz-6.11.0-29-generic root=UUID=42 ro")
+    host.iommu(["ivhd0", "ivhd1"], ["DMA-FQ"] * 5)
     host.module("kvm")
     host.module("kvm_amd", sev="Y", sev_es="Y", sev_snp="1")
     host.module("vfio_pci", ids="")
@@ -167,12 +169,12 @@ def test_amd_snp_ready_host(tmp_path: Path) -> None:
         "cc_support": {"snp": True, "tdx": False},
     }
     assert facts["sev"] == {"kvm_amd_loaded": True, "kvm_amd_sev": True, "kvm_amd_sev_es": True,
-                            "kvm_amd_sev_snp": True, "dev_sev": True}
+                            "kvm_amd_sev_snp": True, "dev_sev": True, "iommu_conflicts": []}
     iommu = facts["iommu"]
     assert (iommu["enabled"], iommu["type"], iommu["units"], iommu["group_count"]) == (
         True, "amd_vi", ["ivhd0", "ivhd1"], 5)
     assert (iommu["default_domain_type"], iommu["cmdline_passthrough"], iommu["interrupt_remapping"]) == (
-        "identity", True, True)
+        "DMA-FQ", None, True)
     assert (iommu["iommufd"], iommu["vfio_cdev"], iommu["vfio_pci_available"], iommu["vfio_pci_source"]) == (
         True, True, True, "loaded")
     assert facts["gpu_drivers"] == {"nvidia": False, "nouveau": False, "vfio_pci": True}
@@ -250,6 +252,82 @@ def test_snp_off_in_kvm_amd_names_bios_and_module_fix(tmp_path: Path) -> None:
          "SEV firmware errors"),
     ]
     assert facts["verdicts"]["vfio_ready"] is True
+
+
+# --------------------------------------------------------------------------
+# SEV-SNP and the IOMMU's mode, from the kernel's own source (tests/fixtures/linux-mainline)
+# --------------------------------------------------------------------------
+
+LINUX_EXCERPTS = REPO / "tests" / "fixtures" / "linux-mainline"
+
+
+def _kernel_snp_message(keyword: str) -> str:
+    """The message ``iommu_snp_enable()`` logs when it turns SEV-SNP off for ``keyword``, minus the variable head."""
+    source = (LINUX_EXCERPTS / "amd-iommu-init-snp.c").read_text()
+    messages = re.findall(r'pr_warn\("SNP: (IOMMU [^"]*%s[^"]*)\\n"\)' % keyword, source)
+    assert len(messages) == 1, messages
+    return messages[0]
+
+
+def _amd_iommu_v2_word() -> str:
+    """The ``amd_iommu=`` word with which parse_amd_iommu_options() selects the v2 page table."""
+    source = (LINUX_EXCERPTS / "amd-iommu-init-snp.c").read_text()
+    return re.search(r'strncmp\(str, "(\w+)", \d+\) == 0\) \{\s*amd_iommu_pgtable = PD_MODE_V2;', source).group(1)
+
+
+def _passthrough_on_value() -> str:
+    """The ``iommu.passthrough=`` value that bypasses the IOMMU, as kernel-parameters.txt documents it."""
+    text = (LINUX_EXCERPTS / "kernel-parameters-iommu-passthrough.txt").read_text()
+    return re.search(r'^\s*(\d) - Bypass the IOMMU for DMA\.', text, re.MULTILINE).group(1)
+
+
+@pytest.mark.parametrize(("argument", "group_type", "keyword"), [
+    ("iommu=pt", "identity", "passthrough"),
+    ("iommu.passthrough=" + _passthrough_on_value(), "identity", "passthrough"),
+    (None, "identity", "passthrough"),  # a kernel built with CONFIG_IOMMU_DEFAULT_PASSTHROUGH
+    ("amd_iommu=" + _amd_iommu_v2_word(), "DMA-FQ", "V2 page table"),
+])
+def test_snp_off_through_the_iommu_mode_names_it_not_the_bios(tmp_path: Path, argument: str | None,
+                                                              group_type: str, keyword: str) -> None:
+    """Linux clears SEV-SNP at boot when the IOMMU passes DMA through or uses the v2 page table; kvm_amd then
+    says sev_snp=N although the firmware has it on.  The reason must name the argument, not the BIOS."""
+    host = amd_snp_host(tmp_path)
+    host.kernel("6.11.0-29-generic", "BOOT_IMAGE=/vmlinuz ro " + (argument or ""))
+    host.iommu([], [group_type] * 5)
+    host.write("/sys/module/kvm_amd/parameters/sev_snp", "N\n")
+    facts, _warnings = host.facts()
+
+    reasons = facts["verdicts"]["snp_ready_reasons"]
+    assert facts["sev"]["iommu_conflicts"] == ([argument] if argument else [
+        "the kernel's default IOMMU domain is identity (built with CONFIG_IOMMU_DEFAULT_PASSTHROUGH)"])
+    assert len(reasons) == 1, reasons
+    assert reasons[0].startswith("SEV-SNP is off because the")
+    assert f"({facts['sev']['iommu_conflicts'][0]})" in reasons[0]
+    message = _kernel_snp_message(keyword)
+    assert message[message.index("configured"):].rstrip(".") in reasons[0], "what dmesg shows"
+    assert "BIOS" not in reasons[0] and "ASID" not in reasons[0]
+    assert ("add iommu.passthrough=0" if argument is None else f"remove {argument.split('=')[0]}") in reasons[0] \
+        or f"remove pgtbl_v2 from {argument}" in reasons[0]
+
+
+def test_snp_on_despite_passthrough_is_ready(tmp_path: Path) -> None:
+    """IOMMUs with SNP page mode 0 keep SEV-SNP on in passthrough mode on newer kernels (the excerpt's
+    ``amd_iommu_snp_mode0_sup``): what kvm_amd says wins, and the conflict is only reported."""
+    assert "amd_iommu_snp_mode0_sup" in (LINUX_EXCERPTS / "amd-iommu-init-snp.c").read_text()
+    host = amd_snp_host(tmp_path)
+    host.kernel("6.18.0", "BOOT_IMAGE=/vmlinuz ro iommu=pt")
+    facts, _warnings = host.facts()
+    assert facts["sev"]["iommu_conflicts"] == ["iommu=pt"]
+    assert facts["verdicts"]["snp_ready"] is True
+
+
+@pytest.mark.parametrize(("cmdline", "v2"), [
+    ("amd_iommu=pgtbl_v2", True), ("amd_iommu=force_isolation,pgtbl_v2", True),
+    ("amd_iommu=pgtbl_v2 amd_iommu=pgtbl_v1", False), ("amd_iommu=off", False), ("ro", False),
+])
+def test_amd_v2_page_table(tmp_path: Path, cmdline: str, v2: bool) -> None:
+    facts, _warnings = FakeHost(tmp_path).kernel("6.1.0", cmdline).facts()
+    assert facts["iommu"]["amd_v2_page_table"] is v2
 
 
 def test_kernel_without_snp_parameter_asks_for_newer_kernel(tmp_path: Path) -> None:

@@ -196,16 +196,20 @@ def test_kernel_args_composes_vendor_options_and_contributions(tmp_path: Path, b
     proc = prepare(root, bin_dir, "-e", json.dumps({
         "kernel_args_blacklist_nvidia": True, "kernel_args_vfio_pci_ids": ["10de:2330", "10de:22a3"],
         "hugepages_kernel_args": ["hugepagesz=1G", "hugepages=4"], "pcie_acs_kernel_args_absent": ["intel_iommu"],
-        "kernel_args_extra": ["vfio-pci.disable_idle_d3=1"]}))
+        "kernel_args_extra": ["vfio-pci.disable_idle_d3=1"],
+        # a string, as an AWX survey sends it: iommu=pt also on this AMD host, which could run SEV-SNP
+        "kernel_args_iommu_passthrough": "true"}))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Linux turns SEV-SNP off at boot while the IOMMU is in passthrough mode" in proc.stdout
     assert dropin_linux(root) == ("console=ttyS0,115200n8 iommu=pt modprobe.blacklist=nouveau,nvidia "
                                   "vfio-pci.ids=10de:2330,10de:22a3 hugepagesz=1G hugepages=4 "
                                   "vfio-pci.disable_idle_d3=1")
 
 
 @pytest.mark.parametrize("vendor, tables, grub_iommu, expected", [
-    # AMD-Vi: Linux has it on by default, so only what switches it off goes (amd_iommu=on is no option of it)
-    ("AuthenticAMD", ("IVRS",), "amd_iommu=off iommu=off", "console=ttyS0,115200n8 iommu=pt"),
+    # AMD-Vi: Linux has it on by default, so only what switches it off goes (amd_iommu=on is no option of it);
+    # a family-0x19 AMD CPU may run SEV-SNP, which iommu=pt turns off (see test_prepare_playbook's SNP host)
+    ("AuthenticAMD", ("IVRS",), "amd_iommu=off iommu=off", "console=ttyS0,115200n8"),
     # the lab VM: QEMU's TCG CPU reports AMD beside an emulated Intel VT-d, whose DMAR table decides
     ("AuthenticAMD", ("DMAR",), "intel_iommu=off", "console=ttyS0,115200n8 intel_iommu=on iommu=pt"),
     ("GenuineIntel", ("DMAR",), "iommu=off", "console=ttyS0,115200n8 intel_iommu=on iommu=pt"),
@@ -234,7 +238,9 @@ def test_kernel_args_reads_the_host_itself_unless_given_its_facts(tmp_path: Path
     alone_root = lab_vm(tmp_path / "alone", vendor="GenuineIntel", acpi_tables=("DMAR",), grub=grub)
     alone = run_role(tmp_path, "kernel_args", dict(base, kernel_args_root=str(alone_root)), name="alone")
     given_root = lab_vm(tmp_path / "given", vendor="GenuineIntel", acpi_tables=("DMAR",), grub=grub)
-    amd = {"cpu": {"vendor": "amd", "vendor_id": "AuthenticAMD"}, "iommu": {"acpi_table": "IVRS"}}
+    # an EPYC Rome (no SEV-SNP): iommu=pt stays on hosts that cannot run SEV-SNP guests
+    amd = {"cpu": {"vendor": "amd", "vendor_id": "AuthenticAMD", "cc_support": {"snp": False}},
+           "iommu": {"acpi_table": "IVRS"}}
     given = run_role(tmp_path, "kernel_args", dict(base, kernel_args_root=str(given_root), kernel_args_host_facts=amd),
                      name="given")
 

@@ -12,13 +12,15 @@ reboot.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Dict
 
 from conftest import REPO
-from test_kernel_cmdline_module import CPUINFO, DROPIN, dropin_linux, prepare, recap_changed
+from test_kernel_cmdline_module import CPUINFO, DROPIN, dropin_linux, playbook, prepare, recap_changed
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import ACS_ALL, ConfigBuilder, FakeFunction, build_tree  # noqa: E402
@@ -112,3 +114,65 @@ def test_acs_weakened_on_the_command_line_waits_for_the_reboot(tmp_path: Path, b
     assert "ACS request_redirect, completion_redirect not enabled (capability 0x005f, control 0x0011)" in out
     assert "weakens ACS at boot: pci=disable_acs_redir=%s" % PORT in out
     assert "REBOOT PENDING on localhost" in out and "the IOMMU is off until the reboot" not in out
+
+
+# --------------------------------------------------------------------------
+# An SEV-SNP-capable EPYC host keeps SEV-SNP: no iommu=pt
+# --------------------------------------------------------------------------
+
+SNP_EPYC_CPUINFO = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC 9454 48-Core Processor\nflags\t\t: fpu svm sme sev sev_es sev_snp\n\n")
+
+
+def snp_epyc_host(root: Path, cmdline: str) -> Path:
+    """EPYC Genoa with SEV-SNP on in the firmware, AMD-Vi (IVRS) on, the GPU on vfio-pci, booted with
+    ``cmdline``; with ``iommu=pt`` there the kernel has turned SEV-SNP off, so kvm_amd says sev_snp=N."""
+    fresh_host(root, acs_control=0x1D, iommu_groups=True, gpu_driver="vfio-pci", cmdline=cmdline)
+    (root / "proc/cpuinfo").write_text(SNP_EPYC_CPUINFO)
+    for table in ("APIC", "FACP", "IVRS"):
+        (root / "sys/firmware/acpi/tables").mkdir(parents=True, exist_ok=True)
+        (root / "sys/firmware/acpi/tables" / table).write_text("")
+    snp_on = "iommu=pt" not in cmdline
+    params = root / "sys/module/kvm_amd/parameters"
+    params.mkdir(parents=True)
+    for name in ("sev", "sev_es", "sev_snp"):
+        (params / name).write_text("Y\n" if snp_on or name != "sev_snp" else "N\n")
+    for group in (0, 1):
+        (root / "sys/kernel/iommu_groups" / str(group) / "type").write_text("identity\n" if not snp_on else "DMA-FQ\n")
+    (root / "dev").mkdir(exist_ok=True)
+    (root / "dev/sev").write_text("")
+    return root
+
+
+def snp_prepare(root: Path, bin_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """prepare.yml as a user runs it on an AMD host: cc_host_technology auto (SEV-SNP), kernel_args defaults."""
+    return playbook(REPO / "playbooks/prepare.yml", "-e", "confidential_gpu_root=%s" % root,
+                    "-e", json.dumps({"cc_host_iommufd": False, "kernel_args_command_path": [str(bin_dir)]}), *extra)
+
+
+def test_prepare_takes_iommu_pt_off_an_snp_host(tmp_path: Path, bin_dir: Path) -> None:
+    """Linux turns SEV-SNP off while the IOMMU is in passthrough mode (drivers/iommu/amd/init.c
+    iommu_snp_enable(), tests/fixtures/linux-mainline): on an EPYC host prepare must remove iommu=pt, in
+    check mode say so and change nothing, and never add it."""
+    root = snp_epyc_host(tmp_path / "root", "console=ttyS0,115200n8 iommu=pt")
+    grub_before = (root / "etc/default/grub").read_text()
+
+    check = snp_prepare(root, bin_dir, "--check", "--diff")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "configured: console=ttyS0,115200n8 modprobe.blacklist=nouveau" in check.stdout
+    assert "SEV-SNP is off because the IOMMU is in passthrough mode (iommu=pt)" in check.stdout
+    assert not (root / DROPIN).exists() and (root / "etc/default/grub").read_text() == grub_before
+
+    real = snp_prepare(root, bin_dir)
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert dropin_linux(root) == "console=ttyS0,115200n8 modprobe.blacklist=nouveau"
+    assert "REBOOT PENDING on localhost" in real.stdout
+
+
+def test_prepare_adds_no_iommu_pt_to_a_clean_snp_host(tmp_path: Path, bin_dir: Path) -> None:
+    root = snp_epyc_host(tmp_path / "root", "console=ttyS0,115200n8 modprobe.blacklist=nouveau")
+    proc = snp_prepare(root, bin_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "iommu=pt" not in (root / DROPIN).read_text() if (root / DROPIN).exists() else True
+    assert "configured: console=ttyS0,115200n8 modprobe.blacklist=nouveau" in proc.stdout
+    assert "REBOOT PENDING" not in proc.stdout

@@ -66,7 +66,8 @@ def amd_host(root: Path, cpu_flags: str = "svm sme sev sev_es sev_snp", params: 
     files = {
         "/proc/cpuinfo": "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
                          "model name\t: AMD EPYC 9454 48-Core Processor\nflags\t\t: fpu %s\n\n" % cpu_flags,
-        "/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro iommu=pt\n",
+        # no iommu=pt: Linux turns SEV-SNP off in passthrough mode (drivers/iommu/amd/init.c iommu_snp_enable())
+        "/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro\n",
         "/proc/sys/kernel/osrelease": RELEASE + "\n",
         "/sys/devices/pci0000:00/0000:00:00.2/iommu/ivhd0/amd-iommu/cap": "0x0\n",
         "/sys/kernel/iommu_groups/0/type": "DMA\n",
@@ -176,6 +177,25 @@ def test_firmware_without_snp_fails_with_reasons_and_bios_settings(tmp_path: Pat
         assert setting in result.output
     assert (root / MODPROBE).exists(), "what the OS can do is done before the check"
     assert result.facts == {}, "the play stopped at the failed check"
+
+
+def test_snp_off_through_iommu_pt_names_the_argument_not_the_firmware(tmp_path: Path) -> None:
+    """With iommu=pt Linux turns SEV-SNP off at boot (drivers/iommu/amd/init.c iommu_snp_enable()), so kvm_amd
+    says sev_snp=N although the CPU offers SEV-SNP: the check names the argument and gives no firmware evidence."""
+    root = amd_host(tmp_path / "host")
+    (root / "sys/module/kvm_amd/parameters/sev_snp").write_text("N\n")
+    (root / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro iommu=pt\n")
+    (root / "sys/kernel/iommu_groups/0/type").write_text("identity\n")
+
+    # the check as prepare runs it after the reboot (before it, the role waits for the reboot that role
+    # kernel_args asks for when it takes iommu=pt off)
+    result = run_role(tmp_path, "cc_host", {"cc_host_root": str(root)}, REPORT, tasks_from="verify")
+
+    assert result.rc != 0
+    assert "SEV-SNP is off because the IOMMU is in passthrough mode (iommu=pt)" in result.output
+    assert "remove iommu=pt from the kernel command line" in result.output
+    assert "SEV-ES ASID Space Limit) or the SEV firmware did not initialise" not in result.output
+    assert "SEV-SNP is not enabled in kvm_amd (sev_snp=N)" not in result.output
 
 
 def test_kernel_without_iommufd_and_vfio_cdev_names_the_kernel_options(tmp_path: Path) -> None:
