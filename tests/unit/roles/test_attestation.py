@@ -43,7 +43,10 @@ sev_snp_guest = true
 kernel_params = "{kernel_params}"
 default_vcpus = 2
 default_maxvcpus = 8
+disable_guest_selinux = true
 """
+# The Kata release whose composition of the command line the role follows in these tests.
+KATA_VERSION = "4.1.0"
 MEASURE = [sys.executable, "-m", "sevsnpmeasure.cli"]
 
 
@@ -88,7 +91,8 @@ def run_role(tmp_path: Path, variables: Dict, *extra: str) -> subprocess.Complet
     playbook = tmp_path / "attestation.yml"
     playbook.write_text(PLAYBOOK)
     var_file = tmp_path / "vars.json"
-    defaults = {"attestation_output_dir": str(tmp_path / "out"), "attestation_work_dir": str(tmp_path / "work")}
+    defaults = {"attestation_output_dir": str(tmp_path / "out"), "attestation_work_dir": str(tmp_path / "work"),
+                "attestation_kata_version": KATA_VERSION}
     var_file.write_text(json.dumps(dict(defaults, **variables)))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     command = [str(Path(sys.executable).with_name("ansible-playbook")), str(playbook), "-e", "@%s" % var_file, *extra]
@@ -137,7 +141,9 @@ def test_known_answer_idempotence_and_check_mode(sev_snp_measure: List[str], amd
     initrd = root / "share" / "kata-containers" / "kata-containers-initrd-confidential.img"
     assert record["inputs"]["cmdline_source"] == "config"
     cmdline = record["inputs"]["cmdline"]
-    assert cmdline.endswith("quiet panic=1 nr_cpus=%d selinux=0 agent.log=info" % min(8, os.cpu_count() or 8))
+    # Kata 4.1.0 (qemu.go kernelParameters): no nr_cpus= for a confidential guest; an initrd guest has no root
+    # or systemd arguments; katautils/config.go SetKernelParams adds scsi_mod.scan=none before kernel_params.
+    assert cmdline.endswith("console=hvc0 console=hvc1 quiet panic=1 selinux=0 scsi_mod.scan=none agent.log=info")
     expected = {vcpus: cli(sev_snp_measure, amdsev, vcpus, kernel, initrd, cmdline) for vcpus in (1, 4)}
     assert expected[1] != expected[4], "the vCPU count is measured"
     for vcpus, measurement in expected.items():
@@ -181,6 +187,45 @@ def test_command_line_and_dropins_change_the_measurement(
     kernel = root / "share" / "kata-containers" / "vmlinuz-confidential.container"
     initrd = root / "share" / "kata-containers" / "kata-containers-initrd-confidential.img"
     assert changed["measurement"] == cli(sev_snp_measure, amdsev, 2, kernel, initrd, changed["inputs"]["cmdline"])
+
+
+def test_dropins_are_read_where_kata_reads_them(sev_snp_measure: List[str], amdsev: Path, tmp_path: Path) -> None:
+    """kata-deploy's layout (tools/packaging/kata-deploy/binary/src/artifacts/install.rs setup_runtime_directory,
+    3.29.0 to 4.1.0): the shipped configuration-<shim>.toml is a relative link to
+    runtimes/<shim>/configuration-<shim>.toml, and the drop-ins (role kata's among them) are in
+    runtimes/<shim>/config.d. Kata resolves the link before it looks for config.d (katautils/config.go
+    decodeConfig -> ResolvePath, decodeDropIns), so that drop-in is part of the measured line."""
+    root = tmp_path / "kata"
+    shipped = kata_tree(root, amdsev)
+    shim = "qemu-nvidia-gpu-snp"
+    defaults = shipped.parent
+    shim_dir = defaults / "runtimes" / shim
+    (shim_dir / "config.d").mkdir(parents=True)
+    real = shim_dir / ("configuration-%s.toml" % shim)
+    real.write_text(shipped.read_text())
+    link = defaults / ("configuration-%s.toml" % shim)
+    link.symlink_to("runtimes/%s/configuration-%s.toml" % (shim, shim))
+    (shim_dir / "config.d" / "40-confidential-gpu.toml").write_text(
+        '[hypervisor.qemu]\nkernel_params = "agent.log=info nvrc.smi.srs=1"\n')
+    variables = {"attestation_runtime_classes": [{"name": "kata-qemu-nvidia-gpu-snp", "config": str(link)}],
+                 "attestation_cmdline_source": "config"}
+    proc = run_role(tmp_path, variables)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (record,) = json.loads((tmp_path / "out" / "localhost" / "index.json").read_text())["measurements"]
+    assert record["inputs"]["cmdline"].endswith("scsi_mod.scan=none agent.log=info nvrc.smi.srs=1")
+    kernel = root / "share" / "kata-containers" / "vmlinuz-confidential.container"
+    initrd = root / "share" / "kata-containers" / "kata-containers-initrd-confidential.img"
+    assert record["measurement"] == cli(sev_snp_measure, amdsev, 2, kernel, initrd, record["inputs"]["cmdline"])
+
+
+def test_unknown_kata_version_is_named(sev_snp_measure: List[str], amdsev: Path, tmp_path: Path) -> None:
+    config = kata_tree(tmp_path / "kata", amdsev)
+    proc = run_role(tmp_path, {"attestation_runtime_classes": [{"name": "kata-qemu-snp", "config": str(config)}],
+                               "attestation_cmdline_source": "config", "attestation_kata_version": "",
+                               "attestation_kata_runtime": str(tmp_path / "no-kata-runtime")})
+    assert proc.returncode != 0
+    assert "its kernel command line cannot be composed from %s: the Kata version is not known" % config in proc.stdout
+    assert not list((tmp_path / "out").rglob("*.json"))
 
 
 def test_running_sandbox_gives_the_exact_command_line(

@@ -39,7 +39,8 @@ MEASUREMENT = "ab" * 48
 @pytest.mark.parametrize("name", SNP_CONFIGS)
 def test_real_nvidia_snp_configuration(shared_fixtures: Path, name: str) -> None:
     text = (shared_fixtures / "kata" / name).read_text()
-    inputs = kmi.kata_measurement_inputs(text, name="kata-qemu-nvidia-gpu-snp", host_cpus=96)
+    version = name.split(".kata-")[1][:-len(".toml")]
+    inputs = kmi.kata_measurement_inputs(text, name="kata-qemu-nvidia-gpu-snp", host_cpus=96, kata_version=version)
     assert inputs["firmware"] == "/opt/kata/share/ovmf/AMDSEV.fd"
     assert inputs["kernel"] == "/opt/kata/share/kata-containers/vmlinuz-nvidia-gpu.container"
     assert inputs["image"] == "/opt/kata/share/kata-containers/kata-containers-nvidia-gpu-confidential.img"
@@ -51,20 +52,72 @@ def test_real_nvidia_snp_configuration(shared_fixtures: Path, name: str) -> None
     # The rendered fixture holds a placeholder where a release injects the dm-verity root hash:
     # no command line is guessed for it.
     assert inputs["cmdline"] is None
-    assert "kernel_verity_params is set to a placeholder" in inputs["problems"][0]
+    assert "kernel_verity_params is a placeholder" in inputs["problems"][0]
 
 
 @pytest.mark.parametrize("name", SNP_CONFIGS)
 def test_composed_command_line_of_the_real_configuration(shared_fixtures: Path, name: str) -> None:
+    # Kata 3.32.0 and 4.1.0 (qemu.go kernelParameters): root after the arch parameters, the console, quiet and
+    # systemd.show_status=false, panic=1, no nr_cpus for a confidential guest, selinux, the systemd unit,
+    # scsi_mod.scan=none (virtio-scsi), the agent's, then kernel_params.
     text = (shared_fixtures / "kata" / name).read_text()
-    inputs = kmi.kata_measurement_inputs(text, dropins=[NO_VERITY], name="x", host_cpus=96)
+    version = name.split(".kata-")[1][:-len(".toml")]
+    inputs = kmi.kata_measurement_inputs(text, dropins=[NO_VERITY], name="x", host_cpus=96, kata_version=version)
     words = inputs["cmdline"].split()
     assert words[:12] == list(kmi.KATA_AMD64_KERNEL_PARAMS)
-    assert words[12:16] == ["quiet", "panic=1", "nr_cpus=96", "selinux=0"]
-    # erofs image on virtio-blk (NVDIMM is off for confidential guests), then the configuration's own line.
-    assert "root=/dev/vda1 rootflags=ro rootfstype=erofs" in inputs["cmdline"]
+    assert words[12:24] == ["root=/dev/vda1", "rootflags=ro", "rootfstype=erofs", "console=hvc0", "console=hvc1",
+                            "quiet", "systemd.show_status=false", "panic=1", "selinux=0",
+                            "systemd.unit=kata-containers.target", "systemd.mask=systemd-networkd.service",
+                            "systemd.mask=systemd-networkd.socket"]
+    assert not any(word.startswith("nr_cpus=") for word in words)
     assert inputs["cmdline"].endswith("cgroup_no_v1=all pci=realloc pci=nocrs pci=assign-busses nvrc.smi.srs=1")
     assert inputs["problems"] == []
+
+
+def test_captured_command_line_of_a_kata_sandbox() -> None:
+    # The -append of a QEMU that Kata 3.9.0 started (tests/fixtures/kata_cmdline/README.md says where from).
+    fixtures = REPO / "tests" / "fixtures" / "kata_cmdline"
+    config = (fixtures / "kata-3.9.0-qemu-coco-dev.toml").read_text()
+    captured = (fixtures / "kata-3.9.0-qemu-coco-dev.append").read_text().strip()
+    assert kmi.kata_kernel_cmdline(config, kata_version="3.9.0", host_cpus=4) == captured
+
+
+def test_nr_cpus_stays_for_confidential_guests_before_3_32() -> None:
+    # qemu.go kernelParameters: 3.31.0 always appends nr_cpus=, 3.32.0 skips it for confidential guests.
+    base = MINIMAL % (1, 4)
+    assert "panic=1 nr_cpus=4 selinux=1" in kmi.kata_kernel_cmdline(base, kata_version="3.31.0")
+    assert "panic=1 selinux=1" in kmi.kata_kernel_cmdline(base, kata_version="3.32.0")
+
+
+def test_agent_arguments_come_before_kernel_params() -> None:
+    # katautils/config.go SetKernelParams: defaults, scsi_mod.scan=none, the agent's, then the user's.
+    agent = '[agent.kata]\nenable_debug = true\ndebug_console_enabled = true\nlaunch_process_timeout = 6\n'
+    line = kmi.kata_kernel_cmdline(MINIMAL % (1, 4) + agent, kata_version="4.1.0")
+    assert line.endswith("scsi_mod.scan=none agent.log=debug agent.debug_console agent.debug_console_vport=1026 "
+                         "agent.launch_process_timeout=6 agent.log=info")
+
+
+def test_verity_root_arguments_from_kernel_verity_params() -> None:
+    # hypervisor.go GetKernelRootParams (3.27.0 ..): the dm-verity table Kata builds from kernel_verity_params.
+    verity = ('[hypervisor.qemu]\nimage = "/i.img"\ninitrd = ""\nrootfs_type = "ext4"\nkernel_verity_params = '
+              '"root_hash=768c,salt=63f8,data_blocks=96512,data_block_size=4096,hash_block_size=4096"\n')
+    line = kmi.kata_kernel_cmdline(MINIMAL % (1, 1), dropins=[verity], kata_version="3.32.0")
+    assert ('pci=lastbus=0 dm-mod.create="dm-verity,,,ro,0 772096 verity 1 /dev/vda1 /dev/vda2 4096 4096 96512 0 '
+            'sha256 768c 63f8" root=/dev/dm-0 rootflags=data=ordered,errors=remount-ro ro rootfstype=ext4 '
+            'console=hvc0') in line
+
+
+@pytest.mark.parametrize(("version", "message"), [
+    (None, "the Kata version is not known"),
+    ("main", "'main' is not a version"),
+    ("3.8.0", "composed only for the Go runtime 3.9.0 to 4.1.x"),
+    ("4.2.0", "composed only for the Go runtime 3.9.0 to 4.1.x"),
+])
+def test_unmodelled_versions_are_refused(version: str, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        kmi.kata_kernel_cmdline(MINIMAL % (1, 4), kata_version=version)
+    inputs = kmi.kata_measurement_inputs(MINIMAL % (1, 4), kata_version=version)
+    assert inputs["cmdline"] is None and message.split("'")[-1].strip() in inputs["problems"][0]
 
 
 def test_dropins_replace_keys_in_path_order() -> None:
@@ -81,23 +134,25 @@ def test_dropins_replace_keys_in_path_order() -> None:
 
 
 def test_initrd_guest_has_no_root_arguments() -> None:
-    inputs = kmi.kata_measurement_inputs(MINIMAL % (1, 4), host_cpus=8)
+    inputs = kmi.kata_measurement_inputs(MINIMAL % (1, 4), host_cpus=8, kata_version="3.31.0")
     assert inputs["initrd"].endswith("initrd-confidential.img")
-    assert "root=" not in inputs["cmdline"] and "systemd.unit" not in inputs["cmdline"]
-    assert inputs["cmdline"].endswith("quiet panic=1 nr_cpus=4 selinux=0 agent.log=info")
+    assert "root=" not in inputs["cmdline"] and "systemd" not in inputs["cmdline"]
+    # disable_guest_selinux is unset, so false in the Go runtime's hypervisor struct: selinux=1.
+    assert inputs["cmdline"].endswith(
+        "console=hvc1 quiet panic=1 nr_cpus=4 selinux=1 scsi_mod.scan=none agent.log=info")
 
 
 @pytest.mark.parametrize(("vcpus", "maximum", "host", "expected_vcpus", "expected_nr"), [
-    (0, 0, 16, 1, 16), (0.5, 8, 16, 1, 8), (2.5, 64, 16, 3, 16), (4, 4, 16, 4, 4),
+    (0, 0, 16, 1, 16), (0.5, 8, 16, 1, 8), (2.5, 64, 16, 3, 16), (4, 4, 16, 4, 4), (1, 0, 384, 1, 240),
 ])
 def test_vcpu_rules(vcpus: float, maximum: int, host: int, expected_vcpus: int, expected_nr: int) -> None:
-    inputs = kmi.kata_measurement_inputs(MINIMAL % (vcpus, maximum), host_cpus=host)
+    inputs = kmi.kata_measurement_inputs(MINIMAL % (vcpus, maximum), host_cpus=host, kata_version="3.31.0")
     assert (inputs["default_vcpus"], inputs["nr_cpus"]) == (expected_vcpus, expected_nr)
     assert "nr_cpus=%d" % expected_nr in inputs["cmdline"]
 
 
 def test_host_dependent_counts_are_reported_not_guessed() -> None:
-    inputs = kmi.kata_measurement_inputs(MINIMAL % (-1, 0))
+    inputs = kmi.kata_measurement_inputs(MINIMAL % (-1, 0), kata_version="3.31.0")
     assert inputs["default_vcpus"] is None and inputs["cmdline"] is None
     assert any("attestation_vcpu_counts" in problem for problem in inputs["problems"])
     assert any("host's CPU count" in problem for problem in inputs["problems"])
