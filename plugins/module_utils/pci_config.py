@@ -26,6 +26,8 @@ import os
 import struct
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks import ID_RANGES
+
 HEADER_SIZE = 64
 LEGACY_SIZE = 256
 EXTENDED_SIZE = 4096
@@ -71,14 +73,10 @@ ACS_FLAGS = (
 HEADER_TYPES = {0: "normal", 1: "bridge", 2: "cardbus"}
 
 # Intel PCH root ports whose ACS capability and control registers are 32 bits
-# wide, so that control sits at +8 instead of +6 (Linux: the quirk for
-# Sunrise Point-H and Union Point root ports).  lspci decodes them as standard.
-INTEL_PCH_ACS_DWORD_RANGES = (
-    (0xA110, 0xA11F),
-    (0xA167, 0xA16A),
-    (0xA290, 0xA29F),
-    (0xA2E7, 0xA2EE),
-)
+# wide, so that control sits at +8 instead of +6 (Linux: pci_quirk_intel_spt_pch_acs
+# for Sunrise Point, Union Point and 7th/8th gen mobile root ports; the ranges live
+# with the other kernel ACS quirks).  lspci decodes them as standard.
+INTEL_PCH_ACS_DWORD_RANGES = ID_RANGES["pci_quirk_intel_spt_pch_acs"]
 
 MAX_STANDARD_CAPS = 48
 MAX_EXTENDED_CAPS = (EXTENDED_SIZE - LEGACY_SIZE) // 4

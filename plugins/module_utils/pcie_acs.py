@@ -32,6 +32,24 @@ import struct
 from itertools import combinations
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks import (
+    CR,
+    DT,
+    EC,
+    ISOLATED,
+    NOT_ISOLATED,
+    REGISTERS,
+    REQ_ACS_FLAGS,
+    RR,
+    SV,
+    TB,
+    UF,
+    UNTIL_IOMMU,
+    QuirkDevice,
+    QuirkVerdict,
+    acs_quirk,
+    reads_header,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import parse_cmdline
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     ACS_FLAGS,
@@ -54,16 +72,26 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 PROFILES = ("report", "confidential", "p2p")
-P2P_MODES = ("disable_acs_redir", "config_acs")
+# direct_translated: the Kata VRA's way (docs/design/kata-vra.md): ATS on the endpoints, ACS Direct Translated P2P
+# on the switch downstream ports, redirect kept, so IOMMU groups stay as they are.
+P2P_MODES = ("direct_translated", "disable_acs_redir", "config_acs")
+DEFAULT_P2P_MODE = "direct_translated"
 DEVICE_FORMATS = ("address", "path")
 SELECTABLE_ROLES = ("gpu", "nvswitch", "nic", "bridge", "storage", "other")
 # Selected when no filter is given: what this collection passes through or runs P2P between.
 DEFAULT_ROLES = ("gpu", "nvswitch", "nic")
 
-SV, TB, RR, CR, UF, EC, DT = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40
-ACS_BITS = 0x7F
+ACS_BITS = SV | TB | RR | CR | UF | EC | DT
 # The kernel's REQ_ACS_FLAGS: what a port must enable for the devices below it to get their own groups.
-ISOLATION_BITS = SV | RR | CR | UF
+ISOLATION_BITS = REQ_ACS_FLAGS
+# What p2p_mode direct_translated forces on: Direct Translated P2P plus the isolation flags.  config_acs takes an
+# 'x' (keep) bit from the value firmware left, not from what the kernel enabled (drivers/pci/pci.c
+# __pci_config_acs: ctrl = (fw_ctrl & ~mask) | (flags & mask)), so the isolation flags must be written as 1.
+DIRECT_TRANSLATED_BITS = DT | REQ_ACS_FLAGS
+# Linux 6.11 added pci=config_acs= (drivers/pci/pci.c); older kernels ignore it as an unknown pci= option.
+CONFIG_ACS_SINCE = (6, 11)
+PROC_OSRELEASE = "/proc/sys/kernel/osrelease"
+ACPI_IVRS = "/sys/firmware/acpi/tables/IVRS"
 # What pci=disable_acs_redir= clears (P2P request and completion redirect, egress control).
 REDIRECT_BITS = RR | CR | EC
 # config_acs flags, most significant bit (Direct Translated P2P) first: clear RR, CR and EC, keep the rest.
@@ -75,6 +103,7 @@ ACS_OVERRIDE_KEY = "pcie_acs_override"
 PROC_CMDLINE = "/proc/cmdline"
 
 PORTS_NEEDING_ACS = ("root_port", "downstream_port")
+QUIRK_VERDICTS = {ISOLATED: "quirk", NOT_ISOLATED: "quirk_not_isolating", UNTIL_IOMMU: "quirk_inactive"}
 # Port types the kernel never counts as isolating (pci_acs_enabled returns false).
 NEVER_ISOLATING = ("pcie_to_pci_bridge", "pci_to_pcie_bridge", "rc_event_collector")
 
@@ -123,7 +152,7 @@ def flag_bits(flags: str) -> Tuple[int, int]:
 
 
 def build_request(profile: str, addresses: Sequence[str], pci_ids: Sequence[str], roles: Sequence[str],
-                  p2p_mode: str = "disable_acs_redir", config_acs_flags: str = DEFAULT_CONFIG_ACS_FLAGS,
+                  p2p_mode: str = DEFAULT_P2P_MODE, config_acs_flags: str = DEFAULT_CONFIG_ACS_FLAGS,
                   device_format: str = "address", current_cmdline: Optional[str] = None,
                   runtime_write: bool = False) -> Request:
     """Check every input before anything is read; all problems in one :class:`PcieAcsError`."""
@@ -179,16 +208,22 @@ def config_size(host: HostRoot, address: str, cache: Dict[str, bytes]) -> int:
     return len(cache[address])
 
 
-def isolation_of(kind: Optional[str], acs: Optional[Dict[str, Any]], readable: int) -> Tuple[str, int]:
+def isolation_of(kind: Optional[str], acs: Optional[Dict[str, Any]], readable: int,
+                 quirk: Optional[QuirkVerdict] = None) -> Tuple[str, int]:
     """(verdict, isolation bits the port implements but has off), the way the kernel's pci_acs_enabled judges.
 
     ``enabled``, ``partial``, ``disabled`` (ACS present), ``no_acs`` (a root or
     downstream port without it), ``not_needed`` (upstream ports and other
     single-function types), ``pci_bridge`` (never isolates), ``unknown``
-    (config space not readable far enough to tell).
+    (config space not readable far enough to tell).  A kernel quirk answers
+    first, as ``pci_dev_specific_acs_enabled`` does: ``quirk`` (isolated),
+    ``quirk_inactive`` (isolated once an IOMMU driver asks for ACS at boot),
+    ``quirk_not_isolating``.
     """
     if acs is None and (readable < LEGACY_SIZE or (kind is not None and readable < EXTENDED_SIZE)):
         return "unknown", 0
+    if quirk is not None and quirk.outcome != REGISTERS:
+        return QUIRK_VERDICTS[quirk.outcome], 0
     if kind is None or kind in NEVER_ISOLATING:
         return "pci_bridge", 0
     if kind not in PORTS_NEEDING_ACS:
@@ -202,9 +237,10 @@ def isolation_of(kind: Optional[str], acs: Optional[Dict[str, Any]], readable: i
     return ("disabled" if missing == needed else "partial"), missing
 
 
-def bridge_entry(bridge: Dict[str, Any], below: List[str], readable: int) -> Dict[str, Any]:
+def bridge_entry(bridge: Dict[str, Any], below: List[str], readable: int,
+                 quirk: Optional[QuirkVerdict]) -> Dict[str, Any]:
     acs = bridge.get("acs")
-    verdict, missing = isolation_of(port_type(bridge), acs, readable)
+    verdict, missing = isolation_of(port_type(bridge), acs, readable, quirk)
     return {
         "address": bridge["address"],
         "vendor_id": bridge.get("vendor_id"),
@@ -216,11 +252,31 @@ def bridge_entry(bridge: Dict[str, Any], below: List[str], readable: int) -> Dic
             "capability", "control", "register_layout", "capabilities", "enabled")},
         "isolation": verdict,
         "missing": flag_names(missing),
+        "quirk": None if quirk is None else quirk.function,
     }
 
 
+def hex_id(value: Optional[str]) -> int:
+    return int(value, 16) if value else -1
+
+
+def quirk_of(host: HostRoot, bridge: Dict[str, Any], iommu_on: bool,
+             configs: Dict[str, bytes]) -> Optional[QuirkVerdict]:
+    """The kernel quirk that decides whether this bridge isolates the devices below it (acs_quirks)."""
+    vendor, device = hex_id(bridge.get("vendor_id")), hex_id(bridge.get("device_id"))
+    multifunction = False
+    if reads_header(vendor, device):
+        config_size(host, bridge["address"], configs)
+        header = configs[bridge["address"]][0x0E:0x0F]
+        multifunction = bool(header and header[0] & 0x80)
+    return acs_quirk(QuirkDevice(
+        vendor=vendor, device=device, port_type=port_type(bridge), has_acs=bridge.get("acs") is not None,
+        multifunction=multifunction, on_root_bus=len(bridge.get("path") or ()) == 1,
+        ivrs_table=multifunction and host.exists(ACPI_IVRS), iommu_on=iommu_on))
+
+
 def describe_bridges(host: HostRoot, by_address: Dict[str, Dict[str, Any]], selected: Sequence[Dict[str, Any]],
-                     configs: Dict[str, bytes]) -> List[Dict[str, Any]]:
+                     configs: Dict[str, bytes], iommu_on: bool) -> List[Dict[str, Any]]:
     """Every bridge on the path of a selected device (the device itself excluded), by address."""
     below: Dict[str, List[str]] = {}
     for dev in selected:
@@ -231,7 +287,7 @@ def describe_bridges(host: HostRoot, by_address: Dict[str, Dict[str, Any]], sele
         bridge = by_address.get(address, {"address": address})
         # Config space is read again only where capabilities are missing, to tell "absent" from "unreadable".
         readable = EXTENDED_SIZE if bridge.get("acs") else config_size(host, address, configs)
-        entries.append(bridge_entry(bridge, below[address], readable))
+        entries.append(bridge_entry(bridge, below[address], readable, quirk_of(host, bridge, iommu_on, configs)))
     return entries
 
 
@@ -282,6 +338,17 @@ def bridge_violation(bridge: Dict[str, Any], topology: Dict[str, Any]) -> Option
                % (what(bridge), devices, group_text(topology, bridge["iommu_group"])))
         fix = ("move the device to a slot whose root or switch downstream port has ACS, or get firmware that exposes "
                "it; ACS override kernel patches (pcie_acs_override) only pretend isolation")
+    elif verdict == "quirk_inactive":
+        msg = ("%s above %s isolates the devices below it only through the kernel's %s quirk, which the kernel "
+               "turns on at boot when an IOMMU driver asks for ACS; the IOMMU is off now"
+               % (what(bridge), devices, bridge["quirk"]))
+        fix = ("boot with the IOMMU on (role kernel_args: intel_iommu=on); dmesg then says \"Intel PCH root port ACS "
+               "workaround enabled\" for this port")
+    elif verdict == "quirk_not_isolating":
+        msg = ("%s above %s: the kernel's %s quirk decides for this port and does not count it as isolating "
+               "(drivers/pci/quirks.c), so the kernel merges the devices below it into one IOMMU group%s"
+               % (what(bridge), devices, bridge["quirk"], group_text(topology, bridge["iommu_group"])))
+        fix = "move the device to a slot below a port that isolates it (pcie_acs reports each port's verdict)"
     elif verdict == "pci_bridge":
         msg = ("%s above %s is a PCI bridge: the devices behind it share its requester ID, so ACS cannot isolate them "
                "and they form one IOMMU group" % (what(bridge), devices))
@@ -321,6 +388,8 @@ def clears_at_boot(kind: str, iommu_enabled: bool, cmdline_weakens_acs: bool) ->
     """
     if kind == "cmdline":
         return True
+    if kind == "quirk_inactive":
+        return not iommu_enabled
     return kind in ("partial", "disabled") and (not iommu_enabled or cmdline_weakens_acs)
 
 
@@ -360,6 +429,39 @@ def p2p_ports(selected: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[str
     return sorted(ports)
 
 
+def direct_translated_ports(ports: Sequence[str], by_address: Dict[str, Dict[str, Any]],
+                            notes: List[str]) -> List[str]:
+    """The ports that implement Direct Translated P2P (the only ones direct_translated can change)."""
+    kept = []
+    for address in ports:
+        acs = by_address[address].get("acs")
+        if acs is None:
+            notes.append("%s has no ACS: nothing redirects peer-to-peer traffic there, so it needs no argument"
+                         % address)
+        elif not acs["capability"] & DT:
+            notes.append("%s does not implement ACS Direct Translated P2P: translated requests keep going up "
+                         "through the root complex there (isolation unchanged)" % address)
+        else:
+            kept.append(address)
+    return kept
+
+
+def direct_translated_flags(capability: int) -> str:
+    """config_acs flags for one port: 1 for Direct Translated P2P and each isolation flag it implements, x else.
+
+    ``x`` would take the bit from firmware's value, not the kernel's, so the
+    isolation flags are written out; the bits it does not implement are
+    hard-wired to 0 and stay ``x``.
+    """
+    return "".join("1" if capability & DIRECT_TRANSLATED_BITS & (1 << bit) else "x" for bit in range(6, -1, -1))
+
+
+def port_flags(address: str, request: Request, by_address: Dict[str, Dict[str, Any]]) -> str:
+    if request.p2p_mode == "direct_translated":
+        return direct_translated_flags(by_address[address]["acs"]["capability"])
+    return request.config_acs_flags
+
+
 def redirecting_ports(ports: Sequence[str], by_address: Dict[str, Dict[str, Any]], notes: List[str]) -> List[str]:
     """The ports that have something to turn off (ACS with redirect or egress control implemented)."""
     kept = []
@@ -387,10 +489,51 @@ def acs_option(ports: Sequence[str], request: Request, by_address: Dict[str, Dic
     """The pci= option for the ports: ``disable_acs_redir=A;B`` or ``config_acs=FLAGS@A;FLAGS@B``."""
     if not ports:
         return None
-    specs = [device_spec(by_address[address], request.device_format) for address in ports]
     if request.p2p_mode == "disable_acs_redir":
-        return "disable_acs_redir=" + ";".join(specs)
-    return "config_acs=" + ";".join("%s@%s" % (request.config_acs_flags, spec) for spec in specs)
+        return "disable_acs_redir=" + ";".join(device_spec(by_address[address], request.device_format)
+                                               for address in ports)
+    return "config_acs=" + ";".join("%s@%s" % (port_flags(address, request, by_address),
+                                               device_spec(by_address[address], request.device_format))
+                                    for address in ports)
+
+
+def kernel_release(host: HostRoot) -> Optional[Tuple[int, int]]:
+    """(major, minor) of the running kernel, from /proc/sys/kernel/osrelease."""
+    text = host.read_text(PROC_OSRELEASE)
+    found = re.match(r"^(\d+)\.(\d+)", text.strip()) if text else None
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def direct_translated_warnings(ports: Sequence[str], by_address: Dict[str, Dict[str, Any]],
+                               selected: Sequence[Dict[str, Any]], options: Dict[str, Any]) -> List[str]:
+    """What keeps Direct Translated P2P from working: endpoints without ATS, pci=noats, TB or EC left on."""
+    warnings = []
+    below = [dev for dev in selected if set(dev["path"]) & set(ports)]
+    without = [dev["address"] for dev in below if dev["ats"] is None]
+    if without:
+        warnings.append("%s: no ATS capability, so their peer-to-peer requests are untranslated and still go up "
+                        "through the IOMMU; Direct Translated P2P only helps endpoints with ATS" % ", ".join(without))
+    if "noats" in options["current"]:
+        warnings.append("pci=noats is on the command line: the kernel leaves ATS off on every device, so no request "
+                        "is ever translated and Direct Translated P2P changes nothing; drop noats")
+    for address in ports:
+        control = by_address[address]["acs"]["control"]
+        if control & (TB | EC):
+            warnings.append("%s has %s on, which %s translated peer-to-peer requests; config_acs keeps what firmware "
+                            "set there" % (address, ", ".join(flag_names(control & (TB | EC))),
+                                           "blocks" if control & TB else "may block"))
+    return warnings
+
+
+def config_acs_kernel_warning(host: HostRoot, request: Request) -> List[str]:
+    if request.p2p_mode == "disable_acs_redir":
+        return []
+    release = kernel_release(host)
+    if release is None or release >= CONFIG_ACS_SINCE:
+        return []
+    return ["the running kernel is %d.%d: pci=config_acs= exists from Linux 6.11 on, and older kernels ignore it "
+            "(\"PCI: Unknown option\"), so ACS stays as it is (isolated, peer-to-peer through the root complex) "
+            "until the host boots 6.11 or later" % release]
 
 
 def config_acs_warnings(ports: Sequence[str], request: Request, by_address: Dict[str, Dict[str, Any]],
@@ -478,6 +621,8 @@ def wanted_control(bridge: Dict[str, Any], request: Request) -> int:
         return control | (ISOLATION_BITS & capability)
     if request.p2p_mode == "disable_acs_redir":
         return control & ~REDIRECT_BITS
+    if request.p2p_mode == "direct_translated":
+        return control | (DIRECT_TRANSLATED_BITS & capability)
     mask, value = flag_bits(request.config_acs_flags)
     return (control & ~mask) | (value & mask & capability & ACS_BITS)
 
@@ -566,7 +711,15 @@ def plan_boot(request: Request, selected: Sequence[Dict[str, Any]], by_address: 
     if request.profile == "report":
         return [], [], []
     ports: List[str] = []
-    if request.profile == "p2p":
+    if request.profile == "p2p" and request.p2p_mode == "direct_translated":
+        ports = direct_translated_ports(p2p_ports(selected, by_address, notes), by_address, notes)
+        if ports:
+            warnings += direct_translated_warnings(ports, by_address, selected, options)
+            warnings.append("profile p2p enables ACS Direct Translated P2P on %s at the next boot, with request and "
+                            "completion redirect kept, so IOMMU groups stay as they are; requests a device marks as "
+                            "translated then reach its peers without the IOMMU's check, so do not give these devices "
+                            "to confidential guests" % ", ".join(ports))
+    elif request.profile == "p2p":
         ports = redirecting_ports(p2p_ports(selected, by_address, notes), by_address, notes)
         warnings += config_acs_warnings(ports, request, by_address, selected)
         if ports:
@@ -592,13 +745,16 @@ def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
     by_address = {dev["address"]: dev for dev in topology["devices"]}
     selected = select_devices(topology["devices"], request)
     configs: Dict[str, bytes] = {}
-    bridges = describe_bridges(host, by_address, selected, configs)
+    iommu_enabled = any(dev["iommu_group"] is not None for dev in topology["devices"])
+    bridges = describe_bridges(host, by_address, selected, configs, iommu_enabled)
     notes: List[str] = []
     warnings: List[str] = []
     if not selected:
         notes.append("no device matches the selection: nothing to judge")
     options = current_options(host, request.current_cmdline)
     ports, args, absent = plan_boot(request, selected, by_address, options, notes, warnings)
+    if ports:
+        warnings += config_acs_kernel_warning(host, request)
     changes: List[Dict[str, Any]] = []
     if request.runtime_write:
         targets = ports if request.profile == "p2p" else [
@@ -611,7 +767,6 @@ def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
         if changes:
             warnings.append(NOT_REGROUPED)
     violations: List[Dict[str, Any]] = []
-    iommu_enabled = any(dev["iommu_group"] is not None for dev in topology["devices"])
     if request.profile == "confidential":
         found = [bridge_violation(bridge, topology) for bridge in bridges] + [cmdline_violation(options)]
         violations = [violation for violation in found if violation is not None]

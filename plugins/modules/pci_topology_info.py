@@ -16,7 +16,7 @@ description:
     the root port down (from the function's real sysfs path), a role (C(gpu), C(nvswitch),
     C(nic), C(bridge), C(storage), C(other)), and capabilities decoded from configuration space
     (PCIe port type and link, ACS, ATS, PRI, PASID, SR-IOV, ARI, Resizable BAR).
-  - ACS of Intel Sunrise Point-H and Union Point PCH root ports is decoded with the 32-bit
+  - ACS of Intel Sunrise Point-H, Union Point and 7th/8th gen mobile PCH root ports is decoded with the 32-bit
     register layout the Linux kernel uses for them (control at +8), which C(lspci) does not apply.
   - Judges each IOMMU group for passthrough, and pairs every GPU with the NICs closest to it
     (deepest common bridge, then NUMA node), in the link classes of C(nvidia-smi topo -m).

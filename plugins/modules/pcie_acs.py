@@ -18,13 +18,22 @@ description:
     forwarding enabled, where they implement them (C(enabled), C(partial), C(disabled)), or have no ACS at all
     (C(no_acs)); switch upstream ports need none (C(not_needed)); PCI and PCI-X bridges never isolate the devices
     behind them (C(pci_bridge)); C(unknown) when the extended configuration space could not be read."
+  - "The kernel's device-specific ACS quirks (C(pci_dev_acs_enabled[]) in drivers/pci/quirks.c, as of Linux
+    v6.12.118) answer first, as in the kernel: a port they isolate is C(quirk) (no violation), for example Intel PCH,
+    Ampere, Cavium, QCOM, NXP or Loongson root ports without an ACS capability; C(quirk_inactive) is an Intel PCH
+    root port whose quirk the kernel turns on only with the IOMMU on; C(quirk_not_isolating) a port whose quirk says
+    it does not isolate (Zhaoxin ports outside the listed IDs). RV(bridges[].quirk) names the kernel function."
   - O(profile=confidential) turns every bridge that does not isolate the devices below it into a violation with its
     fix, and also the kernel command line when it weakens ACS (C(pci=disable_acs_redir=), C(pci=config_acs=),
     C(pcie_acs_override=)).
   - O(profile=p2p) finds the switch downstream ports that peer-to-peer traffic between two selected devices enters
-    (the two ports below the switch where their paths meet) and returns the boot argument that turns ACS redirect
-    off there, C(pci=disable_acs_redir=) or C(pci=config_acs=), as RV(kernel_args) for role
-    C(confidential_gpu.host.kernel_args). Pairs that meet only in the root complex get no argument.
+    (the two ports below the switch where their paths meet) and returns the boot argument for them as
+    RV(kernel_args) for role C(confidential_gpu.host.kernel_args). By default (O(p2p_mode=direct_translated), the way
+    Kata's virtualization reference architecture, docs/design/kata-vra.md, describes it) that is
+    C(pci=config_acs=) enabling ACS Direct Translated P2P with request and completion redirect kept, so the IOMMU
+    groups stay split and only ATS-translated requests go straight to the peer. C(disable_acs_redir) and
+    C(config_acs) turn redirect off instead, which merges the groups below those ports. Pairs that meet only in the
+    root complex get no argument.
   - C(pci=) is one boot argument whose value is a comma-separated list of options. The other C(pci=) options of the
     current command line (O(current_cmdline), else C(/proc/cmdline)) are kept in front of the ACS option, and the
     ACS options there are replaced, so the argument is whole and a second run gives the same one.
@@ -65,29 +74,36 @@ options:
       - C(report) reads and judges only.
       - C(confidential) also returns RV(violations) (every bridge that does not isolate the devices below it, and
         ACS-weakening boot arguments), and the boot arguments that remove those from the command line.
-      - C(p2p) also returns RV(p2p_ports) and the C(pci=) boot argument that turns ACS redirect off on them.
+      - C(p2p) also returns RV(p2p_ports) and the C(pci=) boot argument for them (O(p2p_mode)).
     type: str
     choices: [report, confidential, p2p]
     default: report
   p2p_mode:
     description:
       - Which kernel option O(profile=p2p) writes.
+      - C(direct_translated) (C(pci=config_acs=FLAGS@A;FLAGS@B)) sets Direct Translated P2P and, explicitly, source
+        validation, request redirect, completion redirect and upstream forwarding on each port that implements them
+        (for a port with all of them C(1x111x1)); the kernel takes an C(x) bit from firmware's value, not from what
+        it enabled itself, so the isolation bits are written as C(1). The kernel's isolation test (REQ_ACS_FLAGS)
+        still holds and the IOMMU groups stay as they are. Ports without Direct Translated P2P are left out.
+        Warns about selected endpoints below the ports without ATS, C(pci=noats), translation blocking or egress
+        control left on, and a running kernel older than 6.11 (which ignores C(config_acs=)).
       - C(disable_acs_redir) (C(pci=disable_acs_redir=A;B)) clears request redirect, completion redirect and egress
         control on the ports, in every kernel since 4.19.
-      - C(config_acs) (C(pci=config_acs=FLAGS@A;FLAGS@B)) sets the bits O(config_acs_flags) gives and leaves the
-        others as the kernel set them; it needs Linux 6.11 or later.
+      - C(config_acs) (C(pci=config_acs=FLAGS@A;FLAGS@B)) applies O(config_acs_flags) to every port; bits given as
+        C(x) take the value firmware left (drivers/pci/pci.c C(__pci_config_acs)); it needs Linux 6.11 or later.
     type: str
-    choices: [disable_acs_redir, config_acs]
-    default: disable_acs_redir
+    choices: [direct_translated, disable_acs_redir, config_acs]
+    default: direct_translated
   config_acs_flags:
     description:
       - The ACS flags of C(pci=config_acs=), one character per bit, most significant first, as the kernel reads them
         from the right - bit 6 Direct Translated P2P, 5 Egress Control, 4 Upstream Forwarding, 3 Completion
         Redirect, 2 Request Redirect, 1 Translation Blocking, 0 Source Validation; C(0) clears, C(1) sets, C(x)
-        keeps. Shorter strings are padded with C(x) on the left.
-      - The default C(x0x00xx) clears redirect and egress control like C(disable_acs_redir). C(1xx11xx) keeps
-        redirect for untranslated requests and lets ATS-translated ones go straight to their peer (Direct
-        Translated P2P), for endpoints with ATS enabled (RV(devices[].ats)).
+        keeps the value firmware left (not the one the kernel enabled). Shorter strings are padded with C(x) on the
+        left. Used with O(p2p_mode=config_acs) only.
+      - The default C(x0x00xx) clears redirect and egress control like C(disable_acs_redir), and leaves source
+        validation and upstream forwarding as firmware set them.
     type: str
     default: x0x00xx
   device_format:
@@ -161,7 +177,7 @@ EXAMPLES = r"""
     fail_on_violation: true
   become: true
 
-- name: Boot argument for GPUDirect between the GPUs and NICs behind the same switches
+- name: Boot argument for GPUDirect between the GPUs and NICs behind the same switches (Direct Translated P2P)
   confidential_gpu.host.pcie_acs:
     roles: [gpu, nic]
     profile: p2p
@@ -175,12 +191,11 @@ EXAMPLES = r"""
     pcie_acs_kernel_args: "{{ p2p.kernel_args }}"
     pcie_acs_kernel_args_absent: "{{ p2p.kernel_args_absent }}"
 
-- name: P2P with ATS - keep redirect for untranslated requests, let translated ones through, ports named by path
+- name: P2P with redirect off (merges the IOMMU groups below the ports), ports named by path
   confidential_gpu.host.pcie_acs:
     roles: [gpu, nic]
     profile: p2p
-    p2p_mode: config_acs
-    config_acs_flags: 1xx11xx
+    p2p_mode: disable_acs_redir
     device_format: path
   become: true
 """
@@ -264,10 +279,16 @@ bridges:
         no ACS capability. After a runtime write, the value read back.
       type: dict
     isolation:
-      description: C(enabled), C(partial), C(disabled), C(no_acs), C(not_needed), C(pci_bridge) or C(unknown)
-        (see the description).
+      description: C(enabled), C(partial), C(disabled), C(no_acs), C(not_needed), C(pci_bridge), C(unknown),
+        C(quirk), C(quirk_inactive) or C(quirk_not_isolating) (see the description).
       type: str
       sample: no_acs
+    quirk:
+      description: The kernel quirk function (drivers/pci/quirks.c, Linux v6.12.118) that decides for this bridge,
+        or null when its ACS registers decide. C(pci_quirk_intel_spt_pch_acs) names the Intel PCH ports whose ACS
+        registers are read 32 bits wide.
+      type: str
+      sample: pci_quirk_intel_pch_acs
     missing:
       description: Isolation flags the port implements but has off (C(source_validation), C(request_redirect),
         C(completion_redirect), C(upstream_forwarding)).
@@ -285,7 +306,8 @@ violations:
       type: str
       sample: "0000:04:00.0"
     kind:
-      description: C(partial), C(disabled), C(no_acs), C(pci_bridge), C(unknown) or C(cmdline).
+      description: C(partial), C(disabled), C(no_acs), C(pci_bridge), C(unknown), C(quirk_inactive),
+        C(quirk_not_isolating) or C(cmdline).
       type: str
       sample: no_acs
     missing:
@@ -309,7 +331,8 @@ violations:
           ACS isolation on every port that has ACS only when an IOMMU driver asks for it, so C(partial) and
           C(disabled) ports clear when the IOMMU is off now (RV(iommu_enabled)) or a C(cmdline) violation is in
           force; the C(cmdline) violation itself clears once role C(kernel_args) drops the arguments.
-        - C(no_acs), C(pci_bridge) and C(unknown) never clear at boot.
+        - C(quirk_inactive) clears when the IOMMU is off now.
+        - C(no_acs), C(pci_bridge), C(unknown) and C(quirk_not_isolating) never clear at boot.
         - Role C(pcie_acs) with C(pcie_acs_defer_to_reboot) (as C(prepare.yml) sets it) checks these after the
           reboot instead of failing before it.
       type: bool
@@ -410,6 +433,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import (
     DEFAULT_CONFIG_ACS_FLAGS,
+    DEFAULT_P2P_MODE,
     DEVICE_FORMATS,
     P2P_MODES,
     PROFILES,
@@ -426,7 +450,7 @@ ARGUMENT_SPEC = {
     "pci_ids": {"type": "list", "elements": "str", "default": []},
     "roles": {"type": "list", "elements": "str", "default": [], "choices": list(SELECTABLE_ROLES)},
     "profile": {"type": "str", "default": "report", "choices": list(PROFILES)},
-    "p2p_mode": {"type": "str", "default": "disable_acs_redir", "choices": list(P2P_MODES)},
+    "p2p_mode": {"type": "str", "default": DEFAULT_P2P_MODE, "choices": list(P2P_MODES)},
     "config_acs_flags": {"type": "str", "default": DEFAULT_CONFIG_ACS_FLAGS},
     "device_format": {"type": "str", "default": "address", "choices": list(DEVICE_FORMATS)},
     "current_cmdline": {"type": "str"},

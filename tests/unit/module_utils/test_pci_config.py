@@ -33,7 +33,9 @@ def pch_root_port(device_id: int) -> ConfigBuilder:
     return config
 
 
-@pytest.mark.parametrize("device_id", [0xA110, 0xA11F, 0xA167, 0xA16A, 0xA290, 0xA29F, 0xA2E7, 0xA2EE])
+# Linux v6.12.118 drivers/pci/quirks.c pci_quirk_intel_spt_pch_acs_match(): Sunrise Point, Union Point and the
+# 7th/8th gen mobile I/O root ports 0x9d10-0x9d1b.
+@pytest.mark.parametrize("device_id", [0xA110, 0xA11F, 0xA167, 0xA16A, 0xA290, 0xA29F, 0xA2E7, 0xA2EE, 0x9D10, 0x9D1B])
 def test_intel_pch_root_ports_read_acs_control_at_plus_8(device_id: int) -> None:
     acs = decode_config(pch_root_port(device_id).bytes())["acs"]
     assert acs["register_layout"] == "intel_pch_dword"
@@ -41,7 +43,7 @@ def test_intel_pch_root_ports_read_acs_control_at_plus_8(device_id: int) -> None
     assert acs["enabled"]["request_redirect"] and not acs["enabled"]["translation_blocking"]
 
 
-@pytest.mark.parametrize("device_id", [0xA10F, 0xA120, 0xA166, 0xA16B, 0xA2E6, 0xA2EF, 0x9D10])
+@pytest.mark.parametrize("device_id", [0xA10F, 0xA120, 0xA166, 0xA16B, 0xA2E6, 0xA2EF, 0x9D0F, 0x9D1C])
 def test_other_intel_root_ports_use_the_standard_layout(device_id: int) -> None:
     acs = decode_config(pch_root_port(device_id).bytes())["acs"]
     assert acs["register_layout"] == "standard"

@@ -233,7 +233,7 @@ def test_confidential_with_a_clean_command_line_leaves_pci_alone(tmp_path: Path)
 
 def test_p2p_names_the_downstream_ports_where_two_selected_devices_meet(tmp_path: Path) -> None:
     host = tree(tmp_path, switch_host(), "BOOT_IMAGE=/vmlinuz ro")
-    result = run(host, "p2p", ("03:00.0", "04:00.0", "06:00.0"))
+    result = run(host, "p2p", ("03:00.0", "04:00.0", "06:00.0"), p2p_mode="disable_acs_redir")
     assert result["p2p_ports"] == ["0000:02:00.0", "0000:02:01.0"]
     assert result["kernel_args"] == ["pci=disable_acs_redir=0000:02:00.0;0000:02:01.0"]
     assert result["kernel_args_absent"] == []
@@ -244,7 +244,7 @@ def test_p2p_names_the_downstream_ports_where_two_selected_devices_meet(tmp_path
 def test_p2p_on_a_synthetic_hgx_pairs_each_gpu_with_its_nic(tmp_path: Path) -> None:
     host = tree(tmp_path, gpu_server(ServerShape(gpus=4, nic_pfs_per_gpu=1)), "ro")
     topology = read_topology(host)
-    result = run(host, "p2p", roles=["gpu", "nic"])
+    result = run(host, "p2p", roles=["gpu", "nic"], p2p_mode="disable_acs_redir")
     expected = sorted(dev["path"][-2] for dev in topology["devices"] if dev["role"] in ("gpu", "nic"))
     assert result["p2p_ports"] == expected and len(expected) == 8
     assert result["kernel_args"] == ["pci=disable_acs_redir=" + ";".join(expected)]
@@ -287,7 +287,8 @@ def test_config_acs_flag_strings_read_from_the_right(flags: str, mask: int, valu
 
 def test_p2p_keeps_other_pci_options_and_is_stable_on_its_own_output(tmp_path: Path) -> None:
     cmdline = "ro pci=noaer pci=realloc=off,disable_acs_redir=0000:09:00.0 quiet"
-    result = run(tree(tmp_path / "a", switch_host(), cmdline), "p2p", ("03:00.0", "04:00.0"))
+    result = run(tree(tmp_path / "a", switch_host(), cmdline), "p2p", ("03:00.0", "04:00.0"),
+                 p2p_mode="disable_acs_redir")
     arg = "pci=noaer,realloc=off,disable_acs_redir=0000:02:00.0;0000:02:01.0"
     assert result["kernel_args"] == [arg]
     assert result["pci_options"]["acs"] == ["disable_acs_redir=0000:09:00.0"]
@@ -295,7 +296,8 @@ def test_p2p_keeps_other_pci_options_and_is_stable_on_its_own_output(tmp_path: P
     # After the reboot the running kernel has the argument as GRUB wrote it (quoted for its ';').
     booted = "ro %s quiet" % render("pci", arg[4:])
     assert booted == 'ro pci="noaer,realloc=off,disable_acs_redir=0000:02:00.0;0000:02:01.0" quiet'
-    again = run(tree(tmp_path / "b", switch_host(), booted), "p2p", ("03:00.0", "04:00.0"))
+    again = run(tree(tmp_path / "b", switch_host(), booted), "p2p", ("03:00.0", "04:00.0"),
+                p2p_mode="disable_acs_redir")
     assert again["kernel_args"] == [arg]
     assert not any("replacing" in note for note in again["notes"])
     assert parse_item(arg, "present").text == render("pci", arg[4:]), "kernel_cmdline takes it as one argument"
@@ -303,7 +305,7 @@ def test_p2p_keeps_other_pci_options_and_is_stable_on_its_own_output(tmp_path: P
 
 def test_p2p_skips_ports_without_anything_to_turn_off(tmp_path: Path) -> None:
     host = tree(tmp_path, switch_host(dsp_acs=None), "ro pci=disable_acs_redir=0000:02:00.0")
-    result = run(host, "p2p", ("03:00.0", "04:00.0"))
+    result = run(host, "p2p", ("03:00.0", "04:00.0"), p2p_mode="disable_acs_redir")
     assert result["p2p_ports"] == []
     assert result["kernel_args"] == [] and result["kernel_args_absent"] == ["pci"]
     assert any(note.startswith("0000:02:00.0 has no ACS") for note in result["notes"])
@@ -324,7 +326,8 @@ def test_unreadable_proc_cmdline_is_said(tmp_path: Path) -> None:
     result = run(tree(tmp_path, switch_host()), "p2p", ("03:00.0", "04:00.0"))
     assert result["pci_options"]["source"] is None
     assert any(w.startswith("/proc/cmdline could not be read") for w in result["warnings"])
-    given = run(HostRoot(str(tmp_path)), "p2p", ("03:00.0", "04:00.0"), current_cmdline="ro pci=nommconf")
+    given = run(HostRoot(str(tmp_path)), "p2p", ("03:00.0", "04:00.0"), current_cmdline="ro pci=nommconf",
+                p2p_mode="disable_acs_redir")
     assert given["kernel_args"] == ["pci=nommconf,disable_acs_redir=0000:02:00.0;0000:02:01.0"]
     assert given["pci_options"]["source"] == "current_cmdline"
 

@@ -85,10 +85,12 @@ def test_p2p_arguments_go_through_kernel_cmdline_and_settle(run_module, tmp_path
     root = boot_files(build_tree(tmp_path / "root", gpu_server(ServerShape(gpus=2, sockets=1))),
                       "intel_iommu=on pci=noaer")
     planned = run_module(MODULE, {"root": str(root), "profile": "p2p"})
-    arg = "pci=noaer,disable_acs_redir=0000:02:00.0;0000:02:01.0;0000:06:00.0;0000:06:01.0"
+    # The default, Direct Translated P2P: the switch ports implement SV TB RR CR UF DT (fake_sysfs.ACS_ALL).
+    arg = "pci=noaer,config_acs=" + ";".join("1x111x1@" + port for port in (
+        "0000:02:00.0", "0000:02:01.0", "0000:06:00.0", "0000:06:01.0"))
     assert planned["rc"] == 0 and planned["kernel_args"] == [arg], planned
     assert planned["changed"] is False, "planning boot arguments changes nothing by itself"
-    assert any("lose their isolation" in warning for warning in planned["warnings"])
+    assert any("IOMMU groups stay as they are" in warning for warning in planned["warnings"])
 
     written = run_module("kernel_cmdline", {"root": str(root), "command_path": [str(bin_dir)],
                                             "present": planned["kernel_args"],
@@ -115,12 +117,13 @@ def test_runtime_write_check_diff_then_apply_then_idempotent(run_module, tmp_pat
     assert checked["rc"] == 0 and checked["changed"] is True, checked
     assert config.read_bytes() == before
     assert checked["diff"]["before"] == "0000:02:00.0 acs_control=0x001d\n0000:02:01.0 acs_control=0x001d\n"
-    assert checked["diff"]["after"] == "0000:02:00.0 acs_control=0x0011\n0000:02:01.0 acs_control=0x0011\n"
+    # The default p2p_mode, direct_translated, adds Direct Translated P2P (0x40) and keeps SV RR CR UF.
+    assert checked["diff"]["after"] == "0000:02:00.0 acs_control=0x005d\n0000:02:01.0 acs_control=0x005d\n"
 
     applied = run_module(MODULE, args)
     assert applied["changed"] is True and "diff" not in applied
     assert any("do not regroup devices" in warning for warning in applied["warnings"])
-    assert config.read_bytes()[0x106:0x108] == bytes((0x11, 0x00))
+    assert config.read_bytes()[0x106:0x108] == bytes((0x5D, 0x00))
     again = run_module(MODULE, args)
     assert again["changed"] is False and again["runtime_changes"] == []
 
@@ -234,10 +237,10 @@ def test_role_p2p_hands_the_argument_to_kernel_args(tmp_path: Path, bin_dir: Pat
                                             "kernel_args_command_path": [str(bin_dir)],
                                             "kernel_args_blacklist_nouveau": False}))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # pcie_acs_kernel_args, the role's contributor variable, carries config_acs= to kernel_args.
     assert "0000:02:00.0 downstream_port" in proc.stdout and "boot arguments for kernel_args: " \
-        "pci=disable_acs_redir=0000:02:00.0;0000:02:01.0" in proc.stdout
-    assert "GRUB_CMDLINE_LINUX='console=ttyS0,115200n8 intel_iommu=on iommu=pt " \
-           "pci=\"disable_acs_redir=0000:02:00.0;0000:02:01.0\"'" in (root / DROPIN).read_text()
+        "pci=config_acs=1x111x1@0000:02:00.0;1x111x1@0000:02:01.0" in proc.stdout
+    assert "pci=\"config_acs=1x111x1@0000:02:00.0;1x111x1@0000:02:01.0\"'" in (root / DROPIN).read_text()
 
 
 def test_role_confidential_fails_with_every_bridge_and_its_fix(tmp_path: Path) -> None:
