@@ -30,7 +30,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import common_bridge
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    bridge_link,
+    common_bridge,
+    pcie_bridges_crossed,
+    port_kinds,
+)
 
 MODES = ("flatten", "replicate")
 # Kata's limit for either kind of port (virtcontainers/qemu_arch_base.go).
@@ -39,7 +44,8 @@ ROLE_SELECTORS = ("gpu", "nvswitch", "nic")
 PAIRED_NIC_SELECTOR = "gpu_nics"
 # Group members Kata never passes through (GetAllVFIODevicesFromIOMMUGroup): host and PCI-to-PCI bridges.
 HOST_KEPT_CLASSES = ("0600", "0604")
-# GPU-NIC links close enough to count as a pair: same switch (PIX) or same root port (PXB).
+# GPU-NIC links close enough to count as a pair: at most one PCIe bridge (PIX) or several below one root
+# port (PXB), nvidia-smi topo's classes.
 PAIR_LINKS = ("PIX", "PXB")
 
 
@@ -182,7 +188,7 @@ def host_clusters(passed: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[s
         for right in addresses[index + 1:]:
             if common_bridge(paths[left], paths[right]) is not None:
                 parent[find(left)] = find(right)
-    port_types = {address: ((dev.get("pcie") or {}).get("port_type")) for address, dev in by_address.items()}
+    port_types: Dict[str, Optional[str]] = dict(port_kinds([dev for dev in by_address.values() if dev.get("path")]))
     clusters: Dict[str, List[str]] = {}
     for address in addresses:
         clusters.setdefault(find(address), []).append(address)
@@ -201,7 +207,8 @@ def host_clusters(passed: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[s
         roles = {address: (by_address.get(address) or {}).get("role") for address in members}
         layout.append({
             "bridge": bridge,
-            "link": None if bridge is None else ("PXB" if port_types.get(bridge) == "root_port" else "PIX"),
+            "link": bridge_link(pcie_bridges_crossed([paths[member] for member in members], port_types))
+            if len(members) > 1 else None,
             "gpus": [a for a in members if roles[a] == "gpu"],
             "nics": [a for a in members if roles[a] == "nic"],
             "other": [a for a in members if roles[a] not in ("gpu", "nic")],

@@ -312,11 +312,13 @@ gpu_nic_affinity:
       description: Deepest bridge above both, null when they share none.
       type: str
     bridges_between:
-      description: Bridges a transfer between the two crosses, null without a common bridge.
+      description: Bridge functions (switch ports counted one by one) a transfer between the two crosses, null
+        without a common bridge.
       type: int
     link:
-      description: C(PIX) (same switch), C(PXB) (same root port, several bridges), C(PHB) (same host bridge),
-        C(NODE) (same NUMA node), C(SYS) (across NUMA nodes), as in C(nvidia-smi topo -m).
+      description: As C(nvidia-smi topo -m) prints it. C(PIX) at most one PCIe bridge between the two (one switch,
+        whose ports count once, or one root port), C(PXB) several below one root port (nested switches),
+        C(PHB) same host bridge, C(NODE) same NUMA node, C(SYS) across NUMA nodes.
       type: str
     same_numa_node:
       description: Both report the same NUMA node.
