@@ -17,12 +17,12 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_pcie_pl
 
 
 def kata_pcie_plan(topology: Dict[str, Any], devices: Sequence[str] = ("gpu",),
-                   mode: str = "flatten") -> Dict[str, Any]:
+                   mode: str = "flatten", vfio_mode: str = "group") -> Dict[str, Any]:
     """The PCIe plan of confidential_gpu.host.kata_runtime_config, with its printable lines under ``lines``."""
     if isinstance(devices, str):
         devices = [devices]
     try:
-        plan = plan_pcie(topology, list(devices), mode)
+        plan = plan_pcie(topology, list(devices), mode, vfio_mode=vfio_mode)
     except PlanError as error:
         raise AnsibleFilterError("kata_pcie_plan: %s" % error) from None
     plan["lines"] = plan_lines(plan)

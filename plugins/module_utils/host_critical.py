@@ -287,19 +287,47 @@ def console_devices(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[s
     return critical
 
 
-def host_critical(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[str, List[str]]:
-    """PCI address -> why the host cannot lose it (boot disk, default-route NIC, console).
+# What makes a function host-critical, as discovery and pci_driver report it.
+CRITICAL_KINDS = ("boot_disk", "default_route", "console")
 
-    The PF of a critical VF is critical too: unbinding a PF's driver removes its VFs.
+
+def critical_functions(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[str, List[Tuple[str, str]]]:
+    """PCI address -> (kind, reason) pairs: why the host cannot lose it; kind is one of CRITICAL_KINDS.
+
+    Mounts, routes and consoles are read once for all functions.  The PF of a
+    critical VF is critical too (with its VF's first kind): unbinding a PF's
+    driver removes its VFs.
     """
-    critical: Dict[str, List[str]] = {}
-    for part in (boot_disk_controllers(host), default_route_nics(host), console_devices(host, devices)):
+    critical: Dict[str, List[Tuple[str, str]]] = {}
+    for kind, part in zip(CRITICAL_KINDS, (boot_disk_controllers(host), default_route_nics(host),
+                                           console_devices(host, devices))):
         for address, reasons in part.items():
-            critical.setdefault(address, []).extend(reasons)
+            critical.setdefault(address, []).extend((kind, reason) for reason in reasons)
     by_address = {dev["address"]: dev for dev in devices}
     for address in list(critical):
         pf = (by_address.get(address) or {}).get("physfn")
         if pf:
-            critical.setdefault(pf, []).append("its virtual function %s is host-critical (%s); unbinding a PF's "
-                                               "driver removes its VFs" % (address, "; ".join(critical[address])))
+            reasons = "; ".join(reason for _kind, reason in critical[address])
+            critical.setdefault(pf, []).append((critical[address][0][0], "its virtual function %s is host-critical "
+                                                "(%s); unbinding a PF's driver removes its VFs" % (address, reasons)))
     return critical
+
+
+def host_critical(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[str, List[str]]:
+    """PCI address -> why the host cannot lose it (boot disk, default-route NIC, console)."""
+    return {address: [reason for _kind, reason in entries]
+            for address, entries in critical_functions(host, devices).items()}
+
+
+def mark_host_critical(host: HostRoot, topology: Dict[str, Any]) -> None:
+    """Add ``host_critical`` to every function and IOMMU group of a read_topology result.
+
+    A function gets its list of ``{kind, reason}`` (empty when the host can
+    lose it); a group gets ``{address, kind, reason}`` of each critical member.
+    """
+    critical = critical_functions(host, topology["devices"])
+    for dev in topology["devices"]:
+        dev["host_critical"] = [{"kind": kind, "reason": reason} for kind, reason in critical.get(dev["address"], [])]
+    for group in topology["iommu_groups"]:
+        group["host_critical"] = [{"address": address, "kind": kind, "reason": reason}
+                                  for address in group["devices"] for kind, reason in critical.get(address, [])]

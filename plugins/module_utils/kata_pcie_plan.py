@@ -14,10 +14,26 @@ Input: the result of ``pci_topology_info`` (``devices``, ``iommu_groups``,
   the guest too.
 
 The count follows Kata's Go runtime (``createPCIeTopology`` in
-``src/runtime/virtcontainers/qemu.go``): a passed device brings its whole IOMMU
-group; host bridges (class 0600) and PCI-to-PCI bridges (0604) of the group stay
-with the host (``GetAllVFIODevicesFromIOMMUGroup``); every other member that is
-a PCI Express function takes one port.  Kata refuses more than 16 root ports or
+``src/runtime/virtcontainers/qemu.go``, tags 3.26.0 to 4.1.0), which depends on
+how the device is handed over (the VFIO mode):
+
+- ``group`` (legacy VFIO, ``/dev/vfio/<group>``): a passed device brings its
+  whole IOMMU group (``GetAllVFIODevicesFromIOMMUGroup``); host bridges (class
+  0600) and PCI-to-PCI bridges (0604) of the group stay with the host; every
+  other member that is a PCI Express function takes one port;
+- ``iommufd`` (VFIO device cdev, ``/dev/vfio/devices/vfioN``): "There is only
+  one device per VFIO device in the case of IOMMUFD" (``GetDeviceFromVFIODev``
+  in ``src/runtime/pkg/device/drivers/utils.go``): only the devices handed to
+  the pod are counted, one port each when PCI Express.  The other members of
+  their groups stay on the host, still bound to vfio-pci (the kernel opens a
+  device only while its whole group is owned by VFIO).  Confidential guests
+  need it: from 3.26.0 ``createPCIeTopology`` refuses a group path with
+  "ConfidentialGuest needs IOMMUFD".
+
+A device the host cannot lose (``host_critical`` from ``pci_topology_info``:
+boot disk controller, default-route NIC, console) is refused unless the pod
+names it by address, as ``pci_driver`` refuses it unless
+``allow_host_critical`` names it.  Kata refuses more than 16 root ports or
 16 switch ports (``maxPCIeRootPort`` / ``maxPCIeSwitchPort`` in
 ``qemu_arch_base.go``: each port reserves 4 KiB of the 64 KiB I/O space), and in
 switch-port mode it builds one root port, one upstream port and that many
@@ -30,16 +46,24 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import common_bridge
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    bridge_link,
+    common_bridge,
+    pcie_bridges_crossed,
+    port_kinds,
+)
 
 MODES = ("flatten", "replicate")
+# How Kata gets the devices: legacy VFIO group files or iommufd device cdevs (createPCIeTopology, qemu.go).
+VFIO_MODES = ("group", "iommufd")
 # Kata's limit for either kind of port (virtcontainers/qemu_arch_base.go).
 KATA_MAX_PCIE_PORTS = 16
 ROLE_SELECTORS = ("gpu", "nvswitch", "nic")
 PAIRED_NIC_SELECTOR = "gpu_nics"
 # Group members Kata never passes through (GetAllVFIODevicesFromIOMMUGroup): host and PCI-to-PCI bridges.
 HOST_KEPT_CLASSES = ("0600", "0604")
-# GPU-NIC links close enough to count as a pair: same switch (PIX) or same root port (PXB).
+# GPU-NIC links close enough to count as a pair: at most one PCIe bridge (PIX) or several below one root
+# port (PXB), nvidia-smi topo's classes.
 PAIR_LINKS = ("PIX", "PXB")
 
 
@@ -53,10 +77,13 @@ def normalize(address: str) -> str:
     return "0000:" + address if address.count(":") == 1 else address
 
 
-def check_input(topology: Any, mode: str) -> None:
+def check_input(topology: Any, mode: str, vfio_mode: str = "group") -> None:
     """Refuse what is not a pci_topology_info result or not a mode."""
     if mode not in MODES:
         raise PlanError("PCIe mode %r is not one of %s" % (mode, ", ".join(MODES)))
+    if vfio_mode not in VFIO_MODES:
+        raise PlanError("VFIO mode %r is not one of %s (group: /dev/vfio/<group>, iommufd: /dev/vfio/devices/vfioN)"
+                        % (vfio_mode, ", ".join(VFIO_MODES)))
     if not isinstance(topology, dict) or not isinstance(topology.get("devices"), list) \
             or not isinstance(topology.get("iommu_groups"), list):
         raise PlanError("the topology must be the result of confidential_gpu.host.pci_topology_info "
@@ -114,9 +141,39 @@ def select(topology: Dict[str, Any], selectors: Sequence[str], by_address: Dict[
     return chosen
 
 
+def named_addresses(selectors: Sequence[str], by_address: Dict[str, Dict[str, Any]]) -> Set[str]:
+    """The functions the selectors name by PCI address (not by role)."""
+    return {normalize(str(text)) for text in selectors
+            if ":" in str(text) and normalize(str(text)) in by_address}
+
+
+def check_host_critical(member: str, requested_by: str, info: Optional[Dict[str, Any]], named: Set[str],
+                        errors: List[str], warnings: List[str]) -> None:
+    """Refuse a function the host cannot lose unless the pod names it by address (warn then)."""
+    reasons = [entry.get("reason") or entry.get("kind") or "host-critical"
+               for entry in (info or {}).get("host_critical") or []]
+    if not reasons:
+        return
+    how = "" if member == requested_by else " (it shares an IOMMU group with %s)" % requested_by
+    if member in named:
+        warnings.append("%s is host-critical (%s) and named by address: the host loses it while the pod runs"
+                        % (member, "; ".join(reasons)))
+        return
+    errors.append("%s%s is host-critical: %s; pci_driver will not take it from the host: leave it out of the pod, "
+                  "or name it by address here and in pci_driver's allow_host_critical if losing it is intended"
+                  % (member, how, "; ".join(reasons)))
+
+
 def expand_groups(requested: Sequence[str], topology: Dict[str, Any], by_address: Dict[str, Dict[str, Any]],
-                  errors: List[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """Every function that goes to the guest (requested ones and their group members), and bridges left behind."""
+                  errors: List[str], warnings: List[str], vfio_mode: str = "group",
+                  named: Optional[Set[str]] = None) -> Tuple[List[Dict[str, Any]], List[str], List[str]]:
+    """Functions that go to the guest, bridges left behind, and group members kept on vfio-pci by the host.
+
+    ``group``: the requested ones and every member of their groups;
+    ``iommufd``: the requested ones only, their group companions stay on the host.
+    """
+    named = set(requested) if named is None else named
+    companions: List[str] = []
     groups = {group["id"]: group for group in topology["iommu_groups"]}
     passed: List[Dict[str, Any]] = []
     seen: Set[str] = set()
@@ -148,6 +205,13 @@ def expand_groups(requested: Sequence[str], topology: Dict[str, Any], by_address
                 if member not in left:
                     left.append(member)
                 continue
+            check_host_critical(member, address, info, named, errors, warnings)
+            if vfio_mode == "iommufd" and member != address and member not in requested:
+                if member not in companions:
+                    companions.append(member)
+                    warnings.append("%s stays on the host, bound to vfio-pci: it shares IOMMU group %s with %s, "
+                                    "and iommufd hands the guest only the device itself" % (member, gid, address))
+                continue
             seen.add(member)
             if info is None:
                 warnings.append("%s (IOMMU group %s) is not in the topology; counted as a PCIe function"
@@ -163,7 +227,7 @@ def expand_groups(requested: Sequence[str], topology: Dict[str, Any], by_address
                 "member_of": None if member in requested else address,
                 "needs_port": info is None or info.get("pcie") is not None,
             })
-    return passed, left
+    return passed, left, [member for member in companions if member not in seen]
 
 
 def host_clusters(passed: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -182,7 +246,7 @@ def host_clusters(passed: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[s
         for right in addresses[index + 1:]:
             if common_bridge(paths[left], paths[right]) is not None:
                 parent[find(left)] = find(right)
-    port_types = {address: ((dev.get("pcie") or {}).get("port_type")) for address, dev in by_address.items()}
+    port_types: Dict[str, Optional[str]] = dict(port_kinds([dev for dev in by_address.values() if dev.get("path")]))
     clusters: Dict[str, List[str]] = {}
     for address in addresses:
         clusters.setdefault(find(address), []).append(address)
@@ -201,7 +265,8 @@ def host_clusters(passed: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[s
         roles = {address: (by_address.get(address) or {}).get("role") for address in members}
         layout.append({
             "bridge": bridge,
-            "link": None if bridge is None else ("PXB" if port_types.get(bridge) == "root_port" else "PIX"),
+            "link": bridge_link(pcie_bridges_crossed([paths[member] for member in members], port_types))
+            if len(members) > 1 else None,
             "gpus": [a for a in members if roles[a] == "gpu"],
             "nics": [a for a in members if roles[a] == "nic"],
             "other": [a for a in members if roles[a] not in ("gpu", "nic")],
@@ -227,9 +292,13 @@ def layout_warnings(mode: str, layout: Sequence[Dict[str, Any]], ports: int) -> 
 
 
 def plan_pcie(topology: Dict[str, Any], selectors: Sequence[str], mode: str,
-              max_ports: int = KATA_MAX_PCIE_PORTS) -> Dict[str, Any]:
-    """The guest's PCIe layout for ``selectors`` on this host: Kata settings, devices, ports, layout, errors."""
-    check_input(topology, mode)
+              max_ports: int = KATA_MAX_PCIE_PORTS, vfio_mode: str = "group") -> Dict[str, Any]:
+    """The guest's PCIe layout for ``selectors`` on this host: Kata settings, devices, ports, layout, errors.
+
+    ``vfio_mode`` is how Kata gets the devices: ``group`` (legacy VFIO) or
+    ``iommufd`` (VFIO cdev, what confidential guests need).
+    """
+    check_input(topology, mode, vfio_mode)
     errors: List[str] = []
     warnings: List[str] = []
     by_address = {dev["address"]: dev for dev in topology["devices"]}
@@ -237,7 +306,8 @@ def plan_pcie(topology: Dict[str, Any], selectors: Sequence[str], mode: str,
     if not requested and not errors:
         errors.append("no device selected: give PCI addresses or selectors (%s)"
                       % ", ".join(ROLE_SELECTORS + (PAIRED_NIC_SELECTOR,)))
-    passed, left = expand_groups(requested, topology, by_address, errors, warnings)
+    passed, left, companions = expand_groups(requested, topology, by_address, errors, warnings, vfio_mode,
+                                             named_addresses(selectors, by_address))
     ports = sum(1 for dev in passed if dev["needs_port"])
     layout = host_clusters(passed, by_address)
     kind = "root" if mode == "flatten" else "switch"
@@ -247,13 +317,15 @@ def plan_pcie(topology: Dict[str, Any], selectors: Sequence[str], mode: str,
             "%d PCIe %s ports needed (%s) but Kata allows at most %d (each port reserves 4 KiB of the guest's "
             "64 KiB I/O space, and the runtime refuses to start the VM beyond that): give each pod fewer devices "
             "(split the GPUs over pods), leave out functions the workload does not use, or split shared IOMMU "
-            "groups (ACS on the bridges above them) so that fewer companions come along"
-            % (ports, kind, ", ".join(counted), max_ports))
+            "groups (ACS on the bridges above them) so that fewer companions come along%s"
+            % (ports, kind, ", ".join(counted), max_ports,
+               "; with iommufd (VFIO cdev) Kata counts only the devices themselves" if vfio_mode == "group" else ""))
     elif passed and not ports:
         warnings.append("none of the passed functions is a PCI Express function: no port is needed")
     warnings.extend(layout_warnings(mode, layout, ports))
     return {
         "mode": mode,
+        "vfio_mode": vfio_mode,
         "cold_plug_vfio": "root-port" if mode == "flatten" else "switch-port",
         "pcie_root_port": ports if mode == "flatten" else 0,
         "pcie_switch_port": ports if mode == "replicate" else 0,
@@ -262,6 +334,7 @@ def plan_pcie(topology: Dict[str, Any], selectors: Sequence[str], mode: str,
         "requested": requested,
         "devices": passed,
         "left_to_host": left,
+        "kept_on_vfio": companions,
         "layout": layout,
         "errors": errors,
         "warnings": warnings,
@@ -271,9 +344,10 @@ def plan_pcie(topology: Dict[str, Any], selectors: Sequence[str], mode: str,
 def plan_lines(plan: Dict[str, Any]) -> List[str]:
     """The plan for people, one line each (printed in check mode)."""
     kind = "root port" if plan["mode"] == "flatten" else "switch downstream port"
-    lines = ["PCIe %s: cold_plug_vfio=%s pcie_root_port=%d pcie_switch_port=%d (%d of %d ports)"
+    by_iommufd = plan.get("vfio_mode") == "iommufd"
+    lines = ["PCIe %s: cold_plug_vfio=%s pcie_root_port=%d pcie_switch_port=%d (%d of %d ports%s)"
              % (plan["mode"], plan["cold_plug_vfio"], plan["pcie_root_port"], plan["pcie_switch_port"],
-                plan["ports"], plan["max_ports"])]
+                plan["ports"], plan["max_ports"], ", iommufd: the devices themselves" if by_iommufd else "")]
     for dev in plan["devices"]:
         how = "requested" if dev["requested"] else "group member of %s" % dev["member_of"]
         lines.append("  %s %-8s group %s, %s, %s" % (dev["address"], dev["role"] or "?", dev["iommu_group"], how,
@@ -283,6 +357,8 @@ def plan_lines(plan: Dict[str, Any]) -> List[str]:
             members = cluster["gpus"] + cluster["nics"] + cluster["other"]
             lines.append("  host: %s share %s (%s)" % (", ".join(members), cluster["bridge"], cluster["link"]))
     lines.extend("  bridge %s stays with the host" % address for address in plan["left_to_host"])
+    lines.extend("  %s stays with the host on vfio-pci (its group goes to the pod by iommufd)" % address
+                 for address in plan.get("kept_on_vfio") or [])
     lines.extend("  warning: %s" % text for text in plan["warnings"])
     lines.extend("  error: %s" % text for text in plan["errors"])
     return lines

@@ -352,14 +352,86 @@ def common_bridge(path_a: Sequence[str], path_b: Sequence[str]) -> Optional[str]
 LINK_ORDER = ("PIX", "PXB", "PHB", "NODE", "SYS")
 
 
-def pair_link(gpu: Dict[str, Any], nic: Dict[str, Any], bridge: Optional[str],
-              port_types: Dict[str, Optional[str]]) -> str:
-    """nvidia-smi style link class: PIX, PXB, PHB, NODE or SYS."""
-    if bridge is not None:
-        return "PXB" if port_types.get(bridge) == "root_port" else "PIX"
-    if gpu["_root_complex"] is not None and gpu["_root_complex"] == nic["_root_complex"]:
+def is_bridge(dev: Dict[str, Any]) -> bool:
+    """A PCI-to-PCI bridge: type 1 header while reading, class 0604/0609 in a returned topology."""
+    if "_bridge" in dev:
+        return bool(dev["_bridge"])
+    return (dev.get("class_id") or "")[:4] in ("0604", "0609")
+
+
+def port_kinds(devices: Sequence[Dict[str, Any]]) -> Dict[str, str]:
+    """Address -> PCIe port type of every bridge, inferred from the hierarchy where config space did not say.
+
+    Without a readable PCIe capability (a non-root reader sees 64 bytes) the
+    kind follows from the position, as PCIe builds it: a bridge on a root bus
+    is a root port, one below an upstream port a downstream port, any other an
+    upstream port.
+    """
+    bridges = [dev for dev in devices if is_bridge(dev)]
+    kinds: Dict[str, str] = {}
+    for dev in bridges:
+        known = (dev["pcie"] or {}).get("port_type")
+        if known:
+            kinds[dev["address"]] = known
+    for dev in sorted(bridges, key=lambda dev: len(dev["path"])):
+        if dev["address"] in kinds:
+            continue
+        parent = dev["path"][-2] if len(dev["path"]) > 1 else None
+        if parent is None:
+            kinds[dev["address"]] = "root_port"
+        else:
+            kinds[dev["address"]] = "downstream_port" if kinds.get(parent) == "upstream_port" else "upstream_port"
+    return kinds
+
+
+def pcie_bridges_crossed(paths: Sequence[Sequence[str]], port_types: Dict[str, Optional[str]]) -> Optional[int]:
+    """PCIe bridges that connect functions below their deepest shared bridge, as nvidia-smi counts them.
+
+    nvidia-smi topo's legend: PIX "Connection traversing at most a single PCIe
+    bridge", PXB "Connection traversing multiple PCIe bridges (without
+    traversing the PCIe Host Bridge)"; NVML's nvmlGpuTopologyLevel_t (nvml.h)
+    says the same in switches: NVML_TOPOLOGY_SINGLE "all devices that only need
+    traverse a single PCIe switch", NVML_TOPOLOGY_MULTIPLE "all devices that
+    need not traverse a host bridge".  So a switch counts once: its downstream
+    ports belong to the switch of their upstream port; a root port counts as
+    one bridge.  None when the functions share no bridge.
+    """
+    shared: List[str] = list(paths[0][:-1]) if paths else []
+    for path in paths[1:]:
+        depth = 0
+        while depth < min(len(shared), len(path) - 1) and shared[depth] == path[depth]:
+            depth += 1
+        shared = shared[:depth]
+    if not shared:
+        return None
+    start = len(shared) - 1
+    bridges = set()
+    for path in paths:
+        for index in range(start, len(path) - 1):
+            bridge, above = path[index], path[index - 1] if index > 0 else None
+            if above is not None and port_types.get(bridge) == "downstream_port" \
+                    and port_types.get(above) == "upstream_port":
+                bridges.add(above)
+            else:
+                bridges.add(bridge)
+    return len(bridges)
+
+
+def bridge_link(crossed: Optional[int]) -> Optional[str]:
+    """PIX for at most one PCIe bridge between functions, PXB for several; None when they share no bridge."""
+    if crossed is None:
+        return None
+    return "PIX" if crossed <= 1 else "PXB"
+
+
+def link_between(left: Dict[str, Any], right: Dict[str, Any], port_types: Dict[str, Optional[str]]) -> str:
+    """nvidia-smi style link class of two functions (as read by read_functions): PIX, PXB, PHB, NODE or SYS."""
+    below_bridge = bridge_link(pcie_bridges_crossed([left["path"], right["path"]], port_types))
+    if below_bridge is not None:
+        return below_bridge
+    if left["_root_complex"] is not None and left["_root_complex"] == right["_root_complex"]:
         return "PHB"
-    if gpu["numa_node"] is not None and gpu["numa_node"] == nic["numa_node"]:
+    if left["numa_node"] is not None and left["numa_node"] == right["numa_node"]:
         return "NODE"
     return "SYS"
 
@@ -368,7 +440,7 @@ def gpu_nic_affinity(devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Every GPU paired with every NIC physical function, closest first."""
     gpus = [dev for dev in devices if dev["role"] == "gpu"]
     nics = [dev for dev in devices if dev["role"] == "nic" and dev["physfn"] is None]
-    port_types = {dev["address"]: (dev["pcie"] or {}).get("port_type") for dev in devices}
+    port_types: Dict[str, Optional[str]] = dict(port_kinds(devices))
     pairs: List[Dict[str, Any]] = []
     for gpu in gpus:
         ranked = []
@@ -381,7 +453,7 @@ def gpu_nic_affinity(devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 "nic": nic["address"],
                 "common_bridge": bridge,
                 "bridges_between": hops,
-                "link": pair_link(gpu, nic, bridge, port_types),
+                "link": link_between(gpu, nic, port_types),
                 "same_numa_node": gpu["numa_node"] is not None and gpu["numa_node"] == nic["numa_node"],
             })
         ranked.sort(key=lambda pair: (LINK_ORDER.index(pair["link"]), pair["bridges_between"] or 0, pair["nic"]))

@@ -244,6 +244,14 @@ pcie_plan:
     mode:
       description: C(flatten) or C(replicate).
       type: str
+    vfio_mode:
+      description: How the ports were counted, C(group) (legacy VFIO, whole IOMMU groups) or C(iommufd) (VFIO
+        cdev, the devices themselves); see the P(confidential_gpu.host.kata_pcie_plan#filter) filter.
+      type: str
+    kept_on_vfio:
+      description: With C(iommufd), members of the devices' IOMMU groups that stay on the host, bound to vfio-pci.
+      type: list
+      elements: str
     cold_plug_vfio:
       description: C(root-port) or C(switch-port).
       type: str

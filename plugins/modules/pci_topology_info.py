@@ -18,6 +18,9 @@ description:
     (PCIe port type and link, ACS, ATS, PRI, PASID, SR-IOV, ARI, Resizable BAR).
   - ACS of Intel Sunrise Point-H, Union Point and 7th/8th gen mobile PCH root ports is decoded with the 32-bit
     register layout the Linux kernel uses for them (control at +8), which C(lspci) does not apply.
+  - Names the functions the host cannot lose (its boot disk's controller, its default-route NIC, the device
+    that draws its console) per function and per group, with the reason, from the same check
+    M(confidential_gpu.host.pci_driver) applies; mounts, routes and consoles are read once.
   - Judges each IOMMU group for passthrough, and pairs every GPU with the NICs closest to it
     (deepest common bridge, then NUMA node), in the link classes of C(nvidia-smi topo -m).
   - Configuration space is read as far as the decoding needs it (the first 256 bytes, then the
@@ -272,6 +275,17 @@ devices:
       description: Resizable BARs; null when absent. Each has C(bar), C(size_bytes), C(supported_sizes_bytes).
       type: list
       elements: dict
+    host_critical:
+      description:
+        - Why the host cannot lose this function, one entry each, empty when it can; the same check
+          M(confidential_gpu.host.pci_driver) refuses with unless
+          O(confidential_gpu.host.pci_driver#module:allow_host_critical) names the address.
+        - C(kind) is C(boot_disk) (controls the disk of C(/), C(/boot) or C(/boot/efi)), C(default_route) (carries a
+          default route, also through a bond, VLAN or bridge), or C(console) (draws the active console); C(reason)
+          says it in words. The PF of a critical VF gets its VF's kind.
+      type: list
+      elements: dict
+      sample: [{kind: boot_disk, reason: "it controls the disk holding / (/dev/nvme0n1p2)"}]
 iommu_groups:
   description: IOMMU groups that hold a selected function, sorted by id.
   returned: always
@@ -296,6 +310,12 @@ iommu_groups:
       description: Every endpoint is on vfio-pci or pci-stub, or has no driver; VFIO would accept the group now.
         The devices' C(driver) says which endpoints still need binding.
       type: bool
+    host_critical:
+      description: The members the host cannot lose (C(address), C(kind), C(reason), as in the devices'
+        C(host_critical)); empty when none. C(viable) says whether VFIO could take the group, this whether
+        the host can give it away.
+      type: list
+      elements: dict
 gpu_nic_affinity:
   description: Every GPU paired with every NIC physical function, each GPU's closest NIC first.
   returned: always
@@ -312,27 +332,32 @@ gpu_nic_affinity:
       description: Deepest bridge above both, null when they share none.
       type: str
     bridges_between:
-      description: Bridges a transfer between the two crosses, null without a common bridge.
+      description: Bridge functions (switch ports counted one by one) a transfer between the two crosses, null
+        without a common bridge.
       type: int
     link:
-      description: C(PIX) (same switch), C(PXB) (same root port, several bridges), C(PHB) (same host bridge),
-        C(NODE) (same NUMA node), C(SYS) (across NUMA nodes), as in C(nvidia-smi topo -m).
+      description: As C(nvidia-smi topo -m) prints it. C(PIX) at most one PCIe bridge between the two (one switch,
+        whose ports count once, or one root port), C(PXB) several below one root port (nested switches),
+        C(PHB) same host bridge, C(NODE) same NUMA node, C(SYS) across NUMA nodes.
       type: str
     same_numa_node:
       description: Both report the same NUMA node.
       type: bool
 summary:
   description: Counts over the selected functions; C(groups_not_viable) counts groups that hold a function
-    other than a bridge (host, ISA or PCI bridge) and cannot be passed through.
+    other than a bridge (host, ISA or PCI bridge) and cannot be passed through; C(host_critical) functions and
+    C(groups_host_critical) groups the host cannot lose.
   returned: always
   type: dict
-  sample: {"functions": 53, "gpus": 8, "nvswitches": 4, "nics": 10, "iommu_groups": 40, "groups_not_viable": 1}
+  sample: {"functions": 53, "gpus": 8, "nvswitches": 4, "nics": 10, "iommu_groups": 40, "groups_not_viable": 1,
+           "host_critical": 2, "groups_host_critical": 2}
 """
 
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import mark_host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     ROLES,
@@ -355,6 +380,8 @@ def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
         "iommu_groups": len(topology["iommu_groups"]),
         "groups_not_viable": sum(1 for group in topology["iommu_groups"] if not group["viable"] and any(
             role_of.get(address, "other") != "bridge" for address in group["devices"])),
+        "host_critical": sum(1 for dev in topology["devices"] if dev["host_critical"]),
+        "groups_host_critical": sum(1 for group in topology["iommu_groups"] if group["host_critical"]),
     }
 
 
@@ -376,8 +403,10 @@ def main() -> None:
         host = HostRoot(params["root"])
     except HostRootError as error:
         module.fail_json(msg=str(error))
+    topology = read_topology(host)
+    mark_host_critical(host, topology)
     topology = filter_topology(
-        read_topology(host),
+        topology,
         params["roles"],
         [normalize_address(value) for value in params["addresses"]],
         [value.strip().lower() for value in params["pci_ids"]],

@@ -44,3 +44,22 @@ def test_non_viable_group_is_named_and_required_verdict_fails(tmp_path: Path) ->
     assert "group 1 not viable: 0000:00:1f.0 is an ISA/LPC bridge (driver lpc_ich) that the host needs" in proc.stdout
     assert "vfio_ready is false on localhost" in proc.stdout
     assert "group 3 is shared: 0000:01:00.0, 0000:01:00.1 (viable; not all on vfio-pci yet)" in proc.stdout
+
+
+def test_summary_names_host_critical_devices(tmp_path: Path) -> None:
+    """The lab VM tree (tests/lib/host_critical_tree.py): / on 00:03.0, default route on 00:04.0, console on 06:00.0."""
+    from host_critical_tree import lab_vm
+
+    lab_vm(tmp_path / "host")
+    reports = tmp_path / "reports"
+    proc = run_playbook("-e", "discovery_root=%s" % (tmp_path / "host"), "-e", "discovery_report_dir=%s" % reports)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (reports / "localhost.txt").read_text()
+    assert "Host-critical: 3 functions in 3 IOMMU groups" in summary
+    assert "host-critical 0000:00:03.0 (storage): it controls the disk holding / (/dev/vda1)" in summary
+    assert "host-critical 0000:00:04.0 (nic): it carries the default route (interface enp0s4)" in summary
+    assert "host-critical 0000:06:00.0 (other): fbcon draws the active console on its framebuffer fb0" in summary
+    assert "nic      0000:00:04.0 1af4:1000 driver=virtio-pci group=2 (viable) HOST-CRITICAL (default_route)" in summary
+    report = json.loads((reports / "localhost.json").read_text())
+    group = next(group for group in report["pci"]["iommu_groups"] if group["id"] == 1)
+    assert [entry["kind"] for entry in group["host_critical"]] == ["boot_disk"]

@@ -104,7 +104,10 @@ def test_replicate_keeps_each_gpu_with_the_cx7_of_its_switch(sd665: Dict[str, An
         # In the drawing, NIC and GPU meet at the ConnectX-7 switch's upstream port: the NIC's grandparent.
         assert cluster["bridge"] == parent[parent[nic]]
         assert cluster["bridge"] in _ancestors(gpu, parent)
-        assert cluster["link"] == "PIX"
+        # The GPU hangs below a second switch (its grandparent's upstream port) on a downstream port of the
+        # ConnectX-7 switch: two switches between GPU and NIC, "multiple PCIe bridges (without traversing the
+        # PCIe Host Bridge)" in nvidia-smi topo's legend, so PXB (see test_pci_link_class.py).
+        assert parent[parent[gpu]] != cluster["bridge"] and cluster["link"] == "PXB"
     assert any("one emulated switch with 8 downstream ports" in text and "4 separate places" in text
                for text in plan["warnings"])
 
@@ -263,3 +266,100 @@ def test_plan_lines_name_every_device_and_setting(lab: Dict[str, Any]) -> None:
     assert lines[0] == "PCIe replicate: cold_plug_vfio=switch-port pcie_root_port=0 pcie_switch_port=3 (3 of 16 ports)"
     assert any(line.startswith("  0000:01:00.1 other") and "group member of 0000:01:00.0" in line for line in lines)
     assert "  bridge 0000:03:00.0 stays with the host" in lines
+
+
+# ---------------------------------------------------------------------------
+# VFIO mode: what Kata counts (kata-containers src/runtime/virtcontainers/qemu.go, createPCIeTopology)
+
+KATA_CREATE_PCIE_TOPOLOGY = """
+kata-containers 4.1.0 (the same at 3.26.0), src/runtime/virtcontainers/qemu.go, createPCIeTopology:
+
+    if strings.HasPrefix(dev.HostPath, pkgDevice.IommufdDevPath) {
+        vfioDevices, err = drivers.GetDeviceFromVFIODev(dev)
+        ...
+    } else {
+        if q.config.ConfidentialGuest {
+            return fmt.Errorf("ConfidentialGuest needs IOMMUFD - cannot use %s", dev.HostPath)
+        }
+        vfioDevices, err = drivers.GetAllVFIODevicesFromIOMMUGroup(dev)
+        ...
+    }
+    for _, vfioDevice := range vfioDevices {
+        if drivers.IsPCIeDevice(vfioDevice.BDF) {
+            numOfPluggablePorts = numOfPluggablePorts + 1
+        }
+    }
+
+src/runtime/pkg/device/drivers/utils.go:
+    // GetDeviceFromVFIODev return the host device associated with the VFIO device
+    // There is only one device per VFIO device in the case of IOMMUFD
+    ...
+    vfioDevs := []*config.VFIODev{&vfio}
+"""
+
+
+def hgx_group_29(tmp_path: Path) -> Dict[str, Any]:
+    """Two H100s in one IOMMU group, as IOMMU group 29 (0000:11:00.0, 0000:12:00.0) of the captured HGX H100
+    (../shared/fixtures/gpu-servers/iommu_groups_hgx-h100x8_nvidia-only_GRuuuuu.txt), plus eight GPUs more in
+    pairs that share a group: nine pairs, 18 GPUs."""
+    functions = gpu_server(ServerShape(gpus=18, sockets=2))
+    gpus = [f for f in functions if f.config[:4] == bytes.fromhex("de103023")]
+    for first, second in zip(gpus[::2], gpus[1::2]):
+        second.iommu_group = first.iommu_group
+    return topology_of(tmp_path, functions)
+
+
+def test_iommufd_counts_only_the_devices_handed_to_the_pod(tmp_path: Path) -> None:
+    """Kata's rule (KATA_CREATE_PCIE_TOPOLOGY above): with a group path every PCIe member of the group takes a
+    port; with an iommufd cdev (/dev/vfio/devices/vfioN) only the device itself."""
+    topology = hgx_group_29(tmp_path)
+    gpus = sorted(dev["address"] for dev in topology["devices"] if dev["role"] == "gpu")
+    one = gpus[0]
+    legacy = plan_pcie(topology, [one], "flatten", vfio_mode="group")
+    cdev = plan_pcie(topology, [one], "flatten", vfio_mode="iommufd")
+    assert (legacy["ports"], cdev["ports"]) == (2, 1)
+    assert [dev["address"] for dev in cdev["devices"]] == [one] and cdev["vfio_mode"] == "iommufd"
+    partner = legacy["devices"][1]["address"]
+    assert cdev["kept_on_vfio"] == [partner]
+    assert any(partner in text and "stays on the host, bound to vfio-pci" in text for text in cdev["warnings"])
+
+
+def test_iommufd_pod_that_group_mode_refuses(tmp_path: Path) -> None:
+    """Nine GPUs, one of each shared group: 18 ports by group (over Kata's 16, refused), 9 by iommufd (Kata starts
+    it: maxPCIeRootPort is compared with the devices counted, qemu.go)."""
+    topology = hgx_group_29(tmp_path)
+    gpus = sorted(dev["address"] for dev in topology["devices"] if dev["role"] == "gpu")
+    firsts = [dev["address"] for dev in topology["devices"] if dev["role"] == "gpu"
+              and [other["address"] for other in topology["devices"]
+                   if other.get("iommu_group") == dev["iommu_group"]][0] == dev["address"]]
+    assert len(gpus) == 18 and len(firsts) == 9
+    legacy = plan_pcie(topology, firsts, "flatten")
+    assert legacy["ports"] == 18 and "18 PCIe root ports needed" in legacy["errors"][0]
+    assert "with iommufd (VFIO cdev) Kata counts only the devices themselves" in legacy["errors"][0]
+    cdev = plan_pcie(topology, firsts, "flatten", vfio_mode="iommufd")
+    assert cdev["errors"] == [] and cdev["ports"] == cdev["pcie_root_port"] == 9
+    assert "(9 of 16 ports, iommufd: the devices themselves)" in plan_lines(cdev)[0]
+
+
+def test_unknown_vfio_mode_is_refused(lab: Dict[str, Any]) -> None:
+    with pytest.raises(PlanError, match="VFIO mode 'cdev' is not one of group, iommufd"):
+        plan_pcie(lab, ["gpu"], "flatten", vfio_mode="cdev")
+
+
+# ---------------------------------------------------------------------------
+# Host-critical devices (pci_topology_info's host_critical)
+
+
+def test_host_critical_devices_are_refused_unless_named(tmp_path: Path, run_module) -> None:
+    """The lab VM tree of tests/lib/host_critical_tree.py through pci_topology_info: the default-route NIC
+    00:04.0 is host-critical; selecting it by role is an error, naming it a warning."""
+    from host_critical_tree import lab_vm
+
+    root = lab_vm(tmp_path / "lab")
+    topology = run_module("pci_topology_info", {"root": str(root)})
+    by_role = plan_pcie(topology, ["nic"], "flatten")
+    assert any(text.startswith("0000:00:04.0 is host-critical: it carries the default route (interface enp0s4)")
+               and "allow_host_critical" in text for text in by_role["errors"])
+    named = plan_pcie(topology, ["00:04.0"], "flatten")
+    assert named["errors"] == []
+    assert any("0000:00:04.0 is host-critical" in text and "named by address" in text for text in named["warnings"])

@@ -41,7 +41,7 @@ def test_check_mode_reports_the_same(run_module, tmp_path: Path) -> None:
     assert normal["rc"] == checked["rc"] == 0
     assert normal["devices"] == checked["devices"] and checked["changed"] is False
     assert normal["summary"] == {"functions": 13, "gpus": 2, "nvswitches": 0, "nics": 2, "iommu_groups": 13,
-                                 "groups_not_viable": 0}
+                                 "groups_not_viable": 0, "host_critical": 0, "groups_host_critical": 0}
 
 
 def test_filters(run_module, tmp_path: Path) -> None:
@@ -138,3 +138,40 @@ def test_real_host_as_non_root_gives_identity_and_one_warning(run_module) -> Non
         assert seen["pcie"] is None
     texts = [warning_text(warning) for warning in result["warnings"]]
     assert len(texts) == 1 and "readable only in part (not root?)" in texts[0] and "run the module as root" in texts[0]
+
+
+def test_discovery_names_host_critical_functions_and_groups(run_module, tmp_path: Path) -> None:
+    """The lab VM tree of tests/lib/host_critical_tree.py: / on virtio-blk 00:03.0, the default route on
+    virtio-net 00:04.0, fbcon's fb0 on virtio-gpu 06:00.0.  Discovery says so per function and per group, in
+    the very words pci_driver refuses them with (one implementation, host_critical.py)."""
+    from host_critical_tree import lab_vm
+
+    root = lab_vm(tmp_path / "lab")
+    result = run_module(MODULE, {"root": str(root)})
+    assert result["rc"] == 0, result
+    devices = {dev["address"]: dev for dev in result["devices"]}
+    kinds = {address: [entry["kind"] for entry in dev["host_critical"]]
+             for address, dev in devices.items() if dev["host_critical"]}
+    assert kinds == {"0000:00:03.0": ["boot_disk"], "0000:00:04.0": ["default_route"], "0000:06:00.0": ["console"]}
+    groups = {group["id"]: group for group in result["iommu_groups"]}
+    assert groups[14]["viable"] is True, "VFIO could take the group; the host would lose its console"
+    assert [(entry["address"], entry["kind"]) for entry in groups[14]["host_critical"]] == [("0000:06:00.0", "console")]
+    assert groups[11]["host_critical"] == [], "fb1 on the bochs display is not a console"
+    assert (result["summary"]["host_critical"], result["summary"]["groups_host_critical"]) == (3, 3)
+    refused = run_module("pci_driver", {"root": str(root), "addresses": sorted(kinds), "driver": "vfio-pci",
+                                        "_ansible_check_mode": True})
+    said = {item["address"]: item["reason"] for item in refused["refused"] if item["kind"] == "host_critical"}
+    assert sorted(said) == sorted(kinds)
+    for address, text in said.items():
+        reasons = [entry["reason"] for entry in devices[address]["host_critical"]]
+        assert text.endswith("is host-critical: " + "; ".join(reasons))
+
+
+def test_discovery_filters_keep_host_critical(run_module, tmp_path: Path) -> None:
+    from host_critical_tree import lab_vm
+
+    root = lab_vm(tmp_path / "lab")
+    result = run_module(MODULE, {"root": str(root), "addresses": ["00:04.0"]})
+    assert [dev["host_critical"][0]["reason"] for dev in result["devices"]] == [
+        "it carries the default route (interface enp0s4)"]
+    assert result["iommu_groups"][0]["host_critical"][0]["kind"] == "default_route"
