@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import tomlkit
@@ -39,6 +39,38 @@ DEFAULTS = "opt/kata/share/defaults/kata-containers"
 
 
 # --- a Kata static release, served on loopback ----------------------------------------------------------
+# The file names a release serves come from upstream's release script (tests/fixtures/kata-upstream/
+# release-asset-names.txt: the lines of tools/packaging/release/release.sh that name them, per tag), and which
+# of them holds the Go shim from kata-release-tarball-inputs.sh (4.1.0), not from the role's own rule.
+
+UPSTREAM = REPO / "tests" / "fixtures" / "kata-upstream"
+
+
+def upstream_asset_names(tag: str, version: str, arch: str = "amd64") -> List[str]:
+    """The release files of a Kata release cut from ``tag``'s release.sh, for ``version`` and ``arch``."""
+    names = []
+    for line in (UPSTREAM / "release-asset-names.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        line_tag, _commit, rest = line.split(" ", 2)
+        if line_tag == tag:
+            template = re.search(r'new_tarball_name="([^"]+)"', rest)
+            assert template, line
+            names.append(template.group(1).replace("${RELEASE_VERSION}", version).replace("${ARCHITECTURE}", arch))
+    assert names, "no release.sh line for tag %s in the fixture" % tag
+    return names
+
+
+def go_shim_asset(names: List[str]) -> str:
+    """The file holding the Go shim: the only one before 4.1.0; from 4.1.0 the one whose allowlist names
+    shim-v2-go in kata-release-tarball-inputs.sh (kata_go_tarball_inputs builds kata-go-static.tar.zst)."""
+    if len(names) == 1:
+        return names[0]
+    inputs = (UPSTREAM / "release-tarball-inputs-4.1.0.txt").read_text()
+    assert re.search(r"^kata_go_tarball_inputs amd64 line \d+:kata-static-shim-v2-go\.tar\.zst$", inputs, re.M)
+    assert "#   kata-go-static.tar.zst - Go runtime focused" in inputs
+    return next(name for name in names if name.startswith("kata-go-static-"))
+
 
 def add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
@@ -52,33 +84,69 @@ def add_dir(tar: tarfile.TarFile, name: str) -> None:
     tar.addfile(info)
 
 
-def build_release(path: Path, fixtures: Path, version: str = VERSION) -> Dict[str, bytes]:
-    """A tarball laid out like kata-static-<version>-amd64.tar.xz (entries ./opt/kata/...); returns the
-    configuration files it holds, by name."""
-    configs = {"configuration-%s.toml" % shim: (fixtures / "kata" / ("configuration-%s.kata-%s.toml" % (shim, VERSION)))
-               .read_bytes() for shim in SHIMS}
-    with tarfile.open(path, "w:xz") as tar:
+def write_tarball(path: Path, fill: Any) -> None:
+    """A tarball at ``path`` compressed as its name says (.tar.xz by tarfile, .tar.zst with the zstd command)."""
+    if path.name.endswith(".tar.zst"):
+        if shutil.which("zstd") is None:
+            pytest.skip("zstd is not installed (Debian package zstd, scripts/apt-packages.txt): Kata releases "
+                        "from 3.21.0 are .tar.zst and cannot be built here")
+        plain = path.with_name(path.name[:-len(".zst")])
+        with tarfile.open(plain, "w") as tar:
+            fill(tar)
+        subprocess.run(["zstd", "-q", "--rm", "-f", str(plain), "-o", str(path)], check=True)
+    else:
+        with tarfile.open(path, "w:xz") as tar:
+            fill(tar)
+
+
+def build_release(path: Path, fixtures: Path, version: str = VERSION, go: bool = True) -> Dict[str, bytes]:
+    """A release file laid out like upstream's (entries ./opt/kata/...): with the Go shim and the NVIDIA
+    configurations of ``version`` when ``go``, else with the runtime-rs shim only; returns the configurations."""
+    configs = {"configuration-%s.toml" % shim: (fixtures / "kata" / ("configuration-%s.kata-%s.toml" % (shim, version)))
+               .read_bytes() for shim in SHIMS} if go else {}
+
+    def fill(tar: tarfile.TarFile) -> None:
         for directory in (".", "./opt", "./opt/kata", "./opt/kata/bin", "./opt/kata/share",
                           "./opt/kata/share/defaults", "./" + DEFAULTS):
             add_dir(tar, directory)
-        add_file(tar, "./opt/kata/bin/containerd-shim-kata-v2", (SHIM_SCRIPT % version).encode(), 0o755)
-        add_file(tar, "./opt/kata/bin/kata-runtime", b"#!/bin/sh\necho kata-runtime\n", 0o755)
+        if go:
+            add_file(tar, "./opt/kata/bin/containerd-shim-kata-v2", (SHIM_SCRIPT % version).encode(), 0o755)
+            add_file(tar, "./opt/kata/bin/kata-runtime", b"#!/bin/sh\necho kata-runtime\n", 0o755)
+        else:
+            add_dir(tar, "./opt/kata/runtime-rs")
+            add_dir(tar, "./opt/kata/runtime-rs/bin")
+            add_file(tar, "./opt/kata/runtime-rs/bin/containerd-shim-kata-v2", b"#!/bin/sh\necho rust\n", 0o755)
+            add_dir(tar, "./%s/runtime-rs" % DEFAULTS)  # a runtime-rs class, only so that its handler is found
+            add_file(tar, "./%s/runtime-rs/configuration-qemu-nvidia-gpu-snp-runtime-rs.toml" % DEFAULTS,
+                     b"[runtime]\n")
         add_file(tar, "./opt/kata/VERSION", (version + "\n").encode())
         for name, data in configs.items():
             add_file(tar, "./%s/%s" % (DEFAULTS, name), data)
+
+    write_tarball(path, fill)
     return configs
 
 
-@pytest.fixture
-def release(tmp_path: Path, shared_fixtures: Path) -> Iterator[Tuple[Server, Dict[str, Any]]]:
+def serve_release(tmp_path: Path, fixtures: Path, tag: str) -> Tuple[Server, Dict[str, Any]]:
+    """Every file upstream's release.sh of ``tag`` names for release ``tag``, served on loopback."""
     served = tmp_path / "served"
-    served.mkdir()
-    tarball = served / ("kata-static-%s-amd64.tar.xz" % VERSION)
-    configs = build_release(tarball, shared_fixtures)
+    served.mkdir(exist_ok=True)
+    names = upstream_asset_names(tag, tag)
+    go_asset = go_shim_asset(names)
+    configs: Dict[str, bytes] = {}
+    for name in names:
+        configs.update(build_release(served / name, fixtures, tag, go=name == go_asset))
     server = Server(served)
+    return server, {"base_url": server.url("").rstrip("/"), "names": names, "go_asset": go_asset,
+                    "version": tag, "configs": configs, "dir": served,
+                    "sha256": {name: hashlib.sha256((served / name).read_bytes()).hexdigest() for name in names}}
+
+
+@pytest.fixture(params=["3.32.0", "4.1.0"])
+def release(request: Any, tmp_path: Path, shared_fixtures: Path) -> Iterator[Tuple[Server, Dict[str, Any]]]:
+    server, served = serve_release(tmp_path, shared_fixtures, request.param)
     try:
-        yield server, {"url": server.url(tarball.name), "sha256": hashlib.sha256(tarball.read_bytes()).hexdigest(),
-                       "configs": configs, "dir": served}
+        yield server, served
     finally:
         server.close()
 
@@ -104,20 +172,26 @@ def recap(proc: subprocess.CompletedProcess) -> Dict[str, int]:
 
 
 def release_vars(root: Path, release: Dict[str, Any], **more: Any) -> Dict[str, Any]:
-    return dict({"kata_root": str(root), "kata_version": VERSION, "kata_release_url": release["url"],
-                 "kata_release_sha256": release["sha256"], "kata_shims": SHIMS,
-                 "kata_manage_containerd": False}, **more)
+    """The role's variables for a served release: one sha256 as a string where one file is needed (3.x), the
+    mapping by file name for 4.1.0."""
+    needed = release["sha256"][release["go_asset"]]
+    sha256 = needed if len(release["names"]) == 1 else {release["go_asset"]: needed}
+    return dict({"kata_root": str(root), "kata_version": release["version"], "kata_release_base_url": release["base_url"],
+                 "kata_release_sha256": sha256, "kata_shims": SHIMS, "kata_manage_containerd": False}, **more)
 
 
 # --- the tarball path -------------------------------------------------------------------------------------
 
 def test_release_installs_once_and_records_it(tmp_path: Path, release: Tuple[Server, Dict[str, Any]]) -> None:
+    """Served under upstream's names for 3.32.0 (one kata-static .tar.zst) and 4.1.0 (kata-static and
+    kata-go-static): the role downloads the file holding the Go shims, checks its sha256 and unpacks it."""
     server, served = release
+    version, asset = served["version"], served["go_asset"]
     root = tmp_path / "root"
     root.mkdir()
     preview = run_role(tmp_path, release_vars(root, served), "--check")
     assert preview.returncode == 0, preview.stdout + preview.stderr
-    assert "Would install Kata %s from %s" % (VERSION, served["url"]) in preview.stdout
+    assert "Would install Kata %s from %s/%s" % (version, served["base_url"], asset) in preview.stdout, preview.stdout
     assert recap(preview)["changed"] == 1
     assert server.requests == [] and list(root.iterdir()) == [], "check mode downloaded or wrote something"
 
@@ -127,13 +201,12 @@ def test_release_installs_once_and_records_it(tmp_path: Path, release: Tuple[Ser
     prefix = root / "opt" / "kata"
     shim = prefix / "bin" / "containerd-shim-kata-v2"
     assert os.access(shim, os.X_OK)
-    assert "version: %s" % VERSION in subprocess.run([str(shim)], capture_output=True, text=True, check=True).stdout
+    assert "version: %s" % version in subprocess.run([str(shim)], capture_output=True, text=True, check=True).stdout
     for name, data in served["configs"].items():
         assert (prefix / "share/defaults/kata-containers" / name).read_bytes() == data
     record = json.loads((prefix / ".confidential-gpu-release").read_text())
-    assert record["version"] == VERSION and record["sha256"] == served["sha256"]
-    assert record["tarball"] == "kata-static-%s-amd64.tar.xz" % VERSION
-    assert server.requests == ["/kata-static-%s-amd64.tar.xz" % VERSION]
+    assert record["version"] == version and record["files"] == {asset: served["sha256"][asset]}
+    assert server.requests == ["/" + asset], "only the file with the Go shims is needed"
     assert sorted(p.name for p in (root / "opt").iterdir()) == ["kata"], "no staging directory is left"
     assert list((root / "var/cache/confidential-gpu").iterdir()) == [], "the download is not kept"
 
@@ -142,13 +215,64 @@ def test_release_installs_once_and_records_it(tmp_path: Path, release: Tuple[Ser
     assert recap(second)["changed"] == 0, second.stdout
     assert len(server.requests) == 1, "the second run downloaded again: %s" % server.requests
 
-    # An upgrade whose tarball does not match its sha256 fails and leaves the installed release alone.
-    upgrade = run_role(tmp_path, release_vars(root, served, kata_version="3.32.1", kata_release_sha256="0" * 64))
+    # An upgrade whose file does not match its sha256 fails and leaves the installed release alone.
+    newer = version.rsplit(".", 1)[0] + ".%d" % (int(version.rsplit(".", 1)[1]) + 1)
+    upgrade_asset = asset.replace(version, newer)
+    shutil.copy(served["dir"] / asset, served["dir"] / upgrade_asset)
+    upgrade = run_role(tmp_path, release_vars(root, served, kata_version=newer,
+                                              kata_release_sha256={upgrade_asset: "0" * 64}))
     assert upgrade.returncode != 0
-    assert "Kata 3.32.1 was not installed" in upgrade.stdout and "did not match" in upgrade.stdout
-    assert "kata_release_sha256 must be the sha256 of kata-static-3.32.0-amd64.tar.xz" in upgrade.stdout
-    assert json.loads((prefix / ".confidential-gpu-release").read_text())["version"] == VERSION
+    assert "Kata %s was not installed" % newer in upgrade.stdout and "did not match" in upgrade.stdout
+    assert "kata_release_sha256 must be the sha256 of %s" % upgrade_asset in upgrade.stdout, upgrade.stdout
+    assert json.loads((prefix / ".confidential-gpu-release").read_text())["version"] == version
     assert os.access(shim, os.X_OK)
+
+
+def test_release_with_go_and_rust_shims_needs_both_files_of_4_1(tmp_path: Path, shared_fixtures: Path) -> None:
+    """4.1.0 splits the runtimes: a runtime-rs shim next to the Go ones needs kata-static too, each file with
+    its own sha256; a single sha256 for two files is refused before anything is downloaded."""
+    server, served = serve_release(tmp_path, shared_fixtures, "4.1.0")
+    try:
+        root = tmp_path / "root"
+        root.mkdir()
+        shims = SHIMS + ["qemu-nvidia-gpu-snp-runtime-rs"]
+        one = run_role(tmp_path, release_vars(root, served, kata_shims=shims,
+                                              kata_release_sha256=served["sha256"][served["go_asset"]]))
+        assert one.returncode != 0
+        assert "kata_release_sha256 is one checksum but this release needs 2 files" in one.stdout, one.stdout
+        assert server.requests == []
+        both = run_role(tmp_path, release_vars(root, served, kata_shims=shims, kata_release_sha256=served["sha256"]))
+        assert both.returncode == 0, both.stdout + both.stderr
+        assert sorted(server.requests) == sorted("/" + name for name in served["names"])
+        assert os.access(root / "opt/kata/runtime-rs/bin/containerd-shim-kata-v2", os.X_OK)
+        assert os.access(root / "opt/kata/bin/containerd-shim-kata-v2", os.X_OK)
+    finally:
+        server.close()
+
+
+def test_release_before_3_21_is_tar_xz(tmp_path: Path, shared_fixtures: Path) -> None:
+    """3.20.0's release.sh still names kata-static-<v>-<arch>.tar.xz (the configurations of 3.32.0 stand in)."""
+    served_dir = tmp_path / "served"
+    served_dir.mkdir()
+    names = upstream_asset_names("3.20.0", "3.20.0")
+    assert names == ["kata-static-3.20.0-amd64.tar.xz"]
+    fixtures = tmp_path / "fixtures"
+    (fixtures / "kata").mkdir(parents=True)
+    for shim in SHIMS:
+        shutil.copy(shared_fixtures / "kata" / ("configuration-%s.kata-3.32.0.toml" % shim),
+                    fixtures / "kata" / ("configuration-%s.kata-3.20.0.toml" % shim))
+    build_release(served_dir / names[0], fixtures, "3.20.0")
+    server = Server(served_dir)
+    try:
+        root = tmp_path / "root"
+        root.mkdir()
+        served = {"base_url": server.url("").rstrip("/"), "names": names, "go_asset": names[0], "version": "3.20.0",
+                  "sha256": {names[0]: hashlib.sha256((served_dir / names[0]).read_bytes()).hexdigest()}}
+        proc = run_role(tmp_path, release_vars(root, served))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert server.requests == ["/" + names[0]]
+    finally:
+        server.close()
 
 
 def test_wrong_sha256_installs_nothing(tmp_path: Path, release: Tuple[Server, Dict[str, Any]]) -> None:
@@ -156,7 +280,7 @@ def test_wrong_sha256_installs_nothing(tmp_path: Path, release: Tuple[Server, Di
     root = tmp_path / "root"
     root.mkdir()
     wrong = hashlib.sha256(b"not the tarball").hexdigest()
-    proc = run_role(tmp_path, release_vars(root, served, kata_release_sha256=wrong))
+    proc = run_role(tmp_path, release_vars(root, served, kata_release_sha256={served["go_asset"]: wrong}))
     assert proc.returncode != 0
     assert "did not match %s" % wrong in proc.stdout, proc.stdout
     assert len(server.requests) == 1
@@ -172,8 +296,7 @@ def test_tarball_that_is_not_a_release_installs_nothing(
         add_file(tar, "./usr/bin/tool", b"#!/bin/sh\n", 0o755)
     root = tmp_path / "root"
     root.mkdir()
-    other_release = dict(served, url=served["url"].replace("kata-static-%s-amd64.tar.xz" % VERSION, "other.tar.xz"))
-    proc = run_role(tmp_path, release_vars(root, other_release,
+    proc = run_role(tmp_path, release_vars(root, served, kata_release_assets=["other.tar.xz"],
                                            kata_release_sha256=hashlib.sha256(other.read_bytes()).hexdigest()))
     assert proc.returncode != 0
     assert "other.tar.xz has no opt/kata/bin/containerd-shim-kata-v2" in proc.stdout, proc.stdout
@@ -197,7 +320,7 @@ def test_release_needs_a_sha256(tmp_path: Path) -> None:
     proc = run_role(tmp_path, {"kata_root": str(tmp_path), "kata_version": VERSION, "kata_shims": SHIMS,
                                "kata_manage_containerd": False})
     assert proc.returncode != 0
-    assert "kata_release_sha256 must be the 64 hex digits of the tarball's sha256" in proc.stdout, proc.stdout
+    assert "kata_release_sha256 must be the 64 hex digits of the release file's sha256" in proc.stdout, proc.stdout
     assert list(tmp_path.rglob("opt")) == []
 
 
