@@ -18,9 +18,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -357,16 +359,20 @@ def installed_tree(base: Path) -> Path:
     shim.chmod(0o755)
     (prefix / "share/defaults/kata-containers").mkdir(parents=True)
     for name in SHIMS:
-        (prefix / "share/defaults/kata-containers" / ("configuration-%s.toml" % name)).write_text("[runtime]\n")
+        (prefix / "share/defaults/kata-containers" / ("configuration-%s.toml" % name)).write_text(
+            "[hypervisor.qemu]\n[runtime]\n")
     return prefix
 
 
 def containerd_vars(base: Path, **more: Any) -> Dict[str, Any]:
-    """Absolute paths below base with kata_root /, so that containerd reads the same paths the role wrote."""
+    """Absolute paths below base with kata_root /, so that containerd reads the same paths the role wrote.
+
+    Guest pull is off unless a test turns it on: these tests are about where the handlers go, and this
+    machine's containerd (1.6) has no snapshotter per handler (see test_tee_classes_need_containerd_1_7)."""
     return dict({"kata_root": "/", "kata_install_method": "existing", "kata_prefix": str(base / "opt/kata"),
                  "kata_shims": SHIMS, "kata_containerd_config": str(base / "etc/containerd/config.toml"),
                  "kata_containerd_dropin": str(base / "etc/containerd/conf.d/confidential-gpu-kata.toml"),
-                 "kata_containerd_restart": False}, **more)
+                 "kata_containerd_restart": False, "kata_guest_pull": False}, **more)
 
 
 def dump(config: Path) -> Dict[str, Any]:
@@ -538,6 +544,7 @@ def test_configured_runtime_classes_are_what_containerd_points_at(
     root = tmp_path / "root"
     root.mkdir()
     wanted = dict(release_vars(root, served), kata_manage_containerd=True, kata_containerd_restart=False,
+                  kata_guest_pull=False,
                   kata_kernel_params=["nvrc.log=debug"],
                   kata_runtime_settings={"runtime": {"create_container_timeout": 1200}})
     first = run_role(tmp_path, wanted)
@@ -555,3 +562,145 @@ def test_configured_runtime_classes_are_what_containerd_points_at(
         assert words[-1] == "nvrc.log=debug" and "pci=realloc" in words, "the base parameters come first"
     second = run_role(tmp_path, wanted)
     assert second.returncode == 0 and recap(second)["changed"] == 0, second.stdout
+
+
+# --- guest pull for the TEE classes -----------------------------------------------------------------------
+
+@pytest.fixture
+def nydus_socket() -> Iterator[Path]:
+    """A listening unix socket where nydus-snapshotter's would be (short path: sun_path holds 108 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="nydus-"))
+    path = directory / "containerd-nydus-grpc.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(1)
+    try:
+        yield path
+    finally:
+        sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def guest_pull_vars(base: Path, socket_path: Path, **more: Any) -> Dict[str, Any]:
+    return containerd_vars(base, kata_guest_pull=True, kata_guest_pull_address=str(socket_path), **more)
+
+
+@needs_containerd
+def test_tee_classes_need_containerd_1_7(tmp_path: Path, nydus_socket: Path) -> None:
+    """This machine's containerd (1.6) drops a handler's snapshotter (its `config dump` shows it gone), so
+    the role refuses to register the -snp/-tdx classes there, as kata-deploy does, and writes nothing."""
+    probe = tmp_path / "probe.toml"
+    probe.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-probe]\n'
+                     '  runtime_type = "io.containerd.kata-probe.v2"\n  snapshotter = "nydus"\n')
+    version = subprocess.run([CONTAINERD, "--version"], capture_output=True, text=True, check=True).stdout
+    handler = dump(probe)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["kata-probe"]
+    if "snapshotter" in handler:
+        pytest.skip("this containerd (%s) keeps a handler's snapshotter; the refusal is for 1.6" % version.strip())
+    installed_tree(tmp_path)
+    proc = run_role(tmp_path, guest_pull_vars(tmp_path, nydus_socket))
+    assert proc.returncode != 0
+    assert "has no snapshotter per handler (containerd 1.7 or newer has)" in proc.stdout, proc.stdout
+    assert "kata-qemu-nvidia-gpu-snp, kata-qemu-nvidia-gpu-tdx run with shared_fs" in proc.stdout
+    assert not (tmp_path / "etc").exists()
+
+
+def test_tee_classes_need_nydus_snapshotter(tmp_path: Path) -> None:
+    installed_tree(tmp_path)
+    missing = tmp_path / "run/containerd-nydus/containerd-nydus-grpc.sock"
+    proc = run_role(tmp_path, guest_pull_vars(tmp_path, missing, kata_containerd_version="2.1.4"))
+    assert proc.returncode != 0
+    assert "%s does not exist: nydus-snapshotter is not running" % missing in proc.stdout, proc.stdout
+    assert "Install containerd-nydus-grpc" in proc.stdout
+    assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize("version, plugin", [(3, "io.containerd.cri.v1.runtime"), (2, "io.containerd.grpc.v1.cri")])
+def test_containerd_2_gives_each_tee_class_the_nydus_snapshotter(tmp_path: Path, nydus_socket: Path, version: int,
+                                                                 plugin: str) -> None:
+    """What kata-deploy writes (binary/src/runtime/containerd.rs, artifacts/snapshotters.rs, 3.32.0): the
+    handler's snapshotter, the proxy plugin, snapshot annotations on, and for version 3 the images plugin's
+    runtime_platforms.<handler>.snapshotter. A non-TEE class gets no snapshotter."""
+    installed_tree(tmp_path)
+    (tmp_path / "opt/kata/share/defaults/kata-containers/configuration-qemu-nvidia-gpu.toml").write_text("[runtime]\n")
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("version = %d\n" % version)
+    role_vars = guest_pull_vars(tmp_path, nydus_socket, kata_containerd_version="2.1.4",
+                                kata_shims=SHIMS + ["qemu-nvidia-gpu"])
+    proc = run_role(tmp_path, role_vars)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = tomlkit.parse(Path(role_vars["kata_containerd_dropin"]).read_text()).unwrap()
+    runtimes = written["plugins"][plugin]["containerd"]["runtimes"]
+    for shim in SHIMS:
+        assert runtimes["kata-%s" % shim]["snapshotter"] == "nydus"
+    assert "snapshotter" not in runtimes["kata-qemu-nvidia-gpu"]
+    assert written["proxy_plugins"] == {"nydus": {"type": "snapshot", "address": str(nydus_socket)}}
+    if version == 3:
+        images = written["plugins"]["io.containerd.cri.v1.images"]
+        assert images["disable_snapshot_annotations"] is False
+        assert images["runtime_platforms"] == {"kata-%s" % shim: {"snapshotter": "nydus"} for shim in SHIMS}
+    else:
+        assert written["plugins"][plugin]["containerd"]["disable_snapshot_annotations"] is False
+    again = run_role(tmp_path, role_vars)
+    assert again.returncode == 0 and recap(again)["changed"] == 0, again.stdout
+
+
+@needs_containerd
+def test_containerd_1_7_main_file_not_ours_gets_the_snapshotter_tables(tmp_path: Path, nydus_socket: Path) -> None:
+    """containerd 1.7 (configuration version 2, handlers in the main file): the tables are edited in place,
+    the node's settings kept, and the file still loads (this machine's containerd reads it)."""
+    installed_tree(tmp_path)
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(NODE_CONFIG)
+    role_vars = guest_pull_vars(tmp_path, nydus_socket, kata_containerd_version="1.7.24")
+    proc = run_role(tmp_path, role_vars)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = tomlkit.parse(config.read_text()).unwrap()
+    cri = written["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["containerd"]["disable_snapshot_annotations"] is False
+    assert cri["containerd"]["default_runtime_name"] == "runc" and cri["sandbox_image"] == "registry.example/pause:3.9"
+    for shim in SHIMS:
+        assert cri["containerd"]["runtimes"]["kata-%s" % shim]["snapshotter"] == "nydus"
+    assert written["proxy_plugins"]["nydus"] == {"type": "snapshot", "address": str(nydus_socket)}
+    assert dump(config)["proxy_plugins"]["nydus"]["address"] == str(nydus_socket)
+    again = run_role(tmp_path, role_vars)
+    assert again.returncode == 0 and recap(again)["changed"] == 0, again.stdout
+
+
+# --- RuntimeClass overhead from the guest each class boots ------------------------------------------------
+
+@pytest.mark.parametrize("kata", ["3.32.0", "4.1.0"])
+def test_runtimeclass_overhead_follows_the_configuration_written(tmp_path: Path, shared_fixtures: Path,
+                                                                 kata: str) -> None:
+    """The NVIDIA TEE classes boot a confidential guest of default_memory (8192 MiB in upstream's files) that
+    cannot grow: podFixed is that plus the VMM's share, and a drop-in the role writes (default_memory) counts.
+    A class whose guest grows with the pod keeps the VMM's share alone."""
+    prefix = installed_tree(tmp_path)
+    defaults = prefix / "share/defaults/kata-containers"
+    for shim in SHIMS:
+        shutil.copy(shared_fixtures / "kata" / ("configuration-%s.kata-%s.toml" % (shim, kata)),
+                    defaults / ("configuration-%s.toml" % shim))
+    (defaults / "configuration-qemu.toml").write_text("[hypervisor.qemu]\ndefault_memory = 2048\n")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    role_vars = containerd_vars(tmp_path, kata_manage_containerd=False, kata_version=kata,
+                                kata_shims=SHIMS + ["qemu"], kata_runtimeclass_manifest_dir=str(manifests),
+                                kata_runtime_settings={"hypervisor": {"qemu": {"default_vcpus": 2}}})
+
+    def pod_fixed(name: str) -> Dict[str, Any]:
+        return yaml.safe_load((manifests / ("kata-%s.yaml" % name)).read_text())["overhead"]["podFixed"]
+
+    first = run_role(tmp_path, role_vars)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for shim in SHIMS:
+        base = tomlkit.parse((defaults / ("configuration-%s.toml" % shim)).read_text()).unwrap()["hypervisor"]["qemu"]
+        assert base["default_memory"] == 8192 and base["confidential_guest"] is True
+        assert pod_fixed(shim) == {"memory": "%dMi" % (8192 + 320), "cpu": "2250m"}, "vCPUs from the drop-in"
+    assert pod_fixed("qemu") == {"memory": "320Mi", "cpu": "250m"}
+
+    bigger = dict(role_vars, kata_runtime_settings={"hypervisor": {"qemu": {"default_memory": 16384}}})
+    second = run_role(tmp_path, bigger)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert pod_fixed("qemu-nvidia-gpu-snp") == {"memory": "%dMi" % (16384 + 320), "cpu": "1250m"}
+    assert "kata-qemu-nvidia-gpu-snp: {'memory': '16704Mi', 'cpu': '1250m'} (confidential guest" in second.stdout
