@@ -21,9 +21,9 @@ description:
     (C(decodeDropIns) in C(src/runtime/pkg/katautils/config.go), since Kata 2.5.0). So that each shim has drop-ins
     of its own, the shim's directory is C(<prefix>/share/defaults/kata-containers/runtimes/<shim>/) (the layout
     kata-deploy uses since 3.27), with C(configuration-<shim>.toml) and C(config.d/). Two drop-ins are written
-    there: C(<dropin_name>.toml) (settings and PCIe keys) and C(<dropin_name>-kernel-params.toml). Where kata-deploy laid the shim out (the shipped
-    C(configuration-<shim>.toml) is a link into C(runtimes/<shim>/)), its files are left alone; otherwise the
-    shipped file is copied there unchanged, as kata-deploy does."
+    there: C(<dropin_name>.toml) (settings and PCIe keys) and C(<dropin_name>-kernel-params.toml). Where
+    kata-deploy laid the shim out (the shipped C(configuration-<shim>.toml) is a link into C(runtimes/<shim>/)),
+    its files are left alone; otherwise the shipped file is copied there unchanged, as kata-deploy does."
   - "Since a drop-in's C(kernel_params) replaces the whole value, the kernel parameter drop-in repeats the
     parameters in effect before it (the base configuration and the drop-ins that sort before it, such as
     kata-deploy's C(30-kernel-params.toml)), in their order, then adds O(kernel_params) that are not there yet."

@@ -178,8 +178,9 @@ def release_vars(root: Path, release: Dict[str, Any], **more: Any) -> Dict[str, 
     mapping by file name for 4.1.0."""
     needed = release["sha256"][release["go_asset"]]
     sha256 = needed if len(release["names"]) == 1 else {release["go_asset"]: needed}
-    return dict({"kata_root": str(root), "kata_version": release["version"], "kata_release_base_url": release["base_url"],
-                 "kata_release_sha256": sha256, "kata_shims": SHIMS, "kata_manage_containerd": False}, **more)
+    return dict({"kata_root": str(root), "kata_version": release["version"],
+                 "kata_release_base_url": release["base_url"], "kata_release_sha256": sha256,
+                 "kata_shims": SHIMS, "kata_manage_containerd": False}, **more)
 
 
 # --- the tarball path -------------------------------------------------------------------------------------
