@@ -52,7 +52,7 @@ class ActionModule(ActionBase):
         target = host_path(args["root"], path)
         text = self._read(target, task_vars)
         wants_edit = bool(args["imports_present"] or args["imports_absent"]
-                          or args["runtimes"] or args["runtimes_absent"])
+                          or args["runtimes"] or args["runtimes_absent"] or args["tables"])
         if text is None:
             if wants_edit:
                 raise cc.ConfigError(
@@ -71,6 +71,7 @@ class ActionModule(ActionBase):
         changed_imports = cc.edit_imports(doc, args["imports_present"], args["imports_absent"], target)
         changed_runtimes = cc.edit_runtimes(doc, plugin_id, args["runtimes"], args["runtimes_absent"], target) \
             if plugin_id else []
+        changed_tables = cc.edit_tables(doc, args["tables"], target)
         info = {
             "path": path,
             "exists": True,
@@ -80,8 +81,9 @@ class ActionModule(ActionBase):
             "imports": cc.imports_of(doc),
             "runtimes": cc.runtimes_in(doc, plugin_id) if plugin_id else {},
             "changed_runtimes": changed_runtimes,
+            "changed_tables": changed_tables,
         }
-        if not (changed_imports or changed_runtimes):
+        if not (changed_imports or changed_runtimes or changed_tables):
             return dict(info, changed=False)
         written = self._write(target, cc.dumps(doc), args["backup"], task_vars)
         if written.get("failed"):

@@ -329,8 +329,8 @@ class ActionModule(ActionBase):
         edits = settings
         if params != base_params:
             edits = deep_merge(settings, {"hypervisor": {hypervisor: {"kernel_params": " ".join(params)}}})
-        note = ["A copy of %s with this module's settings; Kata releases before 3.27 read no" % paths["shipped"],
-                "per-shim drop-ins. Comments and all other values are upstream's."]
+        note = ["A copy of %s with this module's settings; Kata releases before 2.5.0 read no" % paths["shipped"],
+                "config.d/ drop-ins. Comments and all other values are upstream's."]
         text = edit_copy(base_text, edits, header + note, paths["shipped"])
         changes.append(self._write(on_target(paths["shim_config"]), text, task_vars))
         outcome["files"].append(paths["shim_config"])

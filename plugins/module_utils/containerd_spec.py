@@ -13,6 +13,9 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = {
     "imports_absent": {"type": "list", "elements": "str", "default": []},
     "runtimes": {"type": "dict", "default": {}},
     "runtimes_absent": {"type": "list", "elements": "str", "default": []},
+    "tables": {"type": "list", "elements": "dict", "default": [],
+               "options": {"path": {"type": "list", "elements": "str", "required": True},
+                           "values": {"type": "dict", "required": True}}},
     "plugin_id": {"type": "str"},
     "backup": {"type": "bool", "default": False},
 }

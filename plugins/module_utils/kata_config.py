@@ -7,12 +7,16 @@ The TOML itself is parsed and written on the controller (action plugin
 strings, so that it can be tested and reused without a TOML library:
 
 - where a shim's configuration lives: ``<prefix>/share/defaults/kata-containers/
-  configuration-<shim>.toml``, and since Kata 3.27 (kata-deploy's per-shim layout)
-  ``runtimes/<shim>/configuration-<shim>.toml`` beside a ``config.d/`` directory;
+  configuration-<shim>.toml``, and this module's own copy of it in
+  ``runtimes/<shim>/configuration-<shim>.toml`` beside a ``config.d/`` directory
+  (the per-shim layout kata-deploy uses since Kata 3.27, so that each shim has a
+  ``config.d/`` of its own: drop-ins beside the shared file would apply to every shim);
 - how the Go runtime merges drop-ins (``decodeDropIns`` in
-  ``src/runtime/pkg/katautils/config.go``): every file of ``config.d/`` in name
-  order, each key it sets replacing the value before it (arrays and strings
-  alike, so a ``kernel_params`` drop-in must repeat the base parameters);
+  ``src/runtime/pkg/katautils/config.go``, since Kata 2.5.0, commit 0f9856c465):
+  every file of ``config.d/`` beside the configuration file (its symlinks
+  resolved first) in name order, each key it sets replacing the value before it
+  (arrays and strings alike, so a ``kernel_params`` drop-in must repeat the base
+  parameters);
 - the checks a user's ``settings`` must pass before anything is written.
 
 Standard library only (Python >= 3.8).
@@ -24,8 +28,13 @@ import copy
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-# kata-deploy lays shims out as runtimes/<shim>/ with config.d/ from this release on.
-DROPIN_LAYOUT_SINCE = (3, 27, 0)
+# The Go runtime reads config.d/ beside its (resolved) configuration file from this release on:
+# kata-containers src/runtime/pkg/katautils/config.go decodeDropIns(), first in tag 2.5.0 (commit 0f9856c465,
+# "runtime: Scan drop-in directory, read files and decode them"; not in 2.4.3).
+DROPINS_SINCE = (2, 5, 0)
+# kata-deploy installs each shim as runtimes/<shim>/ with its own config.d/ from this release on; only the
+# layout is new there (the shipped configuration-<shim>.toml becomes a link into it), not the drop-ins.
+KATA_DEPLOY_PER_SHIM_LAYOUT_SINCE = (3, 27, 0)
 METHODS = ("auto", "dropin", "copy")
 PCIE_MODES = ("none", "flatten", "replicate")
 DEFAULT_PREFIX = "/opt/kata"
@@ -69,12 +78,17 @@ def parse_version(text: Optional[str]) -> Optional[Tuple[int, int, int]]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
+def runs_on_runtime_rs(shim: str) -> bool:
+    """Whether a shim is one of runtime-rs (Rust) rather than of the Go runtime."""
+    return shim.endswith("-runtime-rs") or shim in ("dragonball", "cloud-hypervisor")
+
+
 def kata_paths(prefix: str, shim: str) -> Dict[str, str]:
     """Host paths of a shim's configuration files (below no root)."""
     if not SHIM_RE.match(shim):
         raise KataConfigError("shim %r is not a Kata shim name (lower-case letters, digits, '-', e.g. "
                               "qemu-nvidia-gpu-snp)" % shim)
-    if shim.endswith("-runtime-rs") or shim in ("dragonball", "cloud-hypervisor"):
+    if runs_on_runtime_rs(shim):
         raise KataConfigError("shim %s runs on runtime-rs, whose configuration and PCIe handling this module does "
                               "not manage; use the Go runtime's shim (%s)" % (shim, shim.replace("-runtime-rs", "")))
     defaults = prefix.rstrip("/") + "/share/defaults/kata-containers"
@@ -96,13 +110,14 @@ def choose_method(method: str, version_text: Optional[str], per_shim_layout: boo
     if version_text and version is None:
         raise KataConfigError("kata_version %r holds no version number; pass e.g. 3.27.0 or the output of "
                               "kata-runtime --version" % version_text)
-    since = ".".join(str(part) for part in DROPIN_LAYOUT_SINCE)
+    since = ".".join(str(part) for part in DROPINS_SINCE)
     if version is not None:
-        if version >= DROPIN_LAYOUT_SINCE:
-            return "dropin", "Kata %d.%d.%d reads per-shim drop-ins (since %s)" % (version + (since,))
-        return "copy", "Kata %d.%d.%d predates per-shim drop-ins (%s): managed copy" % (version + (since,))
+        if version >= DROPINS_SINCE:
+            return "dropin", "Kata %d.%d.%d reads config.d/ drop-ins (since %s)" % (version + (since,))
+        return "copy", "Kata %d.%d.%d predates config.d/ drop-ins (%s): managed copy" % (version + (since,))
     if per_shim_layout:
-        return "dropin", "per-shim directory runtimes/<shim>/ present (kata-deploy >= %s)" % since
+        return "dropin", "per-shim directory runtimes/<shim>/ present (kata-deploy >= %s)" % ".".join(
+            str(part) for part in KATA_DEPLOY_PER_SHIM_LAYOUT_SINCE)
     raise KataConfigError("cannot tell which Kata release is installed: pass kata_version (the output of "
                           "kata-runtime --version), or method dropin (Kata >= %s) or copy" % since)
 

@@ -60,6 +60,24 @@ options:
     type: list
     elements: str
     default: []
+  tables:
+    description:
+      - Keys to set in other tables, each given as its O(tables[].path) and the O(tables[].values) to set there;
+        the table is created when missing and its other keys are kept. Used for what guest image pull needs
+        (C(proxy_plugins.nydus), C(disable_snapshot_annotations)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: The table's keys from the top, e.g. C([proxy_plugins, nydus]).
+        type: list
+        elements: str
+        required: true
+      values:
+        description: Keys and plain values to set in the table.
+        type: dict
+        required: true
   plugin_id:
     description:
       - The CRI plugin whose C(containerd.runtimes) table holds the handlers; by default the one of the
@@ -152,6 +170,12 @@ changed_runtimes:
   type: list
   elements: str
   sample: [kata-qemu-nvidia-gpu-snp]
+changed_tables:
+  description: Tables of O(tables) in which a key was set.
+  returned: when the file exists
+  type: list
+  elements: str
+  sample: [proxy_plugins.nydus]
 backup_file:
   description: The backup copy, when O(backup) is true and the file changed.
   returned: changed and backup

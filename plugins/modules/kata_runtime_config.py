@@ -16,17 +16,18 @@ description:
   - "Runs on the controller (an action): the shim's configuration and its drop-ins are read from the target and
     parsed with the Python library C(tomlkit), and files are written through C(ansible.builtin.copy) and
     C(ansible.builtin.file) on the target, so the target needs no TOML library."
-  - "Kata 3.27 and later (O(method=dropin)): the shim's directory is
-    C(<prefix>/share/defaults/kata-containers/runtimes/<shim>/), with C(configuration-<shim>.toml) and a
-    C(config.d/) directory whose files the Go runtime merges over it in name order, each key replacing the value
-    before it. Two drop-ins are written there: C(<dropin_name>.toml) (settings and PCIe keys) and
-    C(<dropin_name>-kernel-params.toml). Where kata-deploy laid the shim out (the shipped
-    C(configuration-<shim>.toml) is a link into C(runtimes/<shim>/)), its files are left alone; otherwise the
-    shipped file is copied there unchanged, as kata-deploy does."
+  - "Kata 2.5.0 and later (O(method=dropin)): the Go runtime merges the files of the C(config.d/) directory beside
+    its configuration file (symlinks resolved first) over it in name order, each key replacing the value before it
+    (C(decodeDropIns) in C(src/runtime/pkg/katautils/config.go), since Kata 2.5.0). So that each shim has drop-ins
+    of its own, the shim's directory is C(<prefix>/share/defaults/kata-containers/runtimes/<shim>/) (the layout
+    kata-deploy uses since 3.27), with C(configuration-<shim>.toml) and C(config.d/). Two drop-ins are written
+    there: C(<dropin_name>.toml) (settings and PCIe keys) and C(<dropin_name>-kernel-params.toml). Where
+    kata-deploy laid the shim out (the shipped C(configuration-<shim>.toml) is a link into C(runtimes/<shim>/)),
+    its files are left alone; otherwise the shipped file is copied there unchanged, as kata-deploy does."
   - "Since a drop-in's C(kernel_params) replaces the whole value, the kernel parameter drop-in repeats the
     parameters in effect before it (the base configuration and the drop-ins that sort before it, such as
     kata-deploy's C(30-kernel-params.toml)), in their order, then adds O(kernel_params) that are not there yet."
-  - "Older releases (O(method=copy)): C(runtimes/<shim>/configuration-<shim>.toml) becomes a managed copy of the
+  - "Releases before 2.5.0 (O(method=copy)): C(runtimes/<shim>/configuration-<shim>.toml) becomes a managed copy of the
     shipped file with the values set in place; every comment, every other key and the order of the file are
     upstream's. Drop-ins of this module left from an earlier run are removed."
   - RV(config_path) is the file containerd's C(ConfigPath) for the C(kata-<shim>) handler must name.
@@ -62,9 +63,9 @@ options:
     type: str
   method:
     description:
-      - C(dropin) writes drop-ins in C(runtimes/<shim>/config.d/) (Kata 3.27 and later); C(copy) writes a managed copy
-        of the configuration (earlier releases).
-      - C(auto) picks C(dropin) for O(kata_version) 3.27 or later and C(copy) for earlier ones; without
+      - C(dropin) writes drop-ins in C(runtimes/<shim>/config.d/) (Kata 2.5.0 and later); C(copy) writes a managed
+        copy of the configuration (earlier releases).
+      - C(auto) picks C(dropin) for O(kata_version) 2.5.0 or later and C(copy) for earlier ones; without
         O(kata_version) it picks C(dropin) when C(runtimes/<shim>/configuration-<shim>.toml) exists and fails
         otherwise, asking for O(kata_version).
     type: str
@@ -199,7 +200,7 @@ method_reason:
   description: Why that method (the version or the layout found).
   returned: success
   type: str
-  sample: Kata 3.27.0 reads per-shim drop-ins (since 3.27.0)
+  sample: Kata 3.27.0 reads config.d/ drop-ins (since 2.5.0)
 config_path:
   description: The configuration file Kata must be given for this shim (containerd's C(ConfigPath)), below no root.
   returned: success

@@ -6,7 +6,9 @@ Two edits, each touching only what it names:
 
 - the top-level ``imports`` list (paths added or removed, the rest kept in order);
 - runtime handler tables under ``plugins.<CRI plugin>.containerd.runtimes.<name>``, each replaced whole
-  when it differs from the wanted table, or removed.
+  when it differs from the wanted table, or removed;
+- single keys of other tables (``proxy_plugins.<name>``, a plugin's settings), set one by one with the rest of
+  the table kept.
 """
 
 from __future__ import annotations
@@ -158,6 +160,35 @@ def edit_runtimes(doc: tomlkit.TOMLDocument, plugin_id: str, runtimes: t.Mapping
         if name in table:
             del table[name]
             changed.append(name)
+    return changed
+
+
+def edit_tables(doc: tomlkit.TOMLDocument, tables: t.Sequence[t.Mapping[str, t.Any]], path: str) -> t.List[str]:
+    """Set the keys of each ``{"path": [...], "values": {...}}`` in the table at that path (created as needed),
+    leaving the table's other keys alone. Returns the dotted names of the tables that changed."""
+    changed = []
+    for wanted in tables:
+        keys = [str(key) for key in wanted["path"]]
+        if not keys:
+            raise ConfigError("a table path of %s is empty; name the table, e.g. [proxy_plugins, nydus]" % path)
+        node: t.Any = doc
+        for index, key in enumerate(keys):
+            if key not in node:
+                node[key] = tomlkit.table(is_super_table=index < len(keys) - 1)
+            node = node[key]
+            if not isinstance(node, (dict, Table)):
+                raise ConfigError("%s: %s is not a table; containerd expects one there"
+                                  % (path, ".".join(_quote(part) for part in keys[:index + 1])))
+        touched = False
+        for key, value in wanted["values"].items():
+            current = node.get(key)
+            plain = current.unwrap() if hasattr(current, "unwrap") else current
+            if plain == _plain(value) and type(plain) is type(_plain(value)):
+                continue
+            node[str(key)] = _plain(value)
+            touched = True
+        if touched:
+            changed.append(".".join(_quote(part) for part in keys))
     return changed
 
 

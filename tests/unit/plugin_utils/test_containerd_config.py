@@ -149,3 +149,24 @@ def test_action_reads_fails_and_changes_nothing_on_bad_input(tmp_path: Path) -> 
     assert got["broken"]["failed"] and "%s is not valid TOML" % broken in got["broken"]["msg"]
     assert broken.read_text() == "version = 2\n[plugins\n"
     assert not (tmp_path / "etc" / "none.toml").exists()
+
+
+def test_tables_set_single_keys_and_keep_the_rest() -> None:
+    """The guest-pull tables (proxy_plugins.nydus, disable_snapshot_annotations) go into a node's file with its
+    other keys of the same table kept; a second pass changes nothing."""
+    doc = cc.parse('version = 2\n\n[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+                   '  default_runtime_name = "runc"  # ours\n', "config.toml")
+    tables = [{"path": ["proxy_plugins", "nydus"], "values": {"type": "snapshot", "address": "/run/n.sock"}},
+              {"path": ["plugins", "io.containerd.grpc.v1.cri", "containerd"],
+               "values": {"disable_snapshot_annotations": False}}]
+    assert cc.edit_tables(doc, tables, "config.toml") == [
+        "proxy_plugins.nydus", 'plugins."io.containerd.grpc.v1.cri".containerd']
+    text = cc.dumps(doc)
+    assert 'default_runtime_name = "runc"  # ours' in text
+    data = tomlkit.parse(text).unwrap()
+    assert data["proxy_plugins"] == {"nydus": {"type": "snapshot", "address": "/run/n.sock"}}
+    assert data["plugins"]["io.containerd.grpc.v1.cri"]["containerd"] == {
+        "default_runtime_name": "runc", "disable_snapshot_annotations": False}
+    assert cc.edit_tables(doc, tables, "config.toml") == []
+    with pytest.raises(cc.ConfigError, match="proxy_plugins is not a table"):
+        cc.edit_tables(cc.parse('proxy_plugins = 1\n', "c.toml"), tables[:1], "c.toml")

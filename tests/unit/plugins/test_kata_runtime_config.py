@@ -195,12 +195,25 @@ def test_unknown_key_is_a_warning() -> None:
 @pytest.mark.parametrize(("method", "version", "layout", "expected"), [
     ("auto", "3.27.0", False, "dropin"),
     ("auto", "kata-runtime  : 4.1.0\n   commit   : abc\n   OCI specs: 1.1.0", False, "dropin"),
-    ("auto", "3.26.9", True, "copy"),
+    ("auto", "2.4.3", True, "copy"),
     ("auto", None, True, "dropin"),
     ("copy", "4.1.0", True, "copy"),
 ])
 def test_method_follows_the_release(method: str, version: Any, layout: bool, expected: str) -> None:
     assert choose_method(method, version, layout)[0] == expected
+
+
+def test_dropins_since_the_release_whose_runtime_reads_config_d() -> None:
+    """The Go runtime reads config.d/ beside its configuration since 2.5.0 (decodeDropIns, an excerpt of
+    upstream's config.go in tests/fixtures/kata-upstream); 3.27 only moved kata-deploy to per-shim directories."""
+    excerpt = (REPO / "tests/fixtures/kata-upstream/dropins-2.5.0-config.go.txt").read_text()
+    first = re.search(r"first tag containing it: (\d+\.\d+\.\d+); tag (\d+\.\d+\.\d+) has no", excerpt)
+    assert first and 'dropInDir := filepath.Join(configDir, "config.d")' in excerpt
+    assert "err = decodeDropIns(resolved, &tomlConf)" in excerpt
+    since, before = first.groups()
+    assert choose_method("auto", since, False)[0] == "dropin"
+    assert choose_method("auto", "3.26.0", False)[0] == "dropin"
+    assert choose_method("auto", before, False)[0] == "copy"
 
 
 @pytest.mark.parametrize(("version", "message"), [
@@ -378,8 +391,8 @@ def test_action_reads_other_dropins_and_switches_method(tmp_path: Path, shared_f
                for text in result["warnings"])
     assert "50-user-overrides.toml sets hypervisor.qemu.pcie_switch_port" in apply.stdout + apply.stderr
 
-    # Kata before 3.27: a managed copy; the drop-ins of this module go, the others stay.
-    copy = target.run(version="3.26.0", mode="flatten", devices=["0000:06:00.0"])
+    # Kata before 2.5.0: a managed copy; the drop-ins of this module go, the others stay.
+    copy = target.run(version="2.4.3", mode="flatten", devices=["0000:06:00.0"])
     assert copy.returncode == 0, copy.stdout + copy.stderr
     result = target.result()
     assert result["method"] == "copy" and sorted(result["removed"]) == [
@@ -391,7 +404,7 @@ def test_action_reads_other_dropins_and_switches_method(tmp_path: Path, shared_f
     assert (qemu["cold_plug_vfio"], qemu["pcie_root_port"], qemu["default_memory"]) == ("root-port", 1, 32768)
     assert qemu["kernel_params"] == "cgroup_no_v1=all pci=realloc pci=nocrs pci=assign-busses nvrc.smi.srs=1 " \
                                     "nvrc.log=debug", "the copy starts from the shipped file, not from drop-ins"
-    assert recap_changed(target.run(version="3.26.0", mode="flatten", devices=["0000:06:00.0"])) == 0
+    assert recap_changed(target.run(version="2.4.3", mode="flatten", devices=["0000:06:00.0"])) == 0
 
 
 def test_action_refuses_bad_input_and_changes_nothing(tmp_path: Path, shared_fixtures: Path) -> None:
