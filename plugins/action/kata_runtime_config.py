@@ -121,6 +121,13 @@ def plain(doc: Any) -> Dict[str, Any]:
 # The action
 
 
+def vfio_mode(config: Dict[str, Any], hypervisor: str) -> str:
+    """How Kata hands the pod's devices to the guest: ``iommufd`` for a confidential guest (Kata refuses the
+    legacy VFIO group path for confidential guests from 3.26.0, src/runtime/virtcontainers/qemu.go:
+    "ConfidentialGuest needs IOMMUFD"), ``group`` otherwise; kata_pcie_plan counts ports accordingly."""
+    return "iommufd" if lookup(config, ("hypervisor", hypervisor, "confidential_guest")) is True else "group"
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
     _requires_connection = True
@@ -253,7 +260,9 @@ class ActionModule(ActionBase):
 
         plan = None
         if args["pcie_mode"] != "none":
-            plan = plan_pcie(args["topology"], args["devices"], args["pcie_mode"])
+            plan = plan_pcie(args["topology"], args["devices"], args["pcie_mode"],
+                             vfio_mode=vfio_mode(deep_merge(effective_config(base, others), args["settings"]),
+                                                 hypervisor))
             if self._task.check_mode or plan["errors"]:
                 display.display("%s: %s" % (task_vars.get("inventory_hostname", "?"), "\n  ".join(plan_lines(plan))))
             if plan["errors"]:

@@ -23,12 +23,18 @@ from conftest import REPO
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.confidential_gpu.host.plugins.action.kata_runtime_config import edit_copy, render_dropin
+from ansible_collections.confidential_gpu.host.plugins.action.kata_runtime_config import (
+    edit_copy,
+    plain,
+    render_dropin,
+    vfio_mode,
+)
 from ansible_collections.confidential_gpu.host.plugins.filter.kata import kata_pcie_plan, kata_shims_for_host
 from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_config import (
     KataConfigError,
     check_settings,
     choose_method,
+    deep_merge,
     effective_config,
     kata_paths,
     merge_kernel_params,
@@ -108,6 +114,18 @@ def test_dropin_over_the_base_gives_the_planned_values(shared_fixtures: Path, na
     assert tokens(qemu["kernel_params"]) == tokens(base["hypervisor"]["qemu"]["kernel_params"]) + ["nvrc.log=debug"]
     assert merged["runtime"] == base["runtime"] and merged["agent"] == base["agent"]
     assert "hot_plug_vfio" not in settings["hypervisor"]["qemu"], "the NVIDIA configurations do not hot-plug"
+
+
+@pytest.mark.parametrize("name", ["configuration-qemu-nvidia-gpu-snp.kata-4.1.0.toml",
+                                  "configuration-qemu-nvidia-gpu-tdx.kata-3.32.0.toml"])
+def test_confidential_classes_plan_ports_as_kata_counts_them_with_iommufd(shared_fixtures: Path, name: str) -> None:
+    """Kata's confidential guests take their devices through IOMMUFD (3.26.0 and later refuse the group path), and
+    then count one port per device handed over, not per group member: the action plans with that count for the
+    real NVIDIA TEE configurations, and with whole groups once a drop-in turns confidential_guest off."""
+    base = plain(tomlkit.parse(kata_file(shared_fixtures, name)))
+    assert base["hypervisor"]["qemu"]["confidential_guest"] is True
+    assert vfio_mode(base, "qemu") == "iommufd"
+    assert vfio_mode(deep_merge(base, {"hypervisor": {"qemu": {"confidential_guest": False}}}), "qemu") == "group"
 
 
 def test_render_dropin_writes_tables_by_their_dotted_names() -> None:
