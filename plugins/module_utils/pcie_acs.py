@@ -429,18 +429,18 @@ def p2p_ports(selected: Sequence[Dict[str, Any]], by_address: Dict[str, Dict[str
     return sorted(ports)
 
 
-def direct_translated_ports(ports: Sequence[str], by_address: Dict[str, Dict[str, Any]],
-                            notes: List[str]) -> List[str]:
-    """The ports that implement Direct Translated P2P (the only ones direct_translated can change)."""
+def ports_implementing(bits: int, lacking: str, ports: Sequence[str], by_address: Dict[str, Dict[str, Any]],
+                       notes: List[str]) -> List[str]:
+    """The ports whose ACS capability implements one of ``bits`` (the only ones an argument can change); each
+    other port gets a note (``lacking`` says what it does not implement and what follows)."""
     kept = []
     for address in ports:
         acs = by_address[address].get("acs")
         if acs is None:
             notes.append("%s has no ACS: nothing redirects peer-to-peer traffic there, so it needs no argument"
                          % address)
-        elif not acs["capability"] & DT:
-            notes.append("%s does not implement ACS Direct Translated P2P: translated requests keep going up "
-                         "through the root complex there (isolation unchanged)" % address)
+        elif not acs["capability"] & bits:
+            notes.append("%s %s" % (address, lacking))
         else:
             kept.append(address)
     return kept
@@ -460,22 +460,6 @@ def port_flags(address: str, request: Request, by_address: Dict[str, Dict[str, A
     if request.p2p_mode == "direct_translated":
         return direct_translated_flags(by_address[address]["acs"]["capability"])
     return request.config_acs_flags
-
-
-def redirecting_ports(ports: Sequence[str], by_address: Dict[str, Dict[str, Any]], notes: List[str]) -> List[str]:
-    """The ports that have something to turn off (ACS with redirect or egress control implemented)."""
-    kept = []
-    for address in ports:
-        acs = by_address[address].get("acs")
-        if acs is None:
-            notes.append("%s has no ACS: nothing redirects peer-to-peer traffic there, so it needs no argument"
-                         % address)
-        elif not acs["capability"] & REDIRECT_BITS:
-            notes.append("%s implements neither request nor completion redirect nor egress control: nothing to "
-                         "turn off" % address)
-        else:
-            kept.append(address)
-    return kept
 
 
 def device_spec(dev: Dict[str, Any], device_format: str) -> str:
@@ -712,7 +696,9 @@ def plan_boot(request: Request, selected: Sequence[Dict[str, Any]], by_address: 
         return [], [], []
     ports: List[str] = []
     if request.profile == "p2p" and request.p2p_mode == "direct_translated":
-        ports = direct_translated_ports(p2p_ports(selected, by_address, notes), by_address, notes)
+        ports = ports_implementing(DT, "does not implement ACS Direct Translated P2P: translated requests keep going "
+                                   "up through the root complex there (isolation unchanged)",
+                                   p2p_ports(selected, by_address, notes), by_address, notes)
         if ports:
             warnings += direct_translated_warnings(ports, by_address, selected, options)
             warnings.append("profile p2p enables ACS Direct Translated P2P on %s at the next boot, with request and "
@@ -720,7 +706,9 @@ def plan_boot(request: Request, selected: Sequence[Dict[str, Any]], by_address: 
                             "translated then reach its peers without the IOMMU's check, so do not give these devices "
                             "to confidential guests" % ", ".join(ports))
     elif request.profile == "p2p":
-        ports = redirecting_ports(p2p_ports(selected, by_address, notes), by_address, notes)
+        ports = ports_implementing(REDIRECT_BITS, "implements neither request nor completion redirect nor egress "
+                                   "control: nothing to turn off", p2p_ports(selected, by_address, notes),
+                                   by_address, notes)
         warnings += config_acs_warnings(ports, request, by_address, selected)
         if ports:
             warnings.append("profile p2p turns ACS redirect off on %s at the next boot: the devices below these ports "

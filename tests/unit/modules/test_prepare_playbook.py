@@ -144,8 +144,8 @@ def snp_epyc_host(root: Path, cmdline: str) -> Path:
     return root
 
 
-def snp_prepare(root: Path, bin_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """prepare.yml as a user runs it on an AMD host: cc_host_technology auto (SEV-SNP), kernel_args defaults."""
+def user_prepare(root: Path, bin_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """prepare.yml as a user runs it: cc_host_technology auto (the CPU vendor's technology), kernel_args defaults."""
     return playbook(REPO / "playbooks/prepare.yml", "-e", "confidential_gpu_root=%s" % root,
                     "-e", json.dumps({"cc_host_iommufd": False, "kernel_args_command_path": [str(bin_dir)]}), *extra)
 
@@ -157,13 +157,13 @@ def test_prepare_takes_iommu_pt_off_an_snp_host(tmp_path: Path, bin_dir: Path) -
     root = snp_epyc_host(tmp_path / "root", "console=ttyS0,115200n8 iommu=pt")
     grub_before = (root / "etc/default/grub").read_text()
 
-    check = snp_prepare(root, bin_dir, "--check", "--diff")
+    check = user_prepare(root, bin_dir, "--check", "--diff")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "configured: console=ttyS0,115200n8 modprobe.blacklist=nouveau" in check.stdout
     assert "SEV-SNP is off because the IOMMU is in passthrough mode (iommu=pt)" in check.stdout
     assert not (root / DROPIN).exists() and (root / "etc/default/grub").read_text() == grub_before
 
-    real = snp_prepare(root, bin_dir)
+    real = user_prepare(root, bin_dir)
     assert real.returncode == 0, real.stdout + real.stderr
     assert dropin_linux(root) == "console=ttyS0,115200n8 modprobe.blacklist=nouveau"
     assert "REBOOT PENDING on localhost" in real.stdout
@@ -171,8 +171,28 @@ def test_prepare_takes_iommu_pt_off_an_snp_host(tmp_path: Path, bin_dir: Path) -
 
 def test_prepare_adds_no_iommu_pt_to_a_clean_snp_host(tmp_path: Path, bin_dir: Path) -> None:
     root = snp_epyc_host(tmp_path / "root", "console=ttyS0,115200n8 modprobe.blacklist=nouveau")
-    proc = snp_prepare(root, bin_dir)
+    proc = user_prepare(root, bin_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "iommu=pt" not in (root / DROPIN).read_text() if (root / DROPIN).exists() else True
     assert "configured: console=ttyS0,115200n8 modprobe.blacklist=nouveau" in proc.stdout
     assert "REBOOT PENDING" not in proc.stdout
+
+
+def test_prepare_on_a_tdx_host_keeps_iommu_pt(tmp_path: Path, bin_dir: Path) -> None:
+    """An Intel IOMMU never carries SEV-SNP: a TDX host gets intel_iommu=on iommu=pt as docs/boot.md says, and
+    role cc_host's TDX arguments after the blacklist."""
+    root = fresh_host(tmp_path / "root", acs_control=0x1D, iommu_groups=True, gpu_driver="vfio-pci",
+                      cmdline="console=ttyS0,115200n8 intel_iommu=on")
+    (root / "proc/cpuinfo").write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+        "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu vmx tdx_host_platform\n\n")
+    for table in ("APIC", "FACP", "DMAR"):
+        (root / "sys/firmware/acpi/tables").mkdir(parents=True, exist_ok=True)
+        (root / "sys/firmware/acpi/tables" / table).write_text("")
+    (root / "sys/module/kvm_intel/parameters").mkdir(parents=True)
+    (root / "sys/module/kvm_intel/parameters/tdx").write_text("N\n")
+
+    proc = user_prepare(root, bin_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dropin_linux(root) == ("console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau "
+                                  "kvm_intel.tdx=1 nohibernate")
