@@ -411,7 +411,7 @@ verdicts:
         - What is missing for RV(verdicts.snp_ready), each with its fix.
         - On an AMD host where SEV-SNP is off while the IOMMU is in passthrough mode (C(iommu=pt),
           C(iommu.passthrough=1), a passthrough default domain) or uses the v2 page table (C(amd_iommu=pgtbl_v2)),
-          that is the reason given, not the BIOS settings: Linux turns SEV-SNP off at boot in that case.
+          that is the reason given, not the BIOS settings, since Linux turns SEV-SNP off at boot in that case.
       type: list
       elements: str
       sample: ["SEV-SNP is not enabled in kvm_amd (sev_snp=N): enable SEV-SNP, SMEE and SNP memory coverage in BIOS,
