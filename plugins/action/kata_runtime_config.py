@@ -207,7 +207,9 @@ class ActionModule(ActionBase):
             shutil.rmtree(local_dir, ignore_errors=True)
         if out.get("failed"):
             raise RemoteError("writing %s failed: %s" % (dest, out.get("msg", out)))
-        for diff in out.get("diff") or []:
+        # copy returns a list of diffs when it changed the file and a single dict when it did not
+        diffs = out.get("diff") or []
+        for diff in [diffs] if isinstance(diffs, dict) else diffs:
             diff["before_header"] = diff["after_header"] = dest
         return out
 

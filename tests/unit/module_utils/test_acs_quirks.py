@@ -163,8 +163,8 @@ def confidential(host: HostRoot) -> dict:
     ((0x1DEF, 0xE005), "pci_quirk_xgene_acs"),  # Ampere Altra root port
     ((0x177D, 0xAF84), "pci_quirk_cavium_acs"),  # ThunderX2 root port
 ])
-def test_a_root_port_isolated_by_a_kernel_quirk_is_no_violation(tmp_path: Path, ids: Tuple[int, int],
-                                                                 function: str) -> None:
+def test_a_root_port_isolated_by_a_kernel_quirk_is_no_violation(
+        tmp_path: Path, ids: Tuple[int, int], function: str) -> None:
     result = confidential(quirk_host(tmp_path, ids))
     verdicts = {bridge["address"]: (bridge["isolation"], bridge["quirk"]) for bridge in result["bridges"]}
     assert verdicts == {"0000:00:1c.0": ("quirk", function), "0000:00:1c.1": ("quirk", function)}

@@ -303,8 +303,8 @@ PLAYBOOK = """
 
     - name: Keep the result, with the plan the filter makes from the same facts
       ansible.builtin.copy:
-        content: "{{ kata | combine({'filter_plan': topology | confidential_gpu.host.kata_pcie_plan(devices, mode)})
-                     | to_json }}"
+        content: "{{ kata | combine({'filter_plan': topology
+                                      | confidential_gpu.host.kata_pcie_plan(devices, mode, vfio_mode)}) | to_json }}"
         dest: "{{ out }}"
       delegate_to: localhost
       check_mode: false
@@ -340,7 +340,7 @@ class Target:
     def run(self, *options: str, version: str = "3.32.0", mode: str = "replicate",
             devices: Any = ("gpu", "gpu_nics")) -> subprocess.CompletedProcess:
         extra = {"tree": str(self.tmp / "host"), "target": str(self.root), "version": version, "mode": mode,
-                 "devices": list(devices), "out": str(self.out)}
+                 "devices": list(devices), "out": str(self.out), "vfio_mode": "iommufd"}
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_LOCAL_TEMP=str(self.tmp / "ansible-local"))
         command = [str(Path(sys.executable).with_name("ansible-playbook")), str(self.playbook), "-e", json.dumps(extra),
@@ -362,8 +362,9 @@ def test_action_check_apply_idempotent(tmp_path: Path, shared_fixtures: Path) ->
     check = target.run("--check", "--diff")
     assert check.returncode == 0, check.stdout + check.stderr
     assert snapshot(target.root) == before, "check mode writes nothing"
-    assert "PCIe replicate: cold_plug_vfio=switch-port pcie_root_port=0 pcie_switch_port=8 (8 of 16 ports)" in \
-        check.stdout, "the plan is printed in check mode"
+    # a confidential configuration (3.32 SNP): Kata takes the devices through IOMMUFD, one port each
+    assert "PCIe replicate: cold_plug_vfio=switch-port pcie_root_port=0 pcie_switch_port=8 (8 of 16 ports, " \
+        "iommufd: the devices themselves)" in check.stdout, "the plan is printed in check mode"
     assert '+cold_plug_vfio = "switch-port"' in check.stdout and "+pcie_switch_port = 8" in check.stdout
     assert re.search(r'\+kernel_params = "cgroup_no_v1=all .* nvrc.smi.srs=1 nvrc.log=debug"', check.stdout)
     assert recap_changed(check) == 1
@@ -380,7 +381,7 @@ def test_action_check_apply_idempotent(tmp_path: Path, shared_fixtures: Path) ->
                                                 "pcie_root_port": 0, "pcie_switch_port": 8}}}
     assert result["pcie_plan"]["ports"] == 8 and len(result["pcie_plan"]["layout"]) == 4
     assert result["filter_plan"]["lines"][0] == "PCIe replicate: cold_plug_vfio=switch-port pcie_root_port=0 " \
-                                                "pcie_switch_port=8 (8 of 16 ports)"
+                                                "pcie_switch_port=8 (8 of 16 ports, iommufd: the devices themselves)"
     assert {key: value for key, value in result["filter_plan"].items() if key != "lines"} == result["pcie_plan"]
     assert result["kernel_params"][-1] == "nvrc.log=debug"
     assert target.shipped.read_bytes() == before[str(target.shipped.relative_to(target.root))], "the base is untouched"
@@ -388,7 +389,8 @@ def test_action_check_apply_idempotent(tmp_path: Path, shared_fixtures: Path) ->
     written = snapshot(target.root)
     again = target.run()
     assert again.returncode == 0 and recap_changed(again) == 0, again.stdout
-    check_again = target.run("--check")
+    # --check --diff on the converged host: copy returns its diff as one dict when a file is unchanged
+    check_again = target.run("--check", "--diff")
     assert check_again.returncode == 0 and recap_changed(check_again) == 0, check_again.stdout
     assert snapshot(target.root) == written
 
