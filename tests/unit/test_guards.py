@@ -84,8 +84,8 @@ BROKEN_DEFAULTS = {
 
 
 @pytest.mark.parametrize("role, relative, breakage, option", BROKEN_DEFAULTS.values(), ids=list(BROKEN_DEFAULTS))
-def test_a_role_whose_specs_and_defaults_differ_is_reported(tmp_path: Path, role: str, relative: str,
-                                                             breakage: Callable[[Any], None], option: str) -> None:
+def test_a_role_whose_specs_and_defaults_differ_is_reported(
+        tmp_path: Path, role: str, relative: str, breakage: Callable[[Any], None], option: str) -> None:
     root = roles_copy(tmp_path)
     assert role_default_mismatches(root) == [], "the copy must start consistent"
     edit_yaml(root / "roles" / role / relative, breakage)
