@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, Set
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
@@ -159,7 +159,7 @@ def parse_cpuinfo(text: str | None) -> tuple[dict[str, str], list[str]]:
 
 def parse_id_list(text: str) -> list[int]:
     """Kernel list format (``0-3,8,10-11``) -> sorted ids; ``ValueError`` on garbage."""
-    ids = set()
+    ids: Set[int] = set()
     for part in text.strip().split(","):
         if not part:
             continue

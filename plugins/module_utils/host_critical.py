@@ -307,9 +307,9 @@ def critical_functions(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dic
     for address in list(critical):
         pf = (by_address.get(address) or {}).get("physfn")
         if pf:
-            reasons = "; ".join(reason for _kind, reason in critical[address])
+            vf_why = "; ".join(reason for _kind, reason in critical[address])
             critical.setdefault(pf, []).append((critical[address][0][0], "its virtual function %s is host-critical "
-                                                "(%s); unbinding a PF's driver removes its VFs" % (address, reasons)))
+                                                "(%s); unbinding a PF's driver removes its VFs" % (address, vf_why)))
     return critical
 
 

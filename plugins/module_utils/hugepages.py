@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import (
@@ -51,8 +52,12 @@ class HugepagesError(Exception):
     """The request cannot be carried out; the message names the pool, file or value and the fix."""
 
 
-class PoolRequest(NamedTuple):
-    """One pool the user asks for: ``count`` pages of ``size_kb`` on ``node`` (``None``: system-wide)."""
+@dataclass(frozen=True)
+class PoolRequest:
+    """One pool the user asks for: ``count`` pages of ``size_kb`` on ``node`` (``None``: system-wide).
+
+    A frozen dataclass, not a NamedTuple, whose ``count`` field would shadow ``tuple.count``.
+    """
 
     size_kb: int
     node: Optional[int]
@@ -212,7 +217,7 @@ def check_host(host: HostRoot, requests: Iterable[PoolRequest], state: HostPools
             path = pool_path(request.size_kb, request.node)
             directory = os.path.dirname(path)
             if not host.exists(directory):
-                raise HugepagesError("NUMA node %d has no %s pages (%s does not exist): leave the node out of "
+                raise HugepagesError("NUMA node %s has no %s pages (%s does not exist): leave the node out of "
                                      "this size's pools" % (request.node, size_label(request.size_kb), directory))
             raise HugepagesError("cannot read %s: the %s cannot be managed; run as root with sysfs mounted"
                                  % (path, request.label))
@@ -257,7 +262,7 @@ def memory_budget(requests: Sequence[PoolRequest], state: HostPools, reserve_mb:
             return 0  # spread by the kernel: counted in the host-wide row
         return current_count(state, size_kb, node) or 0
 
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for node in sorted(memory, key=lambda item: -1 if item is None else item):
         reserve = reserve_kb(memory[node], reserve_mb, reserve_percent)
         rows.append({"node": node, "mem_total_kb": memory[node], "reserve_kb": reserve,
@@ -378,7 +383,7 @@ def kernel_version(release: Optional[str]) -> Optional[Tuple[int, int]]:
 def _system_wide_count(pools: Sequence[PoolRequest], memory_nodes: Sequence[int], release: str) -> int:
     """The ``hugepages=N`` that gives ``pools`` (per node) on a kernel without the node format: the kernel spreads
     N evenly over the nodes with memory, so only the same count on each of them can be said that way."""
-    counts = {r.node: r.count for r in pools}
+    counts = {r.node: r.count for r in pools if r.node is not None}  # per-node pools: build_requests refuses mixes
     if sorted(counts) == sorted(memory_nodes) and len(set(counts.values())) == 1:
         return sum(counts.values())
     label = size_label(pools[0].size_kb)
@@ -412,7 +417,8 @@ def boot_kernel_args(requests: Sequence[PoolRequest], sizes_kb: Iterable[int], r
         if pools[0].node is None:
             count = str(pools[0].count)
         elif node_format:
-            count = ",".join("%d:%d" % (r.node, r.count) for r in sorted(pools, key=lambda r: r.node or 0))
+            per_node = {r.node: r.count for r in pools if r.node is not None}  # build_requests refuses mixes
+            count = ",".join("%d:%d" % item for item in sorted(per_node.items()))
         else:
             count = str(_system_wide_count(pools, memory_nodes, release or ""))
         args += ["hugepagesz=" + size_label(size_kb), "hugepages=" + count]

@@ -587,8 +587,8 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
         base_args = [arg for arg, _tag in items]
         check_protected(base_args, [arg for arg, _tag in new_items], request,
                         "the GRUB configuration (%s, %s/*.cfg)" % (self.DEFAULTS, self.DROPINS))
-        new = tuple([arg for arg, tag in new_items if tag == variable] for variable in self.VARIABLES)
-        content = self.render_dropin(base, new)
+        linux, linux_default = ([arg for arg, tag in new_items if tag == variable] for variable in self.VARIABLES)
+        content = self.render_dropin(base, (linux, linux_default))
         current = read_file(self.host, self.dropin)
         final = final_before if content == current else self.source(content or "")[1]
         configured = self._tagged(final)
@@ -684,7 +684,7 @@ class GrubbyBackend(Backend):
         match per word when occurrences touch).
         """
         words = [arg.key if by_key else arg.text for arg in args]
-        out = []
+        out: List[str] = []
         for word in words:
             if words.count(word) > already.count(word) + out.count(word):
                 out.append(word)
@@ -805,7 +805,7 @@ class SystemdBootBackend(Backend):
         if not change and not stale:
             return Outcome(False, before, configured, [], [])
         files, diff = ([self.KERNEL_CMDLINE], [file_diff(change)]) if change else ([], [])
-        if not stale and [a.pair for a in configured] == [a.pair for a in before]:
+        if change and not stale and [a.pair for a in configured] == [a.pair for a in before]:
             # Only pins what kernel-install already uses (its fallback) in /etc/kernel/cmdline.
             if not self.runner.check_mode:
                 write_file(self.host, change.host_path, change.after)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks import ID_RANGES
 
@@ -130,8 +130,10 @@ class OnDemandConfigSpace(ConfigSpace):
     functions, 4096 once extended space has answered a read.
     """
 
+    data: bytearray  # filled in place as extended space loads
+
     def __init__(self, fd: int) -> None:
-        super().__init__(os.pread(fd, LEGACY_SIZE, 0))
+        super().__init__(bytearray(os.pread(fd, LEGACY_SIZE, 0)))
         self.fd = fd
         self.extended: Optional[bool] = None  # None until extended space is first read
 
@@ -149,7 +151,7 @@ class OnDemandConfigSpace(ConfigSpace):
             self.extended = bool(chunk)
             if not chunk:
                 return
-            self.data = bytearray(self.data) + bytearray(EXTENDED_SIZE - LEGACY_SIZE)
+            self.data.extend(bytes(EXTENDED_SIZE - LEGACY_SIZE))
             self.size = EXTENDED_SIZE
         self.data[offset:offset + len(chunk)] = chunk
 
@@ -166,7 +168,7 @@ def standard_capabilities(cfg: ConfigSpace, header_type: int) -> Dict[int, int]:
     pointer_offset = 0x14 if header_type == 2 else 0x34
     pointer = cfg.u8(pointer_offset)
     found: Dict[int, int] = {}
-    seen = set()
+    seen: Set[int] = set()
     while pointer and len(seen) < MAX_STANDARD_CAPS:
         pointer &= 0xFC
         if pointer < HEADER_SIZE or pointer in seen or not cfg.has(pointer, 2):
@@ -182,7 +184,7 @@ def extended_capabilities(cfg: ConfigSpace) -> Dict[int, Tuple[int, int]]:
     """Map extended capability ID -> (offset, version) of its first instance."""
     found: Dict[int, Tuple[int, int]] = {}
     offset = LEGACY_SIZE
-    seen = set()
+    seen: Set[int] = set()
     while offset and len(seen) < MAX_EXTENDED_CAPS:
         if offset in seen:
             break

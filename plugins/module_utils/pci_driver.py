@@ -37,6 +37,7 @@ Standard library only: this runs on target hosts with Python >= 3.8.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -741,7 +742,7 @@ def vfio_nodes(host: HostRoot, devices: Sequence[Dict[str, Any]], wait: float) -
     nodes: List[str] = []
     for gid in sorted({entry["group"] for entry in on_vfio if entry["group"] is not None}):
         path = "/dev/vfio/%d" % gid
-        if pci_bind.wait_for(lambda p=path: host.exists(p), wait):
+        if pci_bind.wait_for(functools.partial(host.exists, path), wait):
             nodes.append(path)
         else:
             host.warn("IOMMU group %d is on vfio-pci but %s is missing" % (gid, path))

@@ -547,6 +547,7 @@ def config_acs_warnings(ports: Sequence[str], request: Request, by_address: Dict
 
 def current_options(host: HostRoot, given: Optional[str]) -> Dict[str, Any]:
     """The ``pci=`` options (split at commas) and ACS overrides of the current command line."""
+    text: Optional[str]
     if given is not None:
         text, source = given, "current_cmdline"
     else:
@@ -554,11 +555,12 @@ def current_options(host: HostRoot, given: Optional[str]) -> Dict[str, Any]:
     options: List[str] = []
     override: List[str] = []
     for arg in parse_cmdline(text)[0] if text is not None else []:
-        key = arg["key"].replace("-", "_")
-        if key == "pci" and arg["value"]:
-            options += [option for option in arg["value"].split(",") if option]
+        name, value = arg["key"] or "", arg["value"]  # parse_cmdline always sets a key
+        key = name.replace("-", "_")
+        if key == "pci" and value:
+            options += [option for option in value.split(",") if option]
         elif key == ACS_OVERRIDE_KEY:
-            override.append(arg["key"] if arg["value"] is None else "%s=%s" % (arg["key"], arg["value"]))
+            override.append(name if value is None else "%s=%s" % (name, value))
     return {
         "source": source if text is not None else None,
         "current": options,

@@ -21,7 +21,6 @@ try:
     from tomlkit.exceptions import TOMLKitError
     from tomlkit.items import Table
 except ImportError as exc:  # the controller lacks it: say so when it is needed, not at import time
-    tomlkit = None
     TOMLKIT_IMPORT_ERROR: t.Optional[ImportError] = exc
     TOMLKitError = Table = ()  # type: ignore[assignment,misc]
 else:
@@ -42,7 +41,7 @@ class ConfigError(Exception):
 
 def parse(text: str, path: str) -> tomlkit.TOMLDocument:
     """Parse a containerd configuration file, or raise ConfigError naming the file and the position."""
-    if tomlkit is None:
+    if TOMLKIT_IMPORT_ERROR is not None:
         raise ConfigError("editing %s needs the tomlkit Python library on the controller (pip install tomlkit): %s"
                           % (path, TOMLKIT_IMPORT_ERROR))
     try:
@@ -143,7 +142,7 @@ def edit_runtimes(doc: tomlkit.TOMLDocument, plugin_id: str, runtimes: t.Mapping
     if clash:
         raise ConfigError("runtime handler(s) %s are asked to be both present and absent in %s"
                           % (", ".join(clash), path))
-    changed = []
+    changed: t.List[str] = []
     table = runtimes_table(doc, plugin_id, path, create=bool(runtimes))
     if table is None:
         return changed

@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "tests" / "unit" / "modules"))
+sys.path.insert(0, str(REPO / "tests" / "lib"))
 import capture_host  # noqa: E402
-from test_captured_hosts import extract  # noqa: E402
+from capture_archive import extract  # noqa: E402
 
 # What a capture holds in full; hugepages and numa move with free memory between two reads.
 REPLAYED_KEYS = ("cpu", "kernel", "iommu", "sev", "tdx", "kvm", "gpu_drivers", "verdicts")

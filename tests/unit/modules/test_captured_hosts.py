@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Dict, List
@@ -18,19 +17,10 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from lspci_oracle import parse_lspci  # noqa: E402
-from test_lspci_oracle import mismatches  # noqa: E402
+from capture_archive import extract  # noqa: E402
+from lspci_oracle import mismatches, parse_lspci  # noqa: E402
 
 CAPTURES = sorted((REPO / "tests" / "fixtures" / "hosts").glob("*/capture.tar.xz"))
-
-
-def extract(archive: Path, target: Path) -> Path:
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "tar_filter"):
-            tar.extractall(target, filter="tar")
-        else:  # Python without extraction filters (before 3.11.4 and its backports)
-            tar.extractall(target)  # noqa: S202 - our own fixture
-    return target
 
 
 @pytest.fixture(params=CAPTURES, ids=[path.parent.name for path in CAPTURES])

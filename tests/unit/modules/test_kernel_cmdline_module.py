@@ -10,8 +10,6 @@ consent path is shown to reach the reboot without rebooting anything.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict
@@ -19,13 +17,14 @@ from typing import Dict
 import pytest
 from conftest import REPO
 
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from prepare_run import CPUINFO, DROPIN, dropin_linux, playbook, prepare, recap_changed  # noqa: E402
+
 MODULE = "kernel_cmdline"
 STANDINS = REPO / "tests" / "lib" / "standins"
-DROPIN = "etc/default/grub.d/99-confidential-gpu.cfg"
 LAB_GRUB = ('GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\n'
             'GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 intel_iommu=on iommu=pt"\n')
 LAB_PROC = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=ttyS0,115200n8 intel_iommu=on iommu=pt\n"
-CPUINFO = "processor\t: 0\nvendor_id\t: %s\ncpu family\t: 25\nmodel name\t: test CPU\nflags\t\t: fpu\n\n"
 
 
 def lab_vm(root: Path, vendor: str = "GenuineIntel", acpi_tables: tuple = (), grub: str = LAB_GRUB) -> Path:
@@ -130,30 +129,6 @@ def test_module_without_proc_cmdline_reports_active_null(run_module, tmp_path: P
 # --------------------------------------------------------------------------
 # The kernel_args and reboot roles, playbooks/prepare.yml
 # --------------------------------------------------------------------------
-
-def playbook(path: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    command = [str(Path(sys.executable).with_name("ansible-playbook")), str(path), *extra]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-
-
-def prepare(root: Path, bin_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    # cc_host off: this fake Intel host can run neither TDX guests nor IOMMUFD, and these tests are about the
-    # boot arguments and the reboot (tests/unit/roles/test_cc_host_role.py covers cc_host in prepare's place)
-    return playbook(REPO / "playbooks/prepare.yml", "-e", "confidential_gpu_root=%s" % root,
-                    "-e", "cc_host_technology=none", "-e", json.dumps({"cc_host_iommufd": False}),
-                    "-e", json.dumps({"kernel_args_command_path": [str(bin_dir)]}), *extra)
-
-
-def recap_changed(proc: subprocess.CompletedProcess) -> int:
-    line = next(li for li in proc.stdout.splitlines() if li.startswith("localhost") and "changed=" in li)
-    return int(line.split("changed=")[1].split()[0])
-
-
-def dropin_linux(root: Path) -> str:
-    text = (root / DROPIN).read_text()
-    return text.split("    GRUB_CMDLINE_LINUX='")[1].split("'")[0]
-
 
 def test_prepare_without_consent_reports_the_pending_reboot(tmp_path: Path, bin_dir: Path) -> None:
     root = lab_vm(tmp_path / "root")

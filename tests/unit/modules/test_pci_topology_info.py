@@ -15,8 +15,7 @@ from conftest import REPO, warning_text
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import ConfigBuilder, FakeFunction, ServerShape, build_tree, gpu_server  # noqa: E402
-from lspci_oracle import parse_lspci, run_lspci  # noqa: E402
-from test_lspci_oracle import mismatches  # noqa: E402
+from lspci_oracle import mismatches, parse_lspci, run_lspci  # noqa: E402
 
 MODULE = "pci_topology_info"
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Dict
 
 from conftest import REPO
-from test_kernel_cmdline_module import CPUINFO, DROPIN, dropin_linux, playbook, prepare, recap_changed
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import ACS_ALL, ConfigBuilder, FakeFunction, build_tree  # noqa: E402
+from prepare_run import CPUINFO, DROPIN, dropin_linux, playbook, prepare, recap_changed  # noqa: E402
 
 FRESH_GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=ttyS0,115200n8"\n'
 FRESH_PROC = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=ttyS0,115200n8\n"

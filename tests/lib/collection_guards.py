@@ -1,0 +1,135 @@
+"""Rules that keep the collection's declarations consistent, as functions over a checkout.
+
+Each check takes the root of a checkout (the repository, or a test's broken copy
+of part of it) and returns one message per place that breaks the rule, empty when
+the rule holds.  tests/unit/test_guards.py runs them on the repository and on
+deliberately broken copies, so that each guard is shown to fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import yaml
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+_NO_DEFAULT = object()
+
+
+def _load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _role_dirs(root: Path) -> List[Path]:
+    return sorted(path for path in (root / "roles").iterdir() if (path / "meta").is_dir())
+
+
+def _defaults_mismatches(where: str, options: Dict[str, Any], defaults: Dict[str, Any], own_file: bool) -> List[str]:
+    """Options against the defaults file the entry point loads.
+
+    ``own_file``: the file is the entry point's own (defaults/<entry point>.yml), so
+    every variable in it must be an option, and an option without a default
+    must not have one there.  An entry point that has no defaults file of its own
+    loads defaults/main.yml (include_role's defaults_from), so only the options
+    that file sets are compared.
+    """
+    problems = []
+    for name, option in sorted(options.items()):
+        documented = (option or {}).get("default", _NO_DEFAULT)
+        if name not in defaults:
+            if documented is not _NO_DEFAULT and own_file:
+                problems.append("%s: option %s documents default %r, the defaults file does not set it"
+                                % (where, name, documented))
+            continue
+        if documented is _NO_DEFAULT:
+            problems.append("%s: %s is %r in the defaults file, argument_specs documents no default"
+                            % (where, name, defaults[name]))
+        elif documented != defaults[name]:
+            problems.append("%s: %s defaults to %r, argument_specs documents %r"
+                            % (where, name, defaults[name], documented))
+    if own_file:
+        problems.extend("%s: %s is set in the defaults file but is no option in argument_specs" % (where, name)
+                        for name in sorted(set(defaults) - set(options)))
+    return problems
+
+
+def role_default_mismatches(root: Path) -> List[str]:
+    """Where a role's meta/argument_specs.yml and its defaults files say different things.
+
+    Values compare as YAML data; a default that is a Jinja template is a string
+    there, so the template text itself must match.
+    """
+    problems = []
+    for role in _role_dirs(root):
+        specs_path = role / "meta" / "argument_specs.yml"
+        if not specs_path.is_file():
+            continue
+        entry_points = (_load_yaml(specs_path) or {}).get("argument_specs") or {}
+        for entry_point, spec in sorted(entry_points.items()):
+            own = role / "defaults" / ("%s.yml" % entry_point)
+            path = own if own.is_file() else role / "defaults" / "main.yml"
+            defaults = (_load_yaml(path) or {}) if path.is_file() else {}
+            where = "roles/%s entry point %s (%s)" % (role.name, entry_point, path.relative_to(role))
+            problems.extend(_defaults_mismatches(where, (spec or {}).get("options") or {}, defaults,
+                                                 own_file=path == own))
+    return problems
+
+
+def requires_ansible_lower_bound(root: Path) -> Version:
+    specifier = SpecifierSet(_load_yaml(root / "meta" / "runtime.yml")["requires_ansible"])
+    (bound,) = [Version(spec.version) for spec in specifier if spec.operator == ">="]
+    return bound
+
+
+def ansible_version_disagreements(root: Path) -> List[str]:
+    """Roles whose galaxy_info.min_ansible_version is not the lowest version meta/runtime.yml admits."""
+    lowest = requires_ansible_lower_bound(root)
+    problems = []
+    for role in _role_dirs(root):
+        meta = role / "meta" / "main.yml"
+        if not meta.is_file():
+            continue
+        declared = ((_load_yaml(meta) or {}).get("galaxy_info") or {}).get("min_ansible_version")
+        if declared is None or Version(str(declared)) != lowest:
+            problems.append("roles/%s/meta/main.yml: min_ansible_version %r, meta/runtime.yml requires_ansible >=%s"
+                            % (role.name, declared, lowest))
+    return problems
+
+
+def changelog_lint(root: Path) -> List[str]:
+    """What ``antsibull-changelog lint`` reports on the checkout's changelogs/ (one line per finding)."""
+    tool = Path(sys.executable).with_name("antsibull-changelog")
+    proc = subprocess.run([str(tool), "lint"], cwd=str(root), capture_output=True, text=True, timeout=120,
+                          check=False)
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    if proc.returncode != 0 and not problems:
+        problems.append("antsibull-changelog lint exited %d without a message" % proc.returncode)
+    return problems
+
+
+def _imported_modules(tree: ast.AST) -> List[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.extend("%s.%s" % (node.module, alias.name) for alias in node.names)
+    return names
+
+
+def cross_test_imports(root: Path) -> List[str]:
+    """Test files under tests/unit that import another test file; shared helpers belong in tests/lib."""
+    unit = root / "tests" / "unit"
+    test_modules = {path.stem for path in unit.rglob("test_*.py")}
+    problems = []
+    for path in sorted(unit.rglob("*.py")):
+        for name in _imported_modules(ast.parse(path.read_text(), str(path))):
+            if any(part in test_modules for part in name.split(".")):
+                problems.append("%s imports test module %s: move what it needs to tests/lib"
+                                % (path.relative_to(root), name))
+    return problems

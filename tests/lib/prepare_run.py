@@ -1,0 +1,45 @@
+"""Run playbooks/prepare.yml (or another playbook) on a fake host tree, and read what it wrote.
+
+The host is a directory tree that the roles read through ``confidential_gpu_root``;
+boot tools are the stand-ins of tests/lib/standins, found through
+``kernel_args_command_path``.  Used by the kernel_cmdline module tests and the
+prepare playbook tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# The GRUB drop-in kernel_args writes, relative to the host root.
+DROPIN = "etc/default/grub.d/99-confidential-gpu.cfg"
+# /proc/cpuinfo of a one-CPU host of the given vendor_id.
+CPUINFO = "processor\t: 0\nvendor_id\t: %s\ncpu family\t: 25\nmodel name\t: test CPU\nflags\t\t: fpu\n\n"
+
+
+def playbook(path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    command = [str(Path(sys.executable).with_name("ansible-playbook")), str(path), *extra]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def prepare(root: Path, bin_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    # cc_host off: this fake Intel host can run neither TDX guests nor IOMMUFD, and these tests are about the
+    # boot arguments and the reboot (tests/unit/roles/test_cc_host_role.py covers cc_host in prepare's place)
+    return playbook(REPO / "playbooks/prepare.yml", "-e", "confidential_gpu_root=%s" % root,
+                    "-e", "cc_host_technology=none", "-e", json.dumps({"cc_host_iommufd": False}),
+                    "-e", json.dumps({"kernel_args_command_path": [str(bin_dir)]}), *extra)
+
+
+def recap_changed(proc: subprocess.CompletedProcess) -> int:
+    line = next(li for li in proc.stdout.splitlines() if li.startswith("localhost") and "changed=" in li)
+    return int(line.split("changed=")[1].split()[0])
+
+
+def dropin_linux(root: Path) -> str:
+    text = (root / DROPIN).read_text()
+    return text.split("    GRUB_CMDLINE_LINUX='")[1].split("'")[0]
