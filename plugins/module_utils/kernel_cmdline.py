@@ -18,7 +18,8 @@ kernel next boot) and change it:
   re-assigns ``GRUB_CMDLINE_LINUX`` (and ``GRUB_CMDLINE_LINUX_DEFAULT`` when an
   argument to remove lives there), then ``update-grub``.  The configured line is
   computed by sourcing ``/etc/default/grub`` and the drop-ins with ``/bin/sh``,
-  as ``grub-mkconfig`` does.
+  as ``grub-mkconfig`` does, when the root is ``/``; below any other root the
+  files are read by :mod:`grub_settings`, a parser that runs nothing from them.
 - ``grubby`` (EL, Fedora): ``grubby --update-kernel=ALL``; every entry is checked.
 - ``systemd_boot`` (kernel-install): ``/etc/kernel/cmdline``, then
   ``kernel-install add`` for every installed kernel.
@@ -40,6 +41,7 @@ import tempfile
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import next_cmdline_token
+from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import GrubSettingsError, SettingsState
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
@@ -532,12 +534,44 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
                                      "only /etc/default/grub.d/*.cfg), like 99-confidential-gpu.cfg" % dropin_name)
         self.dropin = "%s/%s" % (self.DROPINS, dropin_name)
         self.dropin_name = dropin_name
+        # Debian's grub-mkconfig sources the files with sh (grub2 2.06, /usr/sbin/grub-mkconfig); on the host
+        # itself that is what update-grub will do anyway.  A tree (a capture from another host) is parsed, never run.
+        self.reader = "sh" if host.root == "/" else "parser"
 
     def source(self, dropin_text: Optional[str]) -> Tuple[Tuple[str, str], Tuple[str, str]]:
-        """(values before our drop-in, values after every file), sourcing as grub-mkconfig does.
+        """(values before our drop-in, values after every file), read as grub-mkconfig sources them.
 
         ``dropin_text`` stands in for our drop-in (``None``: the drop-in as it is on disk).
         """
+        if self.reader == "parser":
+            return self._parse(dropin_text)
+        return self._source_with_sh(dropin_text)
+
+    def _parse(self, dropin_text: Optional[str]) -> Tuple[Tuple[str, str], Tuple[str, str]]:
+        """The same chain as :meth:`_source_with_sh`, through :class:`SettingsState` (no shell, nothing run)."""
+        state = SettingsState()
+        base: Optional[Tuple[str, str]] = None
+        try:
+            names = {name for name in self.host.listdir(self.DROPINS) if name.endswith(".cfg")
+                     and not name.startswith(".") and os.path.exists(self.host.path("%s/%s" % (self.DROPINS, name)))}
+            names |= {self.dropin_name} if dropin_text else set()
+            files = [self.DEFAULTS] + ["%s/%s" % (self.DROPINS, name) for name in sorted(names)]
+            for host_path in files:
+                ours = host_path == self.dropin and dropin_text != ""
+                if ours:
+                    base = self._values(state)
+                text = dropin_text if ours and dropin_text is not None else read_file(self.host, host_path)
+                if text:
+                    state.read(text, host_path)
+            return base or self._values(state), self._values(state)
+        except GrubSettingsError as error:
+            raise KernelCmdlineError("reading the GRUB settings below root %s without a shell (a tree is never run): "
+                                     "%s; nothing was changed" % (self.host.root, error)) from None
+
+    def _values(self, state: SettingsState) -> Tuple[str, str]:
+        return state.value(self.VARIABLES[0]), state.value(self.VARIABLES[1])
+
+    def _source_with_sh(self, dropin_text: Optional[str]) -> Tuple[Tuple[str, str], Tuple[str, str]]:
         scratch = tempfile.mkdtemp(prefix="kernel_cmdline.grub.")
         try:
             for name in self.host.listdir(self.DROPINS):
@@ -959,5 +993,6 @@ def manage(host: HostRoot, runner: Runner, backend_name: str, request: Request,
         "reboot_required": bool(pending) if active is not None else outcome.changed,
         "commands": runner.commands,
         "files": outcome.files,
+        "grub_reader": getattr(backend, "reader", None),
         "diff": outcome.diff,
     }
