@@ -98,8 +98,8 @@ class _Reader:
             else:
                 return
 
-    def statement(self) -> Optional[Tuple[int, List[Word], List[str]]]:
-        """The next statement: (line, its words, their raw texts); None at the end of the file."""
+    def start(self) -> Optional[int]:
+        """Move to the next statement; its line, or None at the end of the file."""
         while True:
             self.skip_blanks()
             if self.pos >= len(self.text):
@@ -107,27 +107,29 @@ class _Reader:
             if self.peek() in "\n;":
                 self.advance()
                 continue
-            break
-        line = self.line
-        words: List[Word] = []
-        raws: List[str] = []
-        while True:
-            self.skip_blanks()
-            char = self.peek()
-            if char in ("", "\n", ";"):
-                if char == ";" and self.peek(1) == ";":
-                    raise self.refuse("';;' is not a statement this parser reads")
-                return line, words, raws
-            if self.text.startswith(">&2", self.pos) or self.text.startswith("1>&2", self.pos):
-                raws.append(self.advance(3 if char == ">" else 4))
-                words.append(Word("", False))
-                continue
-            if char in "&|<>()":
-                raise self.refuse("%r (a pipe, redirection, subshell or background job) cannot be read without "
-                                  "running a shell" % char)
-            start = self.pos
-            words.append(self.word())
-            raws.append(self.text[start:self.pos])
+            return self.line
+
+    def next_word(self) -> Optional[Tuple[Word, str]]:
+        """The statement's next word and its raw text; None at its end.
+
+        Words are expanded one at a time, so an assignment earlier on the line is
+        seen by a later word, as in sh.
+        """
+        self.skip_blanks()
+        char = self.peek()
+        if char in ("", "\n", ";"):
+            if char == ";" and self.peek(1) == ";":
+                raise self.refuse("';;' is not a statement this parser reads")
+            return None
+        for redirect in (">&2", "1>&2"):
+            if self.text.startswith(redirect, self.pos):
+                return Word("", False), self.advance(len(redirect))
+        if char in "&|<>()":
+            raise self.refuse("%r (a pipe, redirection, subshell or background job) cannot be read without "
+                              "running a shell" % char)
+        start = self.pos
+        word = self.word()
+        return word, self.text[start:self.pos]
 
     def word(self) -> Word:
         parts: List[str] = []
@@ -159,7 +161,7 @@ class _Reader:
             elif char == "`" or (char == "$" and self.peek(1) == "("):
                 unknown = unknown or self.substitution()
             elif char == "$":
-                value = self.expansion()
+                value = self.expansion(quoted=False)
                 unquoted = True
                 if isinstance(value, Unknown):
                     unknown = unknown or value
@@ -190,7 +192,7 @@ class _Reader:
             elif char == "`" or (char == "$" and self.peek(1) == "("):
                 unknown = unknown or self.substitution()
             elif char == "$":
-                value = self.expansion()
+                value = self.expansion(quoted=True)
                 if isinstance(value, Unknown):
                     unknown = unknown or value
                 else:
@@ -221,7 +223,7 @@ class _Reader:
             self.advance()
         return Unknown(self.where(line), "command substitution $(%s)" % self.text[start:self.pos - 1].strip())
 
-    def expansion(self) -> Value:
+    def expansion(self, quoted: bool) -> Value:
         """``$NAME``, ``${NAME}``, ``${NAME-}``, ``${NAME:-}``; ``$`` before anything else is a literal ``$``."""
         self.advance()
         if self.peek() == "{":
@@ -238,7 +240,7 @@ class _Reader:
             self.advance(match.end() - self.pos)
             return self.variables.get(match.group(0), "")
         char = self.peek()
-        if char and (char.isdigit() or char in "@*#?-$!'\""):
+        if char and (char.isdigit() or char in "@*#?-$!" or (not quoted and char in "'\"")):
             raise self.refuse("$%s is a special parameter or quoting form this parser does not read" % char)
         return "$"
 
@@ -269,20 +271,21 @@ class SettingsState:
         branches: List[bool] = []  # per open if: does its current branch run
         taken: List[bool] = []
         while True:
-            found = reader.statement()
-            if found is None:
+            line = reader.start()
+            if line is None:
                 break
-            line, words, raws = found
-            while words and raws[0] in ("then", "else", "fi"):
-                keyword = raws.pop(0)
-                words.pop(0)
-                if not branches:
-                    raise reader.refuse("%s without if" % keyword, line)
-                if keyword == "else":
-                    branches[-1] = not taken[-1] and all(branches[:-1])
-                elif keyword == "fi":
-                    branches.pop()
-                    taken.pop()
+            words: List[Word] = []
+            raws: List[str] = []
+            while True:
+                item = reader.next_word()
+                if item is None:
+                    break
+                if not raws and item[1] in ("then", "else", "fi"):
+                    self._keyword(reader, line, item[1], branches, taken)
+                    continue
+                words.append(item[0])
+                raws.append(item[1])
+                self._assign_as_read(words, raws, all(branches))
             if not words:
                 continue
             active = all(branches)
@@ -295,18 +298,34 @@ class SettingsState:
             else:
                 if raws[0] == "export" and len(raws) > 1:
                     words, raws = words[1:], raws[1:]
-                names = [_is_assignment(raw) for raw in raws]
-                if not all(names):
+                if not all(_is_assignment(raw) for raw in raws):
                     raise reader.refuse("%r is a command, not an assignment: this parser reads assignments only "
                                         "(VAR=value), so that no code from the tree runs" % " ".join(raws), line)
-                if active:
-                    for variable, word in zip(names, words):
-                        value = word.value
-                        if isinstance(value, str):
-                            value = value[len(variable) + 1:]
-                        self.variables[str(variable)] = value
         if branches:
             raise reader.refuse("an if is not closed with fi")
+
+    @staticmethod
+    def _keyword(reader: _Reader, line: int, keyword: str, branches: List[bool], taken: List[bool]) -> None:
+        if not branches:
+            raise reader.refuse("%s without if" % keyword, line)
+        if keyword == "else":
+            branches[-1] = not taken[-1] and all(branches[:-1])
+        elif keyword == "fi":
+            branches.pop()
+            taken.pop()
+
+    def _assign_as_read(self, words: List[Word], raws: List[str], active: bool) -> None:
+        """Assign the word just read when the statement so far is assignments (after an optional export).
+
+        A statement that turns out to be a command is refused afterwards, which
+        discards everything read, so an early assignment never outlives it.
+        """
+        start = 1 if raws[0] == "export" and len(raws) > 1 else 0
+        variable = _is_assignment(raws[-1])
+        if not active or len(raws) <= start or not variable or not all(_is_assignment(r) for r in raws[start:]):
+            return
+        value = words[-1].value
+        self.variables[variable] = value[len(variable) + 1:] if isinstance(value, str) else value
 
     def _condition(self, reader: _Reader, line: int, words: List[Word], raws: List[str]) -> bool:
         if len(raws) != 5 or raws[0] != "[" or raws[4] != "]" or raws[2] not in ("=", "!="):

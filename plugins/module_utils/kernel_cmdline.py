@@ -41,7 +41,10 @@ import tempfile
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import next_cmdline_token
-from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import GrubSettingsError, SettingsState
+from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import (
+    GrubSettingsError,
+    SettingsState,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
