@@ -23,17 +23,46 @@ def read_text(path: str) -> Optional[str]:
         return None
 
 
+DIRECTORY_MODE = 0o755
+
+
+def make_directories(directory: str, mode: int = DIRECTORY_MODE) -> None:
+    """Create ``directory`` and its missing parents, each with exactly ``mode`` whatever the umask.
+
+    ``os.makedirs`` masks ``mode`` with the umask and gives parents ``0o777 &
+    ~umask``: under umask 000 a root-run helper's directory would be
+    world-writable.  Directories that exist are left as they are.
+    """
+    missing = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            continue
+        os.chmod(path, mode)
+
+
 def replace_file(path: str, content: Optional[str], mode: Optional[int] = None) -> None:
     """Write ``content`` through a temporary file and a rename, or remove the file when it is None.
 
-    ``mode`` None keeps the mode of the file there (0644 for a new one).
+    ``mode`` None keeps the mode of the file there (0644 for a new one); the
+    file and every directory created for it get their mode explicitly
+    (directories 0755), never from the umask.
     """
     if content is None:
         if os.path.lexists(path):
             os.unlink(path)
         return
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    make_directories(directory)
     if mode is None:
         mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
     fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)

@@ -18,7 +18,8 @@ kernel next boot) and change it:
   re-assigns ``GRUB_CMDLINE_LINUX`` (and ``GRUB_CMDLINE_LINUX_DEFAULT`` when an
   argument to remove lives there), then ``update-grub``.  The configured line is
   computed by sourcing ``/etc/default/grub`` and the drop-ins with ``/bin/sh``,
-  as ``grub-mkconfig`` does.
+  as ``grub-mkconfig`` does, when the root is ``/``; below any other root the
+  files are read by :mod:`grub_settings`, a parser that runs nothing from them.
 - ``grubby`` (EL, Fedora): ``grubby --update-kernel=ALL``; every entry is checked.
 - ``systemd_boot`` (kernel-install): ``/etc/kernel/cmdline``, then
   ``kernel-install add`` for every installed kernel.
@@ -40,6 +41,10 @@ import tempfile
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import next_cmdline_token
+from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import (
+    GrubSettingsError,
+    SettingsState,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
@@ -156,6 +161,23 @@ def split_cmdline(text: Optional[str]) -> Tuple[List[Arg], str]:
             return args, text[end:].strip()
         args.append(Arg(key, value, text[pos:end]))
         pos = end
+
+
+def split_configured(text: Optional[str], where: str, fix: str) -> Tuple[List[Arg], str]:
+    """A line read from the boot configuration, split; refused when editing it would change its meaning.
+
+    The checks are those :func:`parse_item` applies to a requested argument that
+    can apply to a whole line: with an unbalanced double quote the kernel takes
+    everything after it as one value, so an argument appended would land inside
+    that value.  ``where`` names what was read, ``fix`` says how to repair it.
+    """
+    if text and text.count('"') % 2:
+        at = text.rfind('"')
+        raise KernelCmdlineError(
+            "%s holds an unbalanced double quote (%r): the kernel would take everything after it, an added "
+            "argument too, as one value; %s, then run again; nothing was changed"
+            % (where, text[max(0, at - 30):at + 30].strip(), fix))
+    return split_cmdline(text)
 
 
 def join_args(args: Iterable[Arg], init: str = "") -> str:
@@ -428,6 +450,19 @@ def write_file(host: HostRoot, host_path: str, content: Optional[str]) -> None:
         raise KernelCmdlineError("cannot write %s: %s" % (host_path, error)) from None
 
 
+def restore_after_failure(host: HostRoot, change: Optional[FileChange], error: KernelCmdlineError,
+                          check_mode: bool) -> KernelCmdlineError:
+    """A tool failed after ``change`` was written: put the file back; the error to raise says whether it was."""
+    if change is None or check_mode:
+        return error
+    try:
+        write_file(host, change.host_path, change.before)
+    except KernelCmdlineError as restore_error:
+        return KernelCmdlineError("%s; restoring %s failed too (%s): put it back by hand"
+                                  % (error, change.host_path, restore_error))
+    return KernelCmdlineError("%s; %s was restored to what it was before this run" % (error, change.host_path))
+
+
 def file_diff(change: FileChange) -> Dict[str, str]:
     return text_diff(change.host_path, change.before, change.after)
 
@@ -502,12 +537,44 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
                                      "only /etc/default/grub.d/*.cfg), like 99-confidential-gpu.cfg" % dropin_name)
         self.dropin = "%s/%s" % (self.DROPINS, dropin_name)
         self.dropin_name = dropin_name
+        # Debian's grub-mkconfig sources the files with sh (grub2 2.06, /usr/sbin/grub-mkconfig); on the host
+        # itself that is what update-grub will do anyway.  A tree (a capture from another host) is parsed, never run.
+        self.reader = "sh" if host.root == "/" else "parser"
 
     def source(self, dropin_text: Optional[str]) -> Tuple[Tuple[str, str], Tuple[str, str]]:
-        """(values before our drop-in, values after every file), sourcing as grub-mkconfig does.
+        """(values before our drop-in, values after every file), read as grub-mkconfig sources them.
 
         ``dropin_text`` stands in for our drop-in (``None``: the drop-in as it is on disk).
         """
+        if self.reader == "parser":
+            return self._parse(dropin_text)
+        return self._source_with_sh(dropin_text)
+
+    def _parse(self, dropin_text: Optional[str]) -> Tuple[Tuple[str, str], Tuple[str, str]]:
+        """The same chain as :meth:`_source_with_sh`, through :class:`SettingsState` (no shell, nothing run)."""
+        state = SettingsState()
+        base: Optional[Tuple[str, str]] = None
+        try:
+            names = {name for name in self.host.listdir(self.DROPINS) if name.endswith(".cfg")
+                     and not name.startswith(".") and os.path.exists(self.host.path("%s/%s" % (self.DROPINS, name)))}
+            names |= {self.dropin_name} if dropin_text else set()
+            files = [self.DEFAULTS] + ["%s/%s" % (self.DROPINS, name) for name in sorted(names)]
+            for host_path in files:
+                ours = host_path == self.dropin and dropin_text != ""
+                if ours:
+                    base = self._values(state)
+                text = dropin_text if ours and dropin_text is not None else read_file(self.host, host_path)
+                if text:
+                    state.read(text, host_path)
+            return base or self._values(state), self._values(state)
+        except GrubSettingsError as error:
+            raise KernelCmdlineError("reading the GRUB settings below root %s without a shell (a tree is never run): "
+                                     "%s; nothing was changed" % (self.host.root, error)) from None
+
+    def _values(self, state: SettingsState) -> Tuple[str, str]:
+        return state.value(self.VARIABLES[0]), state.value(self.VARIABLES[1])
+
+    def _source_with_sh(self, dropin_text: Optional[str]) -> Tuple[Tuple[str, str], Tuple[str, str]]:
         scratch = tempfile.mkdtemp(prefix="kernel_cmdline.grub.")
         try:
             for name in self.host.listdir(self.DROPINS):
@@ -531,7 +598,9 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
     def _tagged(self, values: Tuple[str, str]) -> List[Tagged]:
         items: List[Tagged] = []
         for variable, text in zip(self.VARIABLES, values):
-            args, init = split_cmdline(text)
+            args, init = split_configured(
+                text, "%s (as %s and %s/*.cfg set it)" % (variable, self.DEFAULTS, self.DROPINS),
+                "close or remove the quote in the file that assigns %s" % variable)
             if init:
                 raise KernelCmdlineError("%s holds '--' (arguments for init), which this backend does not edit; "
                                          "move them out of %s" % (variable, variable))
@@ -613,8 +682,7 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
         try:
             self.runner.change(regenerate)
         except KernelCmdlineError as error:
-            write_file(self.host, change.host_path, change.before)
-            raise KernelCmdlineError("%s; %s was restored to what it was" % (error, change.host_path)) from None
+            raise restore_after_failure(self.host, change, error, self.runner.check_mode) from None
 
 
 class GrubbyBackend(Backend):
@@ -639,7 +707,10 @@ class GrubbyBackend(Backend):
             raise KernelCmdlineError("grubby --info=ALL lists no boot entry: install a kernel, or choose the "
                                      "backend that boots this host")
         for entry in entries:
-            args = [arg for arg in split_cmdline(entry["args"])[0] if not arg.text.startswith("$")]
+            where = "grubby entry %s (grubby --info=ALL)" % entry["kernel"]
+            fix = "correct its options (grubby --update-kernel=%s --remove-args/--args, or its file in " \
+                  "/boot/loader/entries)" % entry["kernel"]
+            args = [arg for arg in split_configured(entry["args"], where, fix)[0] if not arg.text.startswith("$")]
             if entry["root"]:
                 args.insert(0, Arg("root", entry["root"], "root=%s" % entry["root"]))
             entry["parsed"] = args
@@ -711,7 +782,10 @@ class GrubbyBackend(Backend):
             if not self.runner.check_mode:
                 write_file(self.host, file_change.host_path, file_change.after)
         if argv:
-            self.runner.change(argv)
+            try:
+                self.runner.change(argv)
+            except KernelCmdlineError as error:
+                raise restore_after_failure(self.host, file_change, error, self.runner.check_mode) from None
         configured = apply_request(before, request)
         if argv and not self.runner.check_mode:
             entries = self.entries()
@@ -734,7 +808,8 @@ def _cmdline_file_change(host: HostRoot, host_path: str, text: Optional[str], re
                          create: bool, fallback: str = "") -> Optional[FileChange]:
     if text is None and not create:
         return None
-    args, init = split_cmdline(text if text is not None else fallback)
+    args, init = split_configured(text if text is not None else fallback, host_path,
+                                  "close or remove the quote in %s" % host_path)
     new = apply_request(args, request)
     check_protected(args, new, request, host_path)
     if text is not None and satisfied(args, request):
@@ -759,11 +834,14 @@ class SystemdBootBackend(Backend):
         """
         text = read_file(self.host, self.KERNEL_CMDLINE)
         if text is not None:
+            split_configured(text, self.KERNEL_CMDLINE, "close or remove the quote in %s" % self.KERNEL_CMDLINE)
             return text, text
+        fix = "write the line every kernel should get to %s by hand" % self.KERNEL_CMDLINE
         fallback = read_file(self.host, self.FALLBACK)
         if fallback is None:
-            args, _init = split_cmdline(self.host.read_text("/proc/cmdline"))
+            args, _init = split_configured(self.host.read_text("/proc/cmdline"), "/proc/cmdline", fix)
             fallback = join_args(a for a in args if a.key not in LOADER_KEYS)
+        split_configured(fallback, self.FALLBACK, fix)
         return None, fallback
 
     def entries(self) -> List[Tuple[str, str, List[Arg]]]:
@@ -820,10 +898,7 @@ class SystemdBootBackend(Backend):
             for version, image in kernels:
                 self.runner.change(["kernel-install", "add", version, image])
         except KernelCmdlineError as error:
-            if change:
-                write_file(self.host, change.host_path, change.before)
-            restored = "; %s was restored" % change.host_path if change else ""
-            raise KernelCmdlineError("%s%s" % (error, restored)) from None
+            raise restore_after_failure(self.host, change, error, self.runner.check_mode) from None
         if not self.runner.check_mode:
             left = [path for path, _v, args in self.entries() if not satisfied(args, request)]
             if left:
@@ -842,7 +917,8 @@ class RpmOstreeBackend(Backend):
         lines = [line for line in self.runner.read(["rpm-ostree", "kargs"]).splitlines() if line.strip()]
         if not lines:
             raise KernelCmdlineError("rpm-ostree kargs printed nothing: is this an rpm-ostree host?")
-        return split_cmdline(lines[-1])[0]
+        return split_configured(lines[-1], "rpm-ostree kargs (the default deployment)",
+                                "correct it with rpm-ostree kargs --editor")[0]
 
     def apply(self, request: Request) -> Outcome:
         self._single_line_values(request)
@@ -920,5 +996,6 @@ def manage(host: HostRoot, runner: Runner, backend_name: str, request: Request,
         "reboot_required": bool(pending) if active is not None else outcome.changed,
         "commands": runner.commands,
         "files": outcome.files,
+        "grub_reader": getattr(backend, "reader", None),
         "diff": outcome.diff,
     }

@@ -28,7 +28,18 @@ description:
   - Refuses to remove (or replace a value of) C(root), C(ro), C(rw), C(console), C(rootflags), C(rootfstype)
     and C(ostree) unless O(allow_removing) names the key.
   - Bad input (a malformed argument, two values for one key, a key both present and absent, an unknown
-    backend) fails before anything is read or written.
+    backend) fails before anything is read or written. A configured line with an unbalanced double quote
+    (C(/etc/kernel/cmdline), the GRUB variables, a grubby entry, C(rpm-ostree kargs)) fails before anything is
+    written or run, naming the file and the fix.
+  - When a boot tool fails after the module wrote its file (the GRUB drop-in or C(/etc/kernel/cmdline)), the
+    file is put back and the message says so.
+  - "With the C(grub) backend and O(root) C(/), C(/etc/default/grub) and C(/etc/default/grub.d/*.cfg) are
+    sourced with C(/bin/sh), as C(grub-mkconfig) sources them. With any other O(root) (a tree, possibly captured
+    from another host) they are never run: a parser reads comments, assignments (C(VAR=...) with single,
+    double or no quotes, C($VAR), C(${VAR}), C(${VAR-}) expansion of earlier values) and the C(if)/C(else)/C(fi)
+    of the module's own drop-in; a variable set by command substitution (C($(...)), backticks) is not computed,
+    and the run fails naming the file and line when C(GRUB_CMDLINE_LINUX*) depends on one; any other statement
+    fails the same way. RV(grub_reader) says which way was used."
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
 options:
@@ -223,6 +234,13 @@ commands:
   type: list
   elements: list
   sample: [["update-grub"]]
+grub_reader:
+  description:
+    - How the GRUB settings files were read, C(grub) backend only; null for the other backends.
+    - C(sh) (sourced with C(/bin/sh), O(root) is C(/)) or C(parser) (read without a shell, any other O(root)).
+  returned: always
+  type: str
+  sample: sh
 files:
   description: Files written or removed (in check mode, that would be), as host paths.
   returned: always

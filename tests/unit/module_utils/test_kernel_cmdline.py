@@ -567,3 +567,70 @@ def test_unknown_boot_setup_and_unknown_backend_name(tmp_path: Path, bin_dir: Pa
     with pytest.raises(KernelCmdlineError, match=r"unknown backend 'lilo': use auto or one of grub, grubby"):
         make_backend("lilo", host, Runner([str(bin_dir)], False, host.root), "99-x.cfg")
     assert calls(root) == []
+
+
+# --------------------------------------------------------------------------
+# Configuration read from the host that cannot be edited safely (issue 17 point 2)
+# --------------------------------------------------------------------------
+
+def tree_state(root: Path) -> Dict[str, tuple]:
+    """Every file, link and directory of a tree: content or link text, and mode, for byte-identical checks."""
+    state: Dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        if path.name == ".standin-calls":  # the stand-ins' log of what ran, not host state
+            continue
+        mode = path.lstat().st_mode
+        if path.is_symlink():
+            state[str(path.relative_to(root))] = ("link", os.readlink(path), mode)
+        elif path.is_file():
+            state[str(path.relative_to(root))] = ("file", path.read_bytes(), mode)
+        else:
+            state[str(path.relative_to(root))] = ("dir", b"", mode)
+    return state
+
+
+def test_systemd_boot_unbalanced_quote_in_kernel_cmdline_is_refused_before_writing(tmp_path: Path,
+                                                                                    bin_dir: Path) -> None:
+    """Before: the new argument was folded into the quoted value, kernel-install ran, then an unrelated failure."""
+    root = systemd_boot(tmp_path / "root", cmdline='root=UUID=1234 rw acpi_osi="Linux quiet')
+    before = tree_state(root)
+    with pytest.raises(KernelCmdlineError) as error:
+        run(root, bin_dir, present=["iommu=pt"])
+    assert "/etc/kernel/cmdline holds an unbalanced double quote" in str(error.value)
+    assert "close or remove the quote" in str(error.value)
+    assert calls(root) == [], "no kernel-install ran"
+    assert tree_state(root) == before
+
+
+@pytest.mark.parametrize(("builder", "files", "where"), [
+    (rhel9, {"/etc/kernel/cmdline": 'root=/dev/sda2 ro foo="bar\n'}, "/etc/kernel/cmdline"),
+    (lambda root: rhel9(root, options='root=/dev/sda2 ro foo="bar quiet'), {}, "grubby entry /vmlinuz-"),
+    (ostree_host, {"/.standin-rpm-ostree-kargs": 'rw root=UUID=7d1c foo="bar\n'}, "rpm-ostree kargs"),
+    (debian_vm, {"/etc/default/grub": LAB_GRUB + "GRUB_CMDLINE_LINUX='foo=\"bar'\n"}, "GRUB_CMDLINE_LINUX"),
+])
+def test_every_backend_refuses_an_unbalanced_quote_it_reads(tmp_path: Path, bin_dir: Path, builder, files,
+                                                            where: str) -> None:
+    root = make_tree(builder(tmp_path / "root"), files)
+    before = tree_state(root)
+    with pytest.raises(KernelCmdlineError, match="unbalanced double quote") as error:
+        run(root, bin_dir, present=["iommu=pt"])
+    assert where in str(error.value) and "nothing was changed" in str(error.value)
+    assert changing_calls(root) == []
+    assert tree_state(root) == before
+
+
+def test_grubby_failure_after_writing_kernel_cmdline_restores_it(tmp_path: Path, bin_dir: Path) -> None:
+    """grubby reads its entries, then fails on --update-kernel: /etc/kernel/cmdline, written first, is put back."""
+    root = rhel9(tmp_path / "root")
+    make_tree(root, {"/etc/kernel/cmdline": BLS_OPTIONS + "\n"})
+    real = bin_dir / "grubby.real"
+    (bin_dir / "grubby").rename(real)
+    wrapper = bin_dir / "grubby"
+    wrapper.write_text('#!/bin/sh\ncase "$1" in --update-kernel=*) echo "grubby: failing on purpose" >&2; exit 1;; '
+                       'esac\nexec "%s" "$@"\n' % real)
+    wrapper.chmod(0o755)
+    before = tree_state(root)
+    with pytest.raises(KernelCmdlineError, match=r"grubby --update-kernel=ALL .*failed \(rc=1\).*failing on purpose"
+                                                 r".*/etc/kernel/cmdline was restored"):
+        run(root, bin_dir, present=["iommu=pt"])
+    assert tree_state(root) == before

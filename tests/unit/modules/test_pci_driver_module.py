@@ -105,6 +105,31 @@ def test_persistent_files_then_idempotent(run_module, tmp_path: Path) -> None:
     assert snapshot(root) == before
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_created_directories_and_files_have_their_modes_whatever_the_umask(run_module, tmp_path: Path,
+                                                                          umask: int) -> None:
+    """Issue 17 point 7: under umask 000 usr/local/libexec and etc/udev came out 0777 (os.makedirs gives
+    parents 0777 & ~umask); the udev helper that root runs lives there."""
+    root = bound_lab(tmp_path / "root")
+    dirs_before = {p for p in root.rglob("*") if p.is_dir()}
+    files_before = {p for p in root.rglob("*") if not p.is_dir()}
+    old = os.umask(umask)
+    try:
+        result = run_module(MODULE, args(root, addresses=["02:00.0"], early_binding=True))
+    finally:
+        os.umask(old)
+    assert result["rc"] == 0 and result["changed"] is True, result
+    created_dirs = {str(p.relative_to(root)): p.stat().st_mode & 0o7777
+                    for p in root.rglob("*") if p.is_dir() and p not in dirs_before}
+    assert {"usr/local/libexec", "usr/local/libexec/confidential-gpu", "etc/udev", "etc/udev/rules.d"} <= set(
+        created_dirs), created_dirs
+    assert created_dirs == {path: 0o755 for path in created_dirs}
+    created_files = {str(p.relative_to(root)): p.stat().st_mode & 0o7777
+                     for p in root.rglob("*") if not p.is_dir() and p not in files_before}
+    assert created_files == {HELPER: 0o755, RULES: 0o644, MODPROBE: 0o644, "etc/driverctl.d/pci-0000:02:00.0": 0o644,
+                             "etc/driverctl.d/pci-0000:02:00.1": 0o644}
+
+
 def test_absent_removes_the_overrides(run_module, tmp_path: Path) -> None:
     bound = bound_lab(tmp_path / "bound")
     assert run_module(MODULE, args(bound, addresses=["02:00.0"], early_binding=True,
