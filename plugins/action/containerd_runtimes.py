@@ -9,23 +9,13 @@ kept) and written back through the copy action (check mode, diff mode and backup
 from __future__ import annotations
 
 import base64
-import posixpath
 import typing as t
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.containerd_spec import ARGUMENT_SPEC
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils import containerd_config as cc
-
-
-def host_path(root: str, path: str) -> str:
-    """``path`` (as the host sees it) below ``root``."""
-    if not posixpath.isabs(path):
-        raise AnsibleActionFail("path %r must be absolute (the path containerd reads on the host)" % path)
-    if root in ("", "/"):
-        return path
-    return posixpath.join(root.rstrip("/"), path.lstrip("/"))
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils import root_paths
 
 
 class ActionModule(ActionBase):
@@ -41,7 +31,7 @@ class ActionModule(ActionBase):
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         try:
             result.update(self._edit(args, task_vars))
-        except cc.ConfigError as exc:
+        except (cc.ConfigError, root_paths.RootPathError) as exc:
             result.update(failed=True, msg=str(exc))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -49,7 +39,8 @@ class ActionModule(ActionBase):
 
     def _edit(self, args: t.Dict[str, t.Any], task_vars: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
         path = args["path"]
-        target = host_path(args["root"], path)
+        target = root_paths.below_root(args["root"], path, "path")
+        self._refuse_links_outside_root(args["root"], path, target, task_vars)
         text = self._read(target, task_vars)
         wants_edit = bool(args["imports_present"] or args["imports_absent"]
                           or args["runtimes"] or args["runtimes_absent"] or args["tables"])
@@ -93,6 +84,22 @@ class ActionModule(ActionBase):
             if key in written:
                 info[key] = written[key]
         return info
+
+    def _refuse_links_outside_root(self, root: str, path: str, target: str, task_vars: t.Dict[str, t.Any]) -> None:
+        """A link below root on the way to the file that resolves outside root would make the edit land there."""
+        def stat(where: str) -> t.Dict[str, t.Any]:
+            out = self._execute_module(module_name="ansible.legacy.stat",
+                                       module_args={"path": where, "follow": False, "get_checksum": False},
+                                       task_vars=task_vars)
+            if out.get("failed"):
+                raise cc.ConfigError("cannot read %s: %s" % (where, out.get("msg", out)))
+            return out["stat"]
+
+        outside = root_paths.link_outside_root(root, target, stat)
+        if outside:
+            raise root_paths.RootPathError(
+                "path %r leads outside root %s: %s is a symbolic link to %s. Nothing was changed; fix or remove "
+                "the link, or give the path of the file below root" % (path, root, outside[0], outside[1]))
 
     def _read(self, target: str, task_vars: t.Dict[str, t.Any]) -> t.Optional[str]:
         stat = self._execute_module(module_name="ansible.legacy.stat",

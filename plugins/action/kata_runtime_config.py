@@ -46,6 +46,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_pcie_pl
     plan_lines,
     plan_pcie,
 )
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils import root_paths
 
 try:
     import tomlkit
@@ -220,9 +221,10 @@ class ActionModule(ActionBase):
         if not DROPIN_NAME_RE.match(args["dropin_name"]) or args["dropin_name"].endswith(".toml"):
             raise KataConfigError("dropin_name %r must be a plain file name without .toml (letters, digits, '.', "
                                   "'_', '-'), e.g. 40-confidential-gpu" % args["dropin_name"])
-        if not args["prefix"].startswith("/"):
-            raise KataConfigError("prefix %r must be an absolute path (where Kata is installed, e.g. /opt/kata)"
-                                  % args["prefix"])
+        try:
+            root_paths.normal_host_path(args["prefix"], "prefix")
+        except root_paths.RootPathError as error:
+            raise KataConfigError("%s; prefix is where Kata is installed, e.g. /opt/kata" % error) from None
         if args["pcie_mode"] != "none" and not args["topology"]:
             raise KataConfigError("pcie_mode %s needs topology: register the result of "
                                   "confidential_gpu.host.pci_topology_info and pass it" % args["pcie_mode"])
@@ -233,6 +235,12 @@ class ActionModule(ActionBase):
 
         if root not in ("/", "") and not self._stat(root, task_vars).get("isdir"):
             raise KataConfigError("root %s does not exist on the target; pass / or the top of a tree" % root)
+        outside = root_paths.link_outside_root(root, on_target(paths["config_d"]),
+                                               lambda where: self._stat(where, task_vars))
+        if outside:
+            raise KataConfigError("prefix %r leads outside root %s: %s is a symbolic link to %s. Nothing was "
+                                  "changed; fix or remove the link, or give the prefix below root"
+                                  % (args["prefix"], root, outside[0], outside[1]))
         shipped = self._stat(on_target(paths["shipped"]), task_vars)
         shim_config = self._stat(on_target(paths["shim_config"]), task_vars)
         kata_deploy = bool(shipped.get("islnk")) and bool(shim_config.get("exists"))

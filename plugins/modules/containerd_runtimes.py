@@ -31,6 +31,9 @@ options:
   path:
     description:
       - The containerd configuration file, as the host sees it (C(/etc/containerd/config.toml)).
+      - An absolute path without C(..) components or control characters; with O(root) other than C(/), a
+        symbolic link on the way below O(root) that resolves outside O(root) is refused too (nothing is read or
+        written), so that the edit never lands outside O(root).
     type: str
     required: true
   root:

@@ -48,7 +48,11 @@ options:
     type: str
     required: true
   prefix:
-    description: Where Kata is installed; the configurations are in C(<prefix>/share/defaults/kata-containers/).
+    description:
+      - Where Kata is installed; the configurations are in C(<prefix>/share/defaults/kata-containers/).
+      - An absolute path without C(..) components or control characters; with O(root) other than C(/), a
+        symbolic link on the way to the shim's directory that resolves outside O(root) is refused (nothing
+        is written).
     type: path
     default: /opt/kata
   root:

@@ -4,11 +4,13 @@ with a real containerd."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 import tomlkit
@@ -170,3 +172,69 @@ def test_tables_set_single_keys_and_keep_the_rest() -> None:
     assert cc.edit_tables(doc, tables, "config.toml") == []
     with pytest.raises(cc.ConfigError, match="proxy_plugins is not a table"):
         cc.edit_tables(cc.parse('proxy_plugins = 1\n', "c.toml"), tables[:1], "c.toml")
+
+
+def tree_state(top: Path) -> Dict[str, Any]:
+    """Every file, link and directory below ``top``: content hash, link target and mode."""
+    state: Dict[str, Any] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            info = path.lstat()
+            if path.is_symlink():
+                state[str(path)] = ("link", os.readlink(path))
+            elif path.is_dir():
+                state[str(path)] = ("dir", info.st_mode)
+            else:
+                state[str(path)] = ("file", info.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
+    return state
+
+
+# path values that lead outside root, or are not plain absolute paths, and the refusal each gets
+OUTSIDE = [
+    ("/../../../../../../../../OUTSIDE", "has a '..' component"),
+    ("/etc/containerd/../../../OUTSIDE", "has a '..' component"),
+    ("etc/containerd/config.toml", "must be an absolute path"),
+    ("/etc/containerd/config.toml\n", "holds a control character"),
+    ("/link-out/config.toml", "is a symbolic link to"),
+    ("/etc/link-out-file.toml", "is a symbolic link to"),
+]
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["run", "check"])
+def test_action_refuses_paths_that_lead_outside_root_and_changes_nothing(tmp_path: Path, check: bool) -> None:
+    """issue 17: path /../../../../tmp/x.toml edited a file outside root. Each bad path is refused naming the
+    option and the value, and neither the tree nor the file outside it changes."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "config.toml").write_text(MAIN)
+    root = tmp_path / "root"
+    (root / "etc" / "containerd").mkdir(parents=True)
+    (root / "etc" / "containerd" / "config.toml").write_text(MAIN)
+    (root / "link-out").symlink_to(outside)
+    (root / "etc" / "link-out-file.toml").symlink_to(outside / "config.toml")
+    cases = [(value.replace("OUTSIDE", str(outside.relative_to("/") / "config.toml")), why) for value, why in OUTSIDE]
+    tasks = [{"name": "case %d" % number, "confidential_gpu.host.containerd_runtimes": {
+                  "path": value, "root": str(root), "runtimes": {"kata-qemu-nvidia-gpu": KATA}},
+              "register": "case%d" % number, "ignore_errors": True} for number, (value, _why) in enumerate(cases)]
+    results = tmp_path / "results.json"
+    tasks.append({"ansible.builtin.copy": {
+        "dest": str(results), "mode": "0644",
+        "content": "{{ [%s] | to_json }}" % ", ".join("case%d" % number for number in range(len(cases)))},
+        "check_mode": False})
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                                     "tasks": tasks}]))
+    before, before_outside = tree_state(root), tree_state(outside)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), str(playbook)]
+                          + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = json.loads(results.read_text())
+    for (value, why), result in zip(cases, got):
+        assert result.get("failed") and not result.get("changed"), (value, result)
+        assert ("path %r" % value) in result["msg"] and why in result["msg"], (value, result["msg"])
+    assert tree_state(root) == before
+    assert tree_state(outside) == before_outside
+    print("containerd_runtimes: %d paths outside root refused" % len(cases))

@@ -408,3 +408,52 @@ def test_a_tool_and_a_release_together_are_refused(
             "nvidia_gpu_tools.py or a release to install, not both") in both.output
     assert 'gpu_cc_mode_release_sha256 is "abc": give the SHA-256 of the archive at' in short.output
     assert server.requests == [] and calls(lab["state_file"]) == []
+
+
+# --- credentials in the release URL (issue 17) --------------------------------------------------------------
+# A URL with user-info or a signed query: the secrets must appear nowhere in the output (stdout and stderr),
+# in check mode, on a failed download and on a successful one, at verbosity 0 and 1 (-v, ANSIBLE_VERBOSITY).
+SECRETS = ("s3cr3t-passw0rd", "AKIAFAKECREDENTIAL", "f00dfacesignature", "sigvalue123")
+
+
+def secret_url(server: Server, name: str) -> str:
+    port = server.httpd.server_address[1]
+    return ("http://builder:%s@127.0.0.1:%d/%s?X-Amz-Credential=%s&X-Amz-Signature=%s&sig=%s"
+            % (SECRETS[0], port, name, SECRETS[1], SECRETS[2], SECRETS[3]))
+
+
+def assert_no_secret(output: str) -> None:
+    leaked = [secret for secret in SECRETS if secret in output]
+    assert not leaked, "secrets %s printed:\n%s" % (leaked, output)
+
+
+@pytest.mark.parametrize("verbosity", ["0", "1"])
+def test_release_url_credentials_are_never_printed(
+        tmp_path: Path, bin_dir: Path, tool_release: Tuple[Server, Dict[str, str]], verbosity: str) -> None:
+    server, release = tool_release
+    url = secret_url(server, "2025.01.1.tar.gz")
+    shown = "http://***@127.0.0.1:%d/2025.01.1.tar.gz?X-Amz-Credential=***&X-Amz-Signature=***&sig=***" % (
+        server.httpd.server_address[1])
+    lab = release_lab(tmp_path, bin_dir, dict(release, gpu_cc_mode_release_url=url))
+    env = dict(lab["env"], ANSIBLE_VERBOSITY=verbosity)
+
+    preview = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, check=True, env=env,
+                       name="preview")
+    assert preview.rc == 0, preview.output
+    assert "Would install gpu-admin-tools from %s into" % shown in preview.output
+    assert_no_secret(preview.output)
+
+    wrong = hashlib.sha256(b"another archive").hexdigest()
+    failed = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on", gpu_cc_mode_release_sha256=wrong),
+                      REPORT, env=env, name="failed")
+    assert failed.rc != 0
+    assert "gpu-admin-tools was not installed from %s, nothing was run" % shown in failed.output, failed.output
+    assert "did not match %s" % wrong in failed.output, failed.output
+    assert_no_secret(failed.output)
+    assert list(Path(release["gpu_cc_mode_release_dir"]).iterdir()) == [], "no file left behind"
+
+    installed = run_role(tmp_path, "gpu_cc_mode", dict(lab["vars"], gpu_cc_mode_cc="on"), REPORT, env=env,
+                         name="installed")
+    assert installed.rc == 0, installed.output
+    assert server.requests and all(request.startswith("/2025.01.1.tar.gz?") for request in server.requests)
+    assert_no_secret(installed.output)

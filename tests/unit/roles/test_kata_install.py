@@ -705,3 +705,37 @@ def test_runtimeclass_overhead_follows_the_configuration_written(tmp_path: Path,
     assert second.returncode == 0, second.stdout + second.stderr
     assert pod_fixed("qemu-nvidia-gpu-snp") == {"memory": "%dMi" % (16384 + 320), "cpu": "1250m"}
     assert "kata-qemu-nvidia-gpu-snp: {'memory': '16704Mi', 'cpu': '1250m'} (confidential guest" in second.stdout
+
+
+# --- credentials in the release URL (issue 17) --------------------------------------------------------------
+
+SECRET = "s3cr3t-t0ken-for-kata"
+
+
+@pytest.mark.parametrize("verbosity", [[], ["-v"]], ids=["quiet", "v"])
+def test_release_url_credentials_are_never_printed(tmp_path: Path, shared_fixtures: Path, verbosity: List[str]) -> None:
+    """kata_release_base_url with user-info: not in the --check line, not in a failed download's message, not in
+    -v output; the redacted URL still names the host and the file."""
+    server, served = serve_release(tmp_path, shared_fixtures, "3.32.0")
+    try:
+        root = tmp_path / "root"
+        root.mkdir()
+        port = server.httpd.server_address[1]
+        base = "http://builder:%s@127.0.0.1:%d" % (SECRET, port)
+        shown = "http://***@127.0.0.1:%d" % port
+        preview = run_role(tmp_path, release_vars(root, served, kata_release_base_url=base), "--check", *verbosity)
+        assert preview.returncode == 0, preview.stdout + preview.stderr
+        assert "Would install Kata 3.32.0 from %s/%s" % (shown, served["go_asset"]) in preview.stdout, preview.stdout
+        assert SECRET not in preview.stdout + preview.stderr, preview.stdout + preview.stderr
+
+        wrong = hashlib.sha256(b"not the tarball").hexdigest()
+        failed = run_role(tmp_path, release_vars(root, served, kata_release_base_url=base,
+                                                 kata_release_sha256={served["go_asset"]: wrong}), *verbosity)
+        assert failed.returncode != 0
+        assert "Kata 3.32.0 was not installed from %s" % shown in failed.stdout, failed.stdout
+        assert "did not match %s" % wrong in failed.stdout, failed.stdout
+        assert SECRET not in failed.stdout + failed.stderr, failed.stdout + failed.stderr
+        assert [p for p in root.rglob("*") if p.is_file()] == [], "a file was left below the root"
+        assert server.requests == ["/" + served["go_asset"]]
+    finally:
+        server.close()
