@@ -56,7 +56,7 @@ def link_outside_root(root: t.Optional[str], target: str,
         return None
     top = root.rstrip("/")
     top_stat = stat(top)
-    top_real = top_stat.get("lnk_source") if top_stat.get("islnk") else posixpath.normpath(top)
+    top_real: str = (top_stat.get("lnk_source") or top) if top_stat.get("islnk") else posixpath.normpath(top)
     for path in ancestors_below_root(root, target):
         found = stat(path)
         if not found.get("exists"):
