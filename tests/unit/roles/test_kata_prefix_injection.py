@@ -51,3 +51,20 @@ def test_a_prefix_that_is_not_a_plain_normalised_path_is_refused_with_the_fix(tm
     result = run_role(tmp_path, "kata", role_vars(prefix))
     assert result.rc != 0, result.output
     assert REFUSAL in result.output and "like /opt/kata or /usr" in result.output, result.output
+
+
+@pytest.mark.parametrize("variable", ["kata_containerd_config", "kata_containerd_dropin", "kata_release_cache_dir",
+                                      "kata_guest_pull_address"])
+def test_a_path_that_leads_out_of_kata_root_is_refused_and_nothing_changes(tmp_path: Path, variable: str) -> None:
+    """Each of these is joined below kata_root as given: '/../../x' would reach a file outside the tree."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    before = sorted(str(path) for path in tmp_path.rglob("*"))
+    escape = "/../../%s/escaped" % tmp_path.name
+    result = run_role(tmp_path, "kata", dict(role_vars("/opt/kata"), kata_root=str(root), **{variable: escape}))
+    assert result.rc != 0, result.output
+    assert "%s must be a normalised absolute path" % variable in result.output, result.output
+    assert '"%s"' % escape in result.output and "Nothing was changed." in result.output
+    assert not (tmp_path / "escaped").exists()
+    after = sorted(str(path) for path in tmp_path.rglob("*") if not path.name.startswith("play"))
+    assert [path for path in after if path not in before] == [], "the run wrote nothing"
