@@ -313,7 +313,24 @@ def rewrite(items: List[Tagged], request: Request, append_tag: str = "") -> List
         kept = [item for item in result[:at] if item[0].name not in unit.names]
         rest = [item for item in result[at:] if item[0].name not in unit.names]
         result = kept + [(arg, tag) for arg in unit.args] + rest
+    if units:
+        check_line_length([arg for arg, _tag in result])
     return result
+
+
+# x86 Linux keeps at most COMMAND_LINE_SIZE - 1 bytes of the command line (arch/x86/include/asm/setup.h:
+# COMMAND_LINE_SIZE 2048) and cuts the rest, so an argument past it is silently lost at boot.
+COMMAND_LINE_SIZE = 2048
+
+
+def check_line_length(args: Sequence[Arg]) -> None:
+    """Refuse a configured line the kernel would cut (before anything is written)."""
+    size = len(" ".join(arg.text for arg in args).encode("utf-8"))
+    if size >= COMMAND_LINE_SIZE:
+        raise KernelCmdlineError(
+            "the kernel command line would be %d bytes, and x86 Linux keeps only %d (COMMAND_LINE_SIZE %d, "
+            "arch/x86/include/asm/setup.h), cutting what comes after: shorten or drop arguments; nothing was "
+            "changed" % (size, COMMAND_LINE_SIZE - 1, COMMAND_LINE_SIZE))
 
 
 def apply_request(args: List[Arg], request: Request) -> List[Arg]:

@@ -98,8 +98,9 @@ def lab_tree(root: Path, grub: str) -> Path:
 
 
 def tree_state(root: Path) -> Dict[str, tuple]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"",
-                                        p.lstat().st_mode) for p in sorted(root.rglob("*"))}
+    def content(path: Path) -> bytes:
+        return path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+    return {str(p.relative_to(root)): (content(p), p.lstat().st_mode) for p in sorted(root.rglob("*"))}
 
 
 @pytest.mark.parametrize("case", sorted(payloads(Path("/m"))))

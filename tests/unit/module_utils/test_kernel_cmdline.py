@@ -589,8 +589,8 @@ def tree_state(root: Path) -> Dict[str, tuple]:
     return state
 
 
-def test_systemd_boot_unbalanced_quote_in_kernel_cmdline_is_refused_before_writing(tmp_path: Path,
-                                                                                    bin_dir: Path) -> None:
+def test_systemd_boot_unbalanced_quote_in_kernel_cmdline_is_refused_before_writing(
+        tmp_path: Path, bin_dir: Path) -> None:
     """Before: the new argument was folded into the quoted value, kernel-install ran, then an unrelated failure."""
     root = systemd_boot(tmp_path / "root", cmdline='root=UUID=1234 rw acpi_osi="Linux quiet')
     before = tree_state(root)

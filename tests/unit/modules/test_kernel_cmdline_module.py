@@ -88,6 +88,9 @@ def test_module_applies_then_is_idempotent_without_diff(run_module, tmp_path: Pa
                                                    "systemd_boot, rpm_ostree, got: lilo"),
     ({"present": ["iommu=pt"], "grub_dropin_name": "confidential-gpu"}, "give a file name ending in .cfg"),
     ({"absent": ["root"]}, "refusing to remove"),
+    # x86 COMMAND_LINE_SIZE is 2048 (arch/x86/include/asm/setup.h): the kernel cuts a longer line
+    ({"present": ["x=" + "a" * 5000]}, "x86 Linux keeps only 2047 (COMMAND_LINE_SIZE 2048"),
+    ({"present": ["opt%d=%s" % (n, "b" * 100) for n in range(20)]}, "x86 Linux keeps only 2047"),
 ])
 def test_module_bad_input_fails_clearly_and_writes_nothing(run_module, tmp_path: Path, bin_dir: Path,
                                                            params: dict, message: str) -> None:
@@ -274,3 +277,23 @@ def test_prepare_takes_booleans_as_command_line_strings(tmp_path: Path, bin_dir:
     # without the blacklist the image's own arguments are all that is asked for: nothing to write
     assert not (root / DROPIN).exists() and "No reboot pending." in proc.stdout
     assert "modprobe.blacklist" not in proc.stdout
+
+
+@pytest.mark.parametrize("ids", [["zzzz:2330"], ["10de:*"], ["10de:2330", "10de"], ["10de:2330,10de:22a3"],
+                                 ["10de:2330 quiet"]])
+def test_kernel_args_refuses_vfio_pci_ids_that_vfio_pci_cannot_read(tmp_path: Path, bin_dir: Path, ids: list) -> None:
+    """vfio-pci reads each entry of vfio-pci.ids with sscanf("%x:%x:%x:%x:%x:%x") (drivers/vfio/pci/vfio_pci.c):
+    anything else would reach GRUB as given and be dropped at boot."""
+    root = lab_vm(tmp_path / "root")
+    before = snapshot(root)
+    proc = prepare(root, bin_dir, "-e", json.dumps({"kernel_args_vfio_pci_ids": ids}))
+    assert proc.returncode != 0
+    assert "kernel_args_vfio_pci_ids holds" in proc.stdout and "like 10de:2330; nothing was changed" in proc.stdout
+    assert snapshot(root) == before
+
+
+def test_kernel_args_takes_the_long_vfio_pci_id_forms(tmp_path: Path, bin_dir: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    proc = prepare(root, bin_dir, "-e", json.dumps({"kernel_args_vfio_pci_ids": ["10de:2330", "10DE:22a3:ffffffff"]}))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "vfio-pci.ids=10de:2330,10DE:22a3:ffffffff" in dropin_linux(root)

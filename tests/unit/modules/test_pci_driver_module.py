@@ -106,8 +106,8 @@ def test_persistent_files_then_idempotent(run_module, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o077])
-def test_created_directories_and_files_have_their_modes_whatever_the_umask(run_module, tmp_path: Path,
-                                                                          umask: int) -> None:
+def test_created_directories_and_files_have_their_modes_whatever_the_umask(
+        run_module, tmp_path: Path, umask: int) -> None:
     """Issue 17 point 7: under umask 000 usr/local/libexec and etc/udev came out 0777 (os.makedirs gives
     parents 0777 & ~umask); the udev helper that root runs lives there."""
     root = bound_lab(tmp_path / "root")

@@ -214,7 +214,8 @@ def test_action_refuses_paths_that_lead_outside_root_and_changes_nothing(tmp_pat
     (root / "link-out").symlink_to(outside)
     (root / "etc" / "link-out-file.toml").symlink_to(outside / "config.toml")
     cases = [(value.replace("OUTSIDE", str(outside.relative_to("/") / "config.toml")), why) for value, why in OUTSIDE]
-    tasks = [{"name": "case %d" % number, "confidential_gpu.host.containerd_runtimes": {
+    tasks = [{"name": "case %d" % number,
+              "confidential_gpu.host.containerd_runtimes": {
                   "path": value, "root": str(root), "runtimes": {"kata-qemu-nvidia-gpu": KATA}},
               "register": "case%d" % number, "ignore_errors": True} for number, (value, _why) in enumerate(cases)]
     results = tmp_path / "results.json"

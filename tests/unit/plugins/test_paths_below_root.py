@@ -82,7 +82,8 @@ def test_kata_runtime_config_prefix_stays_below_root(tmp_path: Path, shared_fixt
     cases = [("/opt/../../../../../../../../" + str(outside.relative_to("/")), "has a '..' component"),
              ("/opt/kata", "is a symbolic link to %s" % outside),
              ("/opt/kata\n", "holds a control character")]
-    tasks = [{"name": "case %d" % number, "confidential_gpu.host.kata_runtime_config": {
+    tasks = [{"name": "case %d" % number,
+              "confidential_gpu.host.kata_runtime_config": {
                   "shim": "qemu-nvidia-gpu-snp", "root": str(root), "prefix": prefix, "kata_version": "3.32.0",
                   "kernel_params": ["nvrc.log=debug"]},
               "register": "case%d" % number, "ignore_errors": True} for number, (prefix, _why) in enumerate(cases)]
