@@ -127,6 +127,12 @@ def tokens(kernel_params: Any) -> List[str]:
     return str(kernel_params or "").split()
 
 
+# What a guest kernel parameter must not hold: '"' opens a quoted value in the kernel's own parser (Linux
+# lib/cmdline.c next_arg()), so one stray quote swallows every parameter after it; backslashes and non-printable
+# or non-ASCII characters have no reliable reading through TOML, Kata and QEMU's -append.
+_UNSAFE_KERNEL_PARAM = re.compile(r'["\\]|[^\x21-\x7e]')
+
+
 def merge_kernel_params(base: Sequence[str], present: Sequence[str], absent: Sequence[str]) -> List[str]:
     """Base parameters in their order, minus ``absent``, then each of ``present`` not there yet.
 
@@ -136,6 +142,11 @@ def merge_kernel_params(base: Sequence[str], present: Sequence[str], absent: Seq
         if not item or len(item.split()) != 1:
             raise KataConfigError("kernel parameter %r must be one word without spaces (Kata splits "
                                   "kernel_params on whitespace)" % item)
+        if _UNSAFE_KERNEL_PARAM.search(item):
+            raise KataConfigError("kernel parameter %r holds a double quote, a backslash or a character outside "
+                                  "printable ASCII: the guest kernel reads a double quote as the start of a quoted "
+                                  "value that swallows the parameters after it (lib/cmdline.c next_arg), and the "
+                                  "rest cannot be read back reliably; drop it" % item)
     conflict = sorted(set(present) & set(absent))
     if conflict:
         raise KataConfigError("kernel parameter %s is both in kernel_params and kernel_params_absent"

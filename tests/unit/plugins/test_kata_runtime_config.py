@@ -153,6 +153,11 @@ def test_kernel_params_keep_the_base_first_and_add_once() -> None:
     (["a b"], [], "kernel parameter 'a b' must be one word"),
     ([""], [], "kernel parameter '' must be one word"),
     (["x=1"], ["x=1"], "kernel parameter x=1 is both in kernel_params and kernel_params_absent"),
+    # a '"' opens a quoted value in the guest kernel's parser (lib/cmdline.c next_arg) and swallows what follows
+    (['a=\\"]'], [], "holds a double quote, a backslash or a character outside printable ASCII"),
+    (['console="hvc0'], [], "holds a double quote"),
+    (["x=caf\u00e9"], [], "outside printable ASCII"),
+    ([], ["a\\b"], "holds a double quote, a backslash"),
 ])
 def test_kernel_params_refuse_what_kata_would_split(present: List[str], absent: List[str], message: str) -> None:
     with pytest.raises(KataConfigError, match=re.escape(message)):
