@@ -200,6 +200,10 @@ def read_pf(host: HostRoot, address: str) -> PfState:
         raise SriovError("%s: no such PCI device (%s is absent); the SR-IOV PFs of a host are the devices whose "
                          "sriov is not null in confidential_gpu.host.pci_topology_info" % (address, base))
     total = host.read_int(base + "/sriov_totalvfs")
+    if total is None and host.read_text(base + "/sriov_totalvfs"):
+        raise SriovError("%s: %s/sriov_totalvfs holds %r, not a number of VFs; the PF driver or the tree this "
+                         "reads is broken: reload the PF's driver, or recapture the tree"
+                         % (address, base, (host.read_text(base + "/sriov_totalvfs") or "")[:40]))
     if total is None:
         physfn = _basename(host.readlink(base + "/physfn"))
         if physfn:

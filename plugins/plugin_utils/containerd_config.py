@@ -138,6 +138,11 @@ def edit_runtimes(doc: tomlkit.TOMLDocument, plugin_id: str, runtimes: t.Mapping
     for name in list(runtimes) + list(absent):
         if not _HANDLER_NAME.match(name):
             raise ConfigError("runtime handler name %r is not valid: use letters, digits, '.', '_' and '-'" % name)
+    for name, wanted in runtimes.items():
+        if not isinstance(wanted, t.Mapping):
+            raise ConfigError("runtimes.%s must be the handler's table (a mapping such as {runtime_type: "
+                              "io.containerd.kata-qemu.v2, options: {ConfigPath: ...}}), not a %s (%r); nothing "
+                              "was changed in %s" % (name, type(wanted).__name__.lstrip("_"), wanted, path))
     clash = sorted(set(runtimes) & set(absent))
     if clash:
         raise ConfigError("runtime handler(s) %s are asked to be both present and absent in %s"

@@ -100,7 +100,18 @@ def test_existing_vfs_are_left_alone_and_returned(run_module, tmp_path: Path) ->
     ([{"address": LAB_PF, "num_vfs": 1}], {"timeout": 0}, "timeout 0: give a number of seconds above 0"),
 ])
 def test_refusals_change_nothing(run_module, tmp_path: Path, pfs: list, extra: dict, message: str) -> None:
+    _refused_unchanged(run_module, lab_tree(tmp_path / "root", num_vfs=1, vf_driver="vfio-pci"), pfs, extra, message)
+
+
+def test_garbage_in_sriov_totalvfs_is_named_as_garbage(run_module, tmp_path: Path) -> None:
+    """It used to say that sriov_totalvfs was missing, pointing at the BIOS."""
     root = lab_tree(tmp_path / "root", num_vfs=1, vf_driver="vfio-pci")
+    (root / "sys/bus/pci/devices" / LAB_PF / "sriov_totalvfs").write_text("garbage\n")
+    _refused_unchanged(run_module, root, [{"address": LAB_PF, "num_vfs": 1}], {},
+                       "0000:01:00.0: /sys/bus/pci/devices/0000:01:00.0/sriov_totalvfs holds 'garbage', not a number")
+
+
+def _refused_unchanged(run_module, root: Path, pfs: list, extra: dict, message: str) -> None:
     before = snapshot(root)
     result = run_module(MODULE, dict(args(root, pfs=pfs), **extra))
     assert result["rc"] != 0 and result["failed"] is True, result

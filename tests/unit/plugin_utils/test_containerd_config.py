@@ -105,6 +105,10 @@ def test_bad_requests_and_files_are_named() -> None:
         cc.cri_plugin_id(cc.config_version(cc.parse("[plugins.cri]\n", "c"), "c"), "c")
     with pytest.raises(cc.ConfigError, match="version = 'two' is not an integer"):
         cc.config_version(cc.parse('version = "two"\n', "c"), "c")
+    with pytest.raises(cc.ConfigError, match=r"runtimes\.kata-q must be the handler's table .* not a str "
+                                             r"\('io.containerd.kata.v2'\)"):
+        cc.edit_runtimes(cc.parse(MAIN, "c"), "io.containerd.grpc.v1.cri", {"kata-q": "io.containerd.kata.v2"},
+                         [], "c")
     with pytest.raises(cc.ConfigError, match="runtime handler name 'kata qemu' is not valid"):
         cc.edit_runtimes(cc.parse(MAIN, "c"), "io.containerd.grpc.v1.cri", {"kata qemu": KATA}, [], "c")
     with pytest.raises(cc.ConfigError, match=r'c: plugins\."io.containerd.grpc.v1.cri"\.containerd is not a table'):
@@ -123,6 +127,7 @@ def test_action_reads_fails_and_changes_nothing_on_bad_input(tmp_path: Path) -> 
     (tmp_path / "etc").mkdir()
     broken = tmp_path / "etc" / "broken.toml"
     broken.write_text("version = 2\n[plugins\n")
+    (tmp_path / "etc" / "ok.toml").write_text("version = 2\n")
     results = tmp_path / "results.json"
     playbook = tmp_path / "play.yml"
     playbook.write_text("""\
@@ -136,9 +141,12 @@ def test_action_reads_fails_and_changes_nothing_on_bad_input(tmp_path: Path) -> 
        imports_present: [/x.toml]}, register: edit_missing, ignore_errors: true}
     - {name: edit broken, confidential_gpu.host.containerd_runtimes: {path: /etc/broken.toml, root: "%(root)s",
        imports_present: [/x.toml]}, register: edit_broken, ignore_errors: true}
+    - {name: a string for a handler, confidential_gpu.host.containerd_runtimes: {path: /etc/ok.toml,
+       root: "%(root)s", runtimes: {kata-q: io.containerd.kata.v2}}, register: edit_string, ignore_errors: true}
     - ansible.builtin.copy:
         dest: "%(results)s"
-        content: "{{ {'read': read_missing, 'missing': edit_missing, 'broken': edit_broken} | to_json }}"
+        content: "{{ {'read': read_missing, 'missing': edit_missing, 'broken': edit_broken,
+                      'string': edit_string} | to_json }}"
         mode: "0644"
 """ % {"root": tmp_path, "results": results})
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
@@ -149,6 +157,10 @@ def test_action_reads_fails_and_changes_nothing_on_bad_input(tmp_path: Path) -> 
     assert got["read"]["exists"] is False and got["read"]["changed"] is False and not got["read"].get("failed")
     assert got["missing"]["failed"] and "%s/etc/none.toml does not exist" % tmp_path in got["missing"]["msg"]
     assert got["broken"]["failed"] and "%s is not valid TOML" % broken in got["broken"]["msg"]
+    # an AWX/-e string where a table belongs: named, not "'_AnsibleTaggedStr' object has no attribute 'items'"
+    assert got["string"]["failed"] and "runtimes.kata-q must be the handler's table" in got["string"]["msg"], \
+        got["string"]
+    assert (tmp_path / "etc" / "ok.toml").read_text() == "version = 2\n"
     assert broken.read_text() == "version = 2\n[plugins\n"
     assert not (tmp_path / "etc" / "none.toml").exists()
 
