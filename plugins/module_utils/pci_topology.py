@@ -300,7 +300,7 @@ def link_virtual_functions(host: HostRoot, devices: Sequence[Dict[str, Any]]) ->
 def read_functions(host: HostRoot) -> List[Dict[str, Any]]:
     """Every PCI function of the host, sorted by address."""
     drivers = bound_drivers(host)
-    devices = [read_function(host, address, drivers) for address in host.listdir(PCI_DEVICES)
+    devices = [read_function(host, address, drivers) for address in host.listdir_required(PCI_DEVICES)
                if ADDRESS_RE.match(address)]
     link_virtual_functions(host, devices)
     return devices

@@ -105,6 +105,17 @@ class HostRoot:
             self.warn("cannot list %s: %s" % (host_path, error.strerror or error))
             return []
 
+    def listdir_required(self, host_path: str) -> List[str]:
+        """Sorted entries of a directory that must be readable when it exists: empty when it is missing, an
+        error (naming the path and why) when it is there but cannot be listed, e.g. a symlink loop."""
+        try:
+            return sorted(os.listdir(self.path(host_path)))
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise HostRootError("cannot list %s below %s: %s; fix the tree (or the host's sysfs) before reading it"
+                                % (host_path, self.root, error.strerror or error)) from None
+
     def readlink(self, host_path: str) -> Optional[str]:
         """Target of a symlink as written (no resolution), ``None`` when it is not one."""
         try:

@@ -401,9 +401,9 @@ def main() -> None:
         module.fail_json(msg="invalid filter: " + "; ".join(problems))
     try:
         host = HostRoot(params["root"])
+        topology = read_topology(host)
     except HostRootError as error:
         module.fail_json(msg=str(error))
-    topology = read_topology(host)
     mark_host_critical(host, topology)
     topology = filter_topology(
         topology,

@@ -174,3 +174,13 @@ def test_discovery_filters_keep_host_critical(run_module, tmp_path: Path) -> Non
     assert [dev["host_critical"][0]["reason"] for dev in result["devices"]] == [
         "it carries the default route (interface enp0s4)"]
     assert result["iommu_groups"][0]["host_critical"][0]["kind"] == "default_route"
+
+
+def test_a_sys_that_is_a_symlink_loop_fails_and_names_it(run_module, tmp_path: Path) -> None:
+    """It used to return ok with no device at all (and only a warning), as if the host had no PCI."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "sys").symlink_to("sys")
+    result = run_module(MODULE, {"root": str(root)})
+    assert result["failed"] is True, result
+    assert "cannot list /sys/bus/pci/devices below %s: Too many levels of symbolic links" % root in result["msg"]
