@@ -167,7 +167,15 @@ class ActionModule(ActionBase):
         return out["stat"]
 
     def _slurp(self, path: str, task_vars: Dict[str, Any]) -> str:
-        out = self._module("ansible.legacy.slurp", {"src": path}, task_vars)
+        try:
+            out = self._module("ansible.legacy.slurp", {"src": path}, task_vars)
+        except RemoteError:
+            found = self._stat(path, task_vars)
+            if found.get("islnk"):
+                raise KataConfigError("%s is a symbolic link that leads to no readable file (to %s: a loop, or a "
+                                      "target that is missing); point it at the Kata configuration, or remove it "
+                                      "and reinstall Kata" % (path, found.get("lnk_target") or "?")) from None
+            raise
         return base64.b64decode(out["content"]).decode("utf-8")
 
     def _dropins(self, config_d: str, ours: Tuple[str, ...], task_vars: Dict[str, Any]) -> List[Tuple[str, Any]]:

@@ -442,3 +442,16 @@ def test_action_refuses_bad_input_and_changes_nothing(tmp_path: Path, shared_fix
     proc = target.run(version="tomorrow")
     assert proc.returncode != 0 and "kata_version 'tomorrow' holds no version number" in proc.stdout
     assert snapshot(target.root) == before
+
+
+def test_a_base_configuration_that_is_a_symlink_loop_is_named(tmp_path: Path, shared_fixtures: Path) -> None:
+    """It failed with slurp's own "Unable to slurp file: {source}"."""
+    target = Target(tmp_path, shared_fixtures)
+    target.shipped.unlink()
+    target.shipped.symlink_to(target.shipped.name)
+    before = snapshot(target.root)
+    proc = target.run()
+    assert proc.returncode != 0
+    assert "%s is a symbolic link that leads to no readable file" % target.shipped in proc.stdout, proc.stdout
+    assert "Unable to slurp" not in proc.stdout
+    assert snapshot(target.root) == before
