@@ -8,6 +8,12 @@ ACS check wait for the reboot, and the run says so.  A port without any ACS
 capability is not something a reboot fixes, so it still fails the run.  The
 lab scenario ``fresh`` runs the same playbook on a real kernel through the
 reboot.
+
+A VF that ``sriov_pfs`` creates in the same run may be named in
+``vfio_addresses``: the VFs are created (the IOMMU is not needed for that)
+before role pcie_acs checks the bridges above them, and bound to their driver
+after the reboot (``tests/lib/fake_sriov.KernelStandIn`` plays the kernel's
+side of ``sriov_numvfs``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Dict
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
+from fake_sriov import LAB_PF, KernelStandIn, snapshot, sriov_pf  # noqa: E402
 from fake_sysfs import ACS_ALL, ConfigBuilder, FakeFunction, build_tree  # noqa: E402
 from prepare_run import CPUINFO, DROPIN, dropin_linux, playbook, prepare, recap_changed  # noqa: E402
 
@@ -42,6 +49,11 @@ def fresh_host(root: Path, port_has_acs: bool = True, acs_control: int = 0, iomm
         FakeFunction(PORT, port.bytes(), driver="pcieport", numa_node="0", iommu_group=0 if iommu_groups else None),
         FakeFunction(GPU, gpu.bytes(), driver=gpu_driver, numa_node="0", iommu_group=1 if iommu_groups else None),
     ])
+    return host_files(root, cmdline)
+
+
+def host_files(root: Path, cmdline: str = "console=ttyS0,115200n8") -> Path:
+    """Debian 12 with GRUB on an Intel CPU, booted with ``cmdline``."""
     files: Dict[str, str] = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n',
                              "etc/default/grub": FRESH_GRUB.replace("console=ttyS0,115200n8", cmdline),
                              "proc/cmdline": FRESH_PROC.replace("console=ttyS0,115200n8", cmdline),
@@ -75,6 +87,66 @@ def test_fresh_host_waits_for_the_reboot_instead_of_failing(tmp_path: Path, bin_
 
     again = prepare(root, bin_dir)
     assert again.returncode == 0 and recap_changed(again) == 0, again.stdout
+
+
+# --------------------------------------------------------------------------
+# A VF that the same run creates, on a host booted with the IOMMU off
+# --------------------------------------------------------------------------
+
+SRIOV_PORT, VF = "0000:00:10.0", "0000:01:00.1"
+
+
+def fresh_sriov_host(root: Path) -> Path:
+    """The lab's SR-IOV NVMe PF (01:00.0, no VFs yet) below a root port whose ACS the kernel left off (no IOMMU)."""
+    port = ConfigBuilder(0x1B36, 0x000C, 0x060400, header_type=1).bridge_buses(0, 1, 1).express("root_port", 16.0, 4)
+    port.acs(ACS_ALL, 0)
+    build_tree(root, [FakeFunction(SRIOV_PORT, port.bytes(), driver="pcieport", numa_node="0"), sriov_pf(LAB_PF)])
+    return host_files(root)
+
+
+def vf_asked_for(*extra: str) -> tuple:
+    return ("-e", json.dumps({"sriov_pfs": [{"address": LAB_PF, "num_vfs": 1, "vf_driver": "vfio-pci"}],
+                              "vfio_addresses": [VF], "sriov_timeout": 10}), *extra)
+
+
+def test_a_vf_created_in_the_same_run_is_checked_after_it_exists(tmp_path: Path, bin_dir: Path) -> None:
+    """sriov_numvfs works without an IOMMU: the VF is created, its bridges' ACS is left for the reboot like the
+    GPU's, and its binding to vfio-pci waits for the reboot (issue 17 point 10: pcie_acs ran before sriov and
+    failed with "0000:01:00.1 not found in /sys/bus/pci/devices")."""
+    root = fresh_sriov_host(tmp_path / "root")
+    with KernelStandIn(root) as kernel:
+        proc = prepare(root, bin_dir, *vf_asked_for())
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "not found in /sys/bus/pci/devices" not in out
+    assert kernel.seen[LAB_PF] == [0, 1]
+    assert (root / "sys/bus/pci/devices" / VF / "physfn").resolve().name == LAB_PF
+    assert "0000:01:00.0 (nvme): 1 of 4 VFs 0000:01:00.1" in out
+    assert "1 ACS violation(s) end at the next boot (the IOMMU is off now)" in out
+    assert "%s (root_port 1b36:000c) above %s: ACS source_validation" % (SRIOV_PORT, VF) in out
+    assert re.search(r"TASK \[confidential_gpu\.host\.sriov : Bind the VFs to their driver vfio-pci\]", out) is None, \
+        "the VF's binding waits for the IOMMU"
+    assert not (root / "sys/bus/pci/devices" / VF / "driver").exists()
+    assert not (root / "etc/driverctl.d").exists()
+    assert (root / "etc/confidential-gpu/sriov.conf").read_text().splitlines()[-1] == "%s 1 0" % LAB_PF, \
+        "the boot unit re-creates the VF, with autoprobe off for vfio-pci"
+    assert "REBOOT PENDING on localhost" in out
+
+    with KernelStandIn(root):
+        again = prepare(root, bin_dir, *vf_asked_for())
+    assert again.returncode == 0 and recap_changed(again) == 0, again.stdout
+
+
+def test_check_mode_checks_acs_above_the_pf_of_a_vf_still_to_come(tmp_path: Path, bin_dir: Path) -> None:
+    """In check mode the VF is not created; ACS is read above its PF, the bridges it will sit below."""
+    root = fresh_sriov_host(tmp_path / "root")
+    before = snapshot(root)
+    proc = prepare(root, bin_dir, *vf_asked_for("--check", "--diff"))
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "check mode: %s does not exist yet; ACS is read above its PF %s" % (VF, LAB_PF) in out
+    assert "%s (root_port 1b36:000c) above %s: ACS source_validation" % (SRIOV_PORT, LAB_PF) in out
+    assert snapshot(root) == before
 
 
 def test_a_port_without_acs_fails_before_the_reboot(tmp_path: Path, bin_dir: Path) -> None:
