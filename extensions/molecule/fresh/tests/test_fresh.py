@@ -8,6 +8,7 @@ from testinfra.host import Host
 
 GPU_FUNCTIONS = ["0000:02:00.0", "0000:02:00.1"]
 ROOT_PORT_ABOVE_GPU = "0000:00:10.1"
+NVME_PF, NVME_VF = "0000:01:00.0", "0000:01:00.1"
 
 
 def link_name(host: Host, path: str) -> str:
@@ -35,6 +36,17 @@ def test_the_gpu_group_is_on_vfio_pci_now_and_at_boot(host: Host) -> None:
         assert host.file("/etc/driverctl.d/pci-%s" % address).content_string.strip() == "vfio-pci", address
     group = link_name(host, "/sys/bus/pci/devices/%s/iommu_group" % GPU_FUNCTIONS[0])
     assert host.run("test -c /dev/vfio/%s" % group).rc == 0, group
+
+
+def test_the_vf_created_in_the_same_run_is_on_vfio_pci(host: Host) -> None:
+    """sriov created the VF before pcie_acs checked it (issue 17 point 10); the boot unit re-created it."""
+    assert host.file("/sys/bus/pci/devices/%s/sriov_numvfs" % NVME_PF).content_string.strip() == "1"
+    assert link_name(host, "/sys/bus/pci/devices/%s/physfn" % NVME_VF) == NVME_PF
+    assert link_name(host, "/sys/bus/pci/devices/%s/driver" % NVME_VF) == "vfio-pci"
+    assert host.file("/etc/driverctl.d/pci-%s" % NVME_VF).content_string.strip() == "vfio-pci"
+    group = link_name(host, "/sys/bus/pci/devices/%s/iommu_group" % NVME_VF)
+    assert host.run("test -c /dev/vfio/%s" % group).rc == 0, group
+    assert host.service("confidential-gpu-sriov.service").is_enabled
 
 
 def test_acs_isolates_the_gpu_after_the_reboot(host: Host) -> None:
