@@ -103,8 +103,8 @@ options:
   allow_group_members:
     description:
       - Addresses of functions that this run may take with the selected ones because they share an IOMMU group,
-        though they were not selected: NICs and storage controllers (even functions of a selected device) and
-        functions in other slots. Without them named, such a group is refused, with each function, its role and
+        though they were not selected (NICs and storage controllers, even functions of a selected device, and
+        functions in other slots). Without them named, such a group is refused, with each function, its role and
         driver, and the bridges above them that do not isolate them (no ACS), as M(confidential_gpu.host.pcie_acs)
         judges them.
       - The selected devices' other functions in the same slot (a GPU's audio function) need no naming.
