@@ -40,7 +40,8 @@ bus:device, like the HD-audio function) go without a word; a NIC or a storage
 controller, even in the same slot, and any function in another slot must be
 named in ``allow_group_members``.  The refusal says why they share the group,
 the way the kernel builds groups (``pci_device_group()`` in
-drivers/iommu/iommu.c, Linux v6.12): a function joins the group of each
+drivers/iommu/iommu.c, read in Linux v6.12.118, Debian's linux-source-6.12,
+lines 1515-1577): a function joins the group of each
 bridge above it whose path up to the root is not isolated by ACS
 (``pci_acs_path_enabled(..., REQ_ACS_FLAGS)``), and the functions of a
 multi-function device without ACS share one group
