@@ -48,6 +48,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_config 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import build_tree  # noqa: E402
 from lspci_tree import functions_from_tree  # noqa: E402
+from tree_state import tree_state as snapshot  # noqa: E402
 
 KATA_FILES = ["configuration-qemu-nvidia-gpu-snp.kata-3.32.0.toml", "configuration-qemu-nvidia-gpu-snp.kata-4.1.0.toml",
               "configuration-qemu-nvidia-gpu-tdx.kata-3.32.0.toml", "configuration-qemu-nvidia-gpu-tdx.kata-4.1.0.toml"]
@@ -316,10 +317,6 @@ PLAYBOOK = """
       diff: false
       changed_when: false
 """
-
-
-def snapshot(root: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 class Target:
