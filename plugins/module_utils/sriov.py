@@ -648,7 +648,7 @@ def file_diff(change: FileChange) -> Dict[str, str]:
 def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_name: str = DEFAULT_UNIT,
            timeout: int = DEFAULT_TIMEOUT, force: bool = False, check_mode: bool = False) -> Dict[str, Any]:
     """Plan, apply (unless check mode) and persist; the module's result with ``diff``."""
-    if not UNIT_NAME_RE.match(unit_name or ""):
+    if not UNIT_NAME_RE.fullmatch(unit_name or ""):  # fullmatch: a trailing newline is no name
         raise SriovError("unit_name %r: give a systemd service name (letters, digits, ':', '_', '.', '-') ending "
                          "in .service, like %s" % (unit_name, DEFAULT_UNIT))
     if timeout <= 0:
