@@ -35,6 +35,8 @@ CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
     ("pci-id-shell", {"pci_ids": ["10de:2330;id"]}, ["'10de:2330;id'", PCI_ID_FIX]),
     ("pci-id-five-digits", {"pci_ids": ["10de:23300"]}, ["'10de:23300'", PCI_ID_FIX]),
     ("pci-id-wildcard-vendor", {"pci_ids": ["*:2330"]}, ["'*:2330'", PCI_ID_FIX]),
+    ("role-unknown", {"roles": ["gpu; id"]}, ["roles", "gpu; id"]),
+    ("group-not-a-number", {"iommu_groups": ["1; id"]}, ["iommu_groups"]),
     ("group-negative", {"iommu_groups": [-1]}, ["iommu_groups: -1 is not an IOMMU group number"]),
     ("group-absent", {"iommu_groups": [99999]}, ["no IOMMU group 99999 on this host",
                                                  "see /sys/kernel/iommu_groups"]),

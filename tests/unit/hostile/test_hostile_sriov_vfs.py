@@ -33,6 +33,8 @@ CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
      ["0000:00:03.0: no such PCI device", "sriov is not null in confidential_gpu.host.pci_topology_info"]),
     ("address-twice", {"pfs": [{"address": "01:00.0", "num_vfs": 1}, {"address": "0000:01:00.0", "num_vfs": 2}]},
      ["0000:01:00.0"]),
+    ("autoprobe-not-a-bool", {"pfs": [{"address": "01:00.0", "num_vfs": 1, "drivers_autoprobe": "maybe"}]},
+     ["drivers_autoprobe"]),
     ("unit-trailing-newline", {"pfs": ONE_VF, "unit_name": "x.service\n"}, ["unit_name 'x.service\\n'", UNIT_FIX]),
     ("unit-traversal", {"pfs": ONE_VF, "unit_name": "../x.service"}, ["unit_name '../x.service'", UNIT_FIX]),
     ("unit-shell", {"pfs": ONE_VF, "unit_name": "x;id.service"}, ["unit_name 'x;id.service'", UNIT_FIX]),
