@@ -263,7 +263,7 @@ def build_intent(params: Dict[str, Any]) -> Intent:
         if not isinstance(group, int) or isinstance(group, bool) or group < 0:
             raise PciDriverError("iommu_groups: %r is not an IOMMU group number" % (group,))
     driver = params.get("driver") or DEFAULT_DRIVER
-    if not DRIVER_RE.match(driver):
+    if not DRIVER_RE.fullmatch(driver):  # fullmatch: '$' alone lets a trailing newline through
         raise PciDriverError("driver: %r is not a kernel driver name (like vfio-pci)" % driver)
     state = params.get("state") or "present"
     if state not in ("present", "absent"):
@@ -893,7 +893,10 @@ def apply_runtime(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout:
     """Move the functions whose action is bind or release, in address order (a group's functions together)."""
     moving = [entry for entry in plan["devices"] if entry["action"] in ("bind", "release")]
     if intent.state == "present" and moving:
-        pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
+        try:
+            pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
+        except pci_bind.BindError as error:  # a message naming the driver, not a traceback
+            raise PciDriverError(str(error)) from None
     done: List[str] = []
     for entry in moving:
         if check_mode:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fake_sysfs import ConfigBuilder, FakeFunction, bridge_function, build_tree, virtual_function
+from tree_state import tree_state as snapshot  # noqa: F401  (re-exported for the pci_driver tests)
 
 # Kernel driver name -> module name, where they differ or matter (None: built in).
 DRIVER_MODULES: Dict[str, Optional[str]] = {
@@ -241,18 +242,6 @@ def lab_vm(root: Path, functions: Optional[List[FakeFunction]] = None) -> Path:
     (root / "dev/vfio").mkdir(parents=True, exist_ok=True)
     (root / "dev/vfio/vfio").touch()
     return root
-
-
-def snapshot(root: Path) -> Dict[str, bytes]:
-    """Every regular file and symlink of a tree with its content (or link text), for before/after comparisons."""
-    state: Dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            state[key] = b"-> " + os.readlink(path).encode()
-        elif path.is_file():
-            state[key] = path.read_bytes() + b"|mode=%o" % (path.stat().st_mode & 0o7777)
-    return state
 
 
 def shared_group_functions(nic_driver: Optional[str] = "mlx5_core") -> List[FakeFunction]:
