@@ -226,7 +226,7 @@ class ActionModule(ActionBase):
 
     def _apply(self, args: Dict[str, Any], task_vars: Dict[str, Any]) -> Dict[str, Any]:
         shim, root = args["shim"], args["root"] or "/"
-        if not DROPIN_NAME_RE.match(args["dropin_name"]) or args["dropin_name"].endswith(".toml"):
+        if not DROPIN_NAME_RE.fullmatch(args["dropin_name"]) or args["dropin_name"].endswith(".toml"):
             raise KataConfigError("dropin_name %r must be a plain file name without .toml (letters, digits, '.', "
                                   "'_', '-'), e.g. 40-confidential-gpu" % args["dropin_name"])
         try:

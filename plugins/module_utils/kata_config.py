@@ -85,7 +85,7 @@ def runs_on_runtime_rs(shim: str) -> bool:
 
 def kata_paths(prefix: str, shim: str) -> Dict[str, str]:
     """Host paths of a shim's configuration files (below no root)."""
-    if not SHIM_RE.match(shim):
+    if not SHIM_RE.fullmatch(shim):  # fullmatch: '$' alone lets a trailing newline through
         raise KataConfigError("shim %r is not a Kata shim name (lower-case letters, digits, '-', e.g. "
                               "qemu-nvidia-gpu-snp)" % shim)
     if runs_on_runtime_rs(shim):

@@ -201,7 +201,7 @@ def parse_item(item: Any, field: str) -> Arg:
     arg = args[0]
     if text.count('"') % 2:
         raise KernelCmdlineError("%s: %r has an unbalanced double quote" % (field, text))
-    if not _KEY.match(arg.key):
+    if not _KEY.fullmatch(arg.key):  # fullmatch: '$' alone lets a trailing newline through
         raise KernelCmdlineError(
             "%s: %r has no valid key: a key is letters, digits, '_', '-' and '.', like intel_iommu or vfio-pci.ids"
             % (field, text))
@@ -549,7 +549,7 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
 
     def __init__(self, host: HostRoot, runner: Runner, dropin_name: str) -> None:
         super().__init__(host, runner)
-        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*\.cfg$", dropin_name or ""):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.cfg", dropin_name or ""):
             raise KernelCmdlineError("grub_dropin_name %r: give a file name ending in .cfg (grub-mkconfig reads "
                                      "only /etc/default/grub.d/*.cfg), like 99-confidential-gpu.cfg" % dropin_name)
         self.dropin = "%s/%s" % (self.DROPINS, dropin_name)

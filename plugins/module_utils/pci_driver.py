@@ -11,8 +11,10 @@ Three steps, the way the collection's design card splits them:
 - **plan** (:func:`make_plan`): a pure function of facts and intent.  It selects
   functions (addresses, vendor:device IDs, roles, IOMMU groups), widens the
   selection to every endpoint of each IOMMU group, refuses groups that are not
-  viable and host-critical devices the user did not name in
-  ``allow_host_critical``, gives each function an action and computes the
+  viable, host-critical devices the user did not name in
+  ``allow_host_critical`` and group members the user did not select and did
+  not name in ``allow_group_members`` (a NIC or storage controller, or a
+  function in another slot), gives each function an action and computes the
   persistent files' new content.  Check mode returns it as it is;
 - **apply** (:func:`manage`): files first (driverctl-compatible overrides, a
   udev rule and its helper, optionally a modprobe.d file, the initramfs
@@ -32,6 +34,20 @@ by VFIO while each member is driverless, on a VFIO driver, or on a driver that
 sets ``driver_managed_dma`` (``pcieport``, ``pci-stub``).  A bridge on any
 other driver is named as the reason a group is not viable.
 
+Group members the user did not ask for: a group goes whole, so selecting a GPU
+takes every other endpoint of its group too.  Its own functions (same
+bus:device, like the HD-audio function) go without a word; a NIC or a storage
+controller, even in the same slot, and any function in another slot must be
+named in ``allow_group_members``.  The refusal says why they share the group,
+the way the kernel builds groups (``pci_device_group()`` in
+drivers/iommu/iommu.c, read in Linux v6.12.118, Debian's linux-source-6.12,
+lines 1515-1577): a function joins the group of each
+bridge above it whose path up to the root is not isolated by ACS
+(``pci_acs_path_enabled(..., REQ_ACS_FLAGS)``), and the functions of a
+multi-function device without ACS share one group
+(``get_pci_function_alias_group()``).  Each bridge's verdict is
+:func:`pcie_acs.describe_bridges`' (quirks included).
+
 Standard library only: this runs on target hosts with Python >= 3.8.
 """
 
@@ -47,6 +63,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Se
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges, what
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     ADDRESS_RE,
     HOST_ONLY_CLASSES,
@@ -193,6 +210,7 @@ class Intent(NamedTuple):
     allow_host_critical: Tuple[str, ...]
     persist: bool
     early_binding: bool
+    allow_group_members: Tuple[str, ...] = ()
 
 
 class FileChange(NamedTuple):
@@ -212,6 +230,8 @@ class Facts(NamedTuple):
     modules: Dict[str, Optional[str]]
     os_ids: Set[str]
     initramfs_generators: Tuple[str, ...]
+    # Bridge address -> pcie_acs's verdict on it, for the bridges above members of groups that span several slots.
+    isolation: Dict[str, Dict[str, Any]]
 
 
 # --------------------------------------------------------------------------
@@ -243,7 +263,7 @@ def build_intent(params: Dict[str, Any]) -> Intent:
         if not isinstance(group, int) or isinstance(group, bool) or group < 0:
             raise PciDriverError("iommu_groups: %r is not an IOMMU group number" % (group,))
     driver = params.get("driver") or DEFAULT_DRIVER
-    if not DRIVER_RE.match(driver):
+    if not DRIVER_RE.fullmatch(driver):  # fullmatch: '$' alone lets a trailing newline through
         raise PciDriverError("driver: %r is not a kernel driver name (like vfio-pci)" % driver)
     state = params.get("state") or "present"
     if state not in ("present", "absent"):
@@ -256,8 +276,9 @@ def build_intent(params: Dict[str, Any]) -> Intent:
                              "and with the udev rule only (early_binding: false)"
                              % (", ".join(EARLY_BINDING_DRIVERS), driver, driver))
     allow = tuple(_address(item, "allow_host_critical") for item in params.get("allow_host_critical") or [])
+    members = tuple(_address(item, "allow_group_members") for item in params.get("allow_group_members") or [])
     return Intent(addresses, pci_ids, roles, groups, driver, state, bool(params.get("whole_group", True)), allow,
-                  bool(params.get("persist", True)), early)
+                  bool(params.get("persist", True)), early, members)
 
 
 # --------------------------------------------------------------------------
@@ -346,7 +367,27 @@ def gather_facts(host: HostRoot, intent: Intent) -> Facts:
     files = {path: read_file(host, path) for path in persistent_paths(addresses)}
     drivers = {dev["driver"] for dev in devices if dev["driver"]}
     modules = {driver: pci_bind.driver_module(host, driver) for driver in sorted(drivers)}
-    return Facts(topology, critical, overrides, files, modules, os_release_ids(host), initramfs_generators(host))
+    isolation = bridge_isolation(host, devices) if intent.state == "present" else {}
+    return Facts(topology, critical, overrides, files, modules, os_release_ids(host), initramfs_generators(host),
+                 isolation)
+
+
+def slot_of(address: str) -> str:
+    """Domain, bus and device of a function address: the functions of one device share it."""
+    return address.rsplit(".", 1)[0]
+
+
+def bridge_isolation(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """pcie_acs's verdict on every bridge above the endpoints of groups whose endpoints sit in several slots."""
+    slots: Dict[int, Set[str]] = {}
+    for dev in devices:
+        if dev["iommu_group"] is not None and not is_bridge(dev):
+            slots.setdefault(dev["iommu_group"], set()).add(slot_of(dev["address"]))
+    spread = [dev for dev in devices if len(slots.get(dev["iommu_group"], ())) > 1 and not is_bridge(dev)]
+    if not spread:
+        return {}
+    by_address = {dev["address"]: dev for dev in devices}
+    return {entry["address"]: entry for entry in describe_bridges(host, by_address, spread, {}, True)}
 
 
 # --------------------------------------------------------------------------
@@ -445,6 +486,87 @@ def critical_refusal(dev: Dict[str, Any], reasons: Sequence[str], selected: bool
     }
 
 
+# pcie_acs verdicts of a bridge that does not isolate the functions below it, in words.
+NOT_ISOLATING = {
+    "partial": "ACS %(missing)s not enabled",
+    "disabled": "ACS %(missing)s not enabled",
+    "no_acs": "no ACS capability",
+    "pci_bridge": "a PCI bridge: the functions behind it share its requester ID",
+    "quirk_not_isolating": "the kernel's %(quirk)s quirk does not count it as isolating",
+    "quirk_inactive": "isolates only through the kernel's %(quirk)s quirk, which waits for the IOMMU to be on",
+    "unknown": "its ACS is unknown (extended config space not readable)",
+}
+
+
+def shared_group_cause(dev: Dict[str, Any], selected: Sequence[Dict[str, Any]],
+                       isolation: Dict[str, Dict[str, Any]]) -> str:
+    """Why an unselected function is in the group of the selected ones: the bridges above them without ACS."""
+    siblings = [other["address"] for other in selected if slot_of(other["address"]) == slot_of(dev["address"])]
+    if siblings:
+        return ("it is another function of the device of %s, and a multi-function device without ACS keeps its "
+                "functions in one group" % siblings[0])
+    above = sorted({address for other in [dev] + list(selected) for address in other["path"][:-1]})
+    weak = [isolation[address] for address in above if isolation.get(address, {}).get("isolation") in NOT_ISOLATING]
+    if not weak:
+        return "no ACS isolation between them and %s" % ", ".join(other["address"] for other in selected)
+    return "the bridges above them do not isolate them: %s" % "; ".join(
+        "%s: %s" % (what(bridge), NOT_ISOLATING[bridge["isolation"]] % {
+            "missing": ", ".join(bridge["missing"]), "quirk": bridge["quirk"]}) for bridge in weak)
+
+
+def needs_naming(dev: Dict[str, Any], selected: Sequence[Dict[str, Any]]) -> bool:
+    """A member the group would take that the user must name: a NIC or storage controller, or another slot's."""
+    if dev["role"] in ("nic", "storage"):
+        return True
+    return slot_of(dev["address"]) not in {slot_of(other["address"]) for other in selected}
+
+
+def group_member_refusal(gid: int, taken: Sequence[Dict[str, Any]], selected: Sequence[Dict[str, Any]],
+                         isolation: Dict[str, Dict[str, Any]], driver: str) -> Dict[str, Any]:
+    listed = [{"address": dev["address"], "driver": dev["driver"], "role": dev["role"],
+               "why": shared_group_cause(dev, selected, isolation)} for dev in taken]
+    names = ", ".join("%s (%s %s:%s, driver %s)" % (dev["address"], dev["role"], dev["vendor_id"], dev["device_id"],
+                                                    dev["driver"] or "none") for dev in taken)
+    causes = "; ".join("%s: %s" % (m["address"], m["why"]) for m in listed)
+    return {
+        "kind": "group_member",
+        "group": gid,
+        "address": None,
+        "driver": None,
+        "members": listed,
+        "reason": "IOMMU group %d would take functions nobody selected to %s with %s: %s. Why they share the "
+                  "group: %s" % (gid, driver, ", ".join(dev["address"] for dev in selected), names, causes),
+        "fix": "the host would lose them; if that is intended, name them: allow_group_members: [%s] (role vfio: "
+               "vfio_allow_group_members); otherwise leave this group out, or move the device to a slot whose ports "
+               "isolate it (pci_topology_info lists each group, pcie_acs each port's ACS)"
+               % ", ".join("'%s'" % dev["address"] for dev in taken),
+    }
+
+
+def group_member_refusals(facts: Facts, intent: Intent, out: Selection, selected: Sequence[str]) -> None:
+    """Refuse each group whose expansion takes functions the user neither selected nor named.
+
+    A group refused as not viable is not asked about: naming its members would not let it through.
+    """
+    by_address = {dev["address"]: dev for dev in facts.topology["devices"]}
+    targets = {dev["address"] for dev in out.targets}
+    taken_anyway: Set[str] = set()
+    for group in out.groups:
+        if not group["viable"]:
+            continue
+        chosen = [by_address[a] for a in group["endpoints"] if a in selected]
+        others = [by_address[a] for a in group["endpoints"] if a in targets and a not in selected
+                  and by_address[a]["driver"] != intent.driver]
+        unnamed = [dev for dev in others if needs_naming(dev, chosen)]
+        taken_anyway.update(dev["address"] for dev in others)
+        missing = [dev for dev in unnamed if dev["address"] not in intent.allow_group_members]
+        if chosen and missing:
+            out.refused.append(group_member_refusal(group["id"], missing, chosen, facts.isolation, intent.driver))
+    for address in intent.allow_group_members:
+        if address not in taken_anyway:
+            out.warnings.append("allow_group_members names %s, which no selected group takes with it here" % address)
+
+
 def simple_refusal(kind: str, dev: Dict[str, Any], reason: str, fix: str) -> Dict[str, Any]:
     return {"kind": kind, "group": dev["iommu_group"], "address": dev["address"], "driver": dev["driver"],
             "reason": reason, "fix": fix}
@@ -519,6 +641,7 @@ def plan_targets(facts: Facts, intent: Intent) -> Selection:
             out.warnings.append("IOMMU group %d: %s stay on their drivers (whole_group is false); VFIO will not "
                                 "open the group until they are released" % (group["id"], ", ".join(
                                     "%s (%s)" % (dev["address"], dev["driver"]) for dev in left)))
+    group_member_refusals(facts, intent, out, selected)
     for dev in out.targets:
         reasons = facts.critical.get(dev["address"])
         if reasons and dev["address"] not in intent.allow_host_critical and dev["driver"] != intent.driver:
@@ -770,7 +893,10 @@ def apply_runtime(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout:
     """Move the functions whose action is bind or release, in address order (a group's functions together)."""
     moving = [entry for entry in plan["devices"] if entry["action"] in ("bind", "release")]
     if intent.state == "present" and moving:
-        pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
+        try:
+            pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
+        except pci_bind.BindError as error:  # a message naming the driver, not a traceback
+            raise PciDriverError(str(error)) from None
     done: List[str] = []
     for entry in moving:
         if check_mode:

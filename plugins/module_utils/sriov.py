@@ -648,7 +648,9 @@ def file_diff(change: FileChange) -> Dict[str, str]:
 def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_name: str = DEFAULT_UNIT,
            timeout: int = DEFAULT_TIMEOUT, force: bool = False, check_mode: bool = False) -> Dict[str, Any]:
     """Plan, apply (unless check mode) and persist; the module's result with ``diff``."""
-    if not UNIT_NAME_RE.match(unit_name or ""):
+    # fullmatch: a trailing newline is no name; systemd takes names of at most 255 bytes
+    # (systemd src/basic/unit-name.h, v255: UNIT_NAME_MAX 256, the NUL included)
+    if not UNIT_NAME_RE.fullmatch(unit_name or "") or len(unit_name) > 255:
         raise SriovError("unit_name %r: give a systemd service name (letters, digits, ':', '_', '.', '-') ending "
                          "in .service, like %s" % (unit_name, DEFAULT_UNIT))
     if timeout <= 0:

@@ -37,7 +37,11 @@ description:
     host-critical function: the controller of the disk holding C(/), C(/boot) or C(/boot/efi), the NIC of a
     default route (through bonds, VLANs, bridges), the device of the active console framebuffer (fbcon's
     framebuffers, the boot VGA device under a firmware framebuffer or vgacon), unless O(allow_host_critical)
-    names its address. A refusal fails the task and changes nothing; RV(refused) lists why."
+    names its address; so is a function the group would take that was not selected, when it is a NIC or a storage
+    controller (roles as M(confidential_gpu.host.pci_topology_info) assigns them) or sits in another slot than
+    every selected function, unless O(allow_group_members) names it. The selected devices' own other functions
+    (same bus and device, like a GPU's audio function), bridges and functions already on O(driver) need no
+    naming. A refusal fails the task and changes nothing; RV(refused) lists why."
   - O(state=absent) removes the overrides (this module's files naming O(driver), the udev rule lines, the IDs in
     the modprobe.d file and, with the last ID, the initramfs drop-ins), clears C(driver_override) and unbinds the
     functions from O(driver), then probes so that their default driver takes them again.
@@ -93,6 +97,17 @@ options:
   allow_host_critical:
     description: Addresses of host-critical functions (boot disk controller, default-route NIC, console) that this
       run may bind anyway. The host loses them.
+    type: list
+    elements: str
+    default: []
+  allow_group_members:
+    description:
+      - Addresses of functions that this run may take with the selected ones because they share an IOMMU group,
+        though they were not selected (NICs and storage controllers, even functions of a selected device, and
+        functions in other slots). Without them named, such a group is refused, with each function, its role and
+        driver, and the bridges above them that do not isolate them (no ACS), as M(confidential_gpu.host.pcie_acs)
+        judges them.
+      - The selected devices' other functions in the same slot (a GPU's audio function) need no naming.
     type: list
     elements: str
     default: []
@@ -192,6 +207,11 @@ EXAMPLES = r"""
   confidential_gpu.host.pci_driver:
     addresses: ["0000:03:00.0"]
     allow_host_critical: ["0000:03:00.0"]
+
+- name: A GPU whose IOMMU group also holds a NIC in another slot (no ACS above them); the guest gets both
+  confidential_gpu.host.pci_driver:
+    addresses: ["0000:03:00.0"]
+    allow_group_members: ["0000:04:00.0"]
 
 - name: Give the GPUs back to their default driver (nvidia) and remove the overrides
   confidential_gpu.host.pci_driver:
@@ -294,7 +314,9 @@ refused:
   description:
     - Why the run was refused (it failed and changed nothing); empty on success.
     - C(kind) is C(not_viable) (with C(members), each with C(address), C(driver) and C(why)), C(host_critical),
-      C(bridge) (a bridge selected by address) or C(no_iommu_group).
+      C(group_member) (functions the group would take that were not selected nor named in
+      O(allow_group_members); C(members), each with C(address), C(driver), C(role) and C(why) they share the
+      group), C(bridge) (a bridge selected by address) or C(no_iommu_group).
   returned: always
   type: list
   elements: dict
@@ -326,6 +348,7 @@ ARGUMENT_SPEC = {
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "whole_group": {"type": "bool", "default": True},
     "allow_host_critical": {"type": "list", "elements": "str", "default": []},
+    "allow_group_members": {"type": "list", "elements": "str", "default": []},
     "persist": {"type": "bool", "default": True},
     "early_binding": {"type": "bool", "default": False},
     "initramfs_command": {"type": "str", "default": "auto"},

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fake_sysfs import ConfigBuilder, FakeFunction, bridge_function, build_tree, virtual_function
+from tree_state import tree_state as snapshot  # noqa: F401  (re-exported for the sriov tests)
 
 LAB_PF = "0000:01:00.0"
 NVME = (0x1B36, 0x0010, 0x010802)
@@ -74,18 +75,6 @@ def lab_functions(num_vfs: int = 0, vf_driver: Optional[str] = None, pf_driver: 
 def lab_tree(root: Path, num_vfs: int = 0, vf_driver: Optional[str] = None, pf_driver: Optional[str] = "nvme",
              autoprobe: Optional[int] = 1) -> Path:
     return build_tree(root, lab_functions(num_vfs, vf_driver, pf_driver, autoprobe))
-
-
-def snapshot(root: Path) -> Dict[str, bytes]:
-    """Every regular file and link below ``root`` with its content (links: their target)."""
-    files: Dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            files[key] = b"-> " + os.readlink(path).encode()
-        elif path.is_file():
-            files[key] = path.read_bytes()
-    return files
 
 
 class KernelStandIn:

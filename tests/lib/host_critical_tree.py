@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fake_sysfs import ConfigBuilder, FakeFunction, bridge_function, build_tree, virtual_function
+from tree_state import tree_state as snapshot  # noqa: F401  (re-exported for the pci_driver tests)
 
 # Kernel driver name -> module name, where they differ or matter (None: built in).
 DRIVER_MODULES: Dict[str, Optional[str]] = {
@@ -243,13 +244,30 @@ def lab_vm(root: Path, functions: Optional[List[FakeFunction]] = None) -> Path:
     return root
 
 
-def snapshot(root: Path) -> Dict[str, bytes]:
-    """Every regular file and symlink of a tree with its content (or link text), for before/after comparisons."""
-    state: Dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            state[key] = b"-> " + os.readlink(path).encode()
-        elif path.is_file():
-            state[key] = path.read_bytes() + b"|mode=%o" % (path.stat().st_mode & 0o7777)
-    return state
+def shared_group_functions(nic_driver: Optional[str] = "mlx5_core") -> List[FakeFunction]:
+    """The lab VM plus what makes IOMMU groups take functions nobody selected.
+
+    - Root port 00:11.0 without ACS, a switch (no ACS on its ports) below it: an NVIDIA GPU 12:00.0 with its
+      audio function 12:00.1 and a ConnectX NIC 13:00.0 in another slot, all in group 20 with the ports, as the
+      kernel groups them (every function joins the group of the bridges above it that do not isolate it).
+    - Root port 00:12.0 with ACS (group 21) and a BlueField DPU in its slot: NIC function 20:00.0 and its NVMe
+      emulation function 20:00.1 (storage), one group (22): a multi-function device without ACS.
+    """
+    functions = lab_vm_functions()
+    root_port = bridge_function("0000:00:11.0", 0x1022, 0x14AB, "root_port", 0x10, 0x13, acs=False)
+    upstream = bridge_function("0000:10:00.0", 0x1000, 0xC030, "upstream_port", 0x11, 0x13, acs=False)
+    down_gpu = bridge_function("0000:11:00.0", 0x1000, 0xC030, "downstream_port", 0x12, 0x12, acs=False)
+    down_nic = bridge_function("0000:11:01.0", 0x1000, 0xC030, "downstream_port", 0x13, 0x13, acs=False)
+    for port in (root_port, upstream, down_gpu, down_nic):
+        port.iommu_group = 20
+    dpu_port = bridge_function("0000:00:12.0", 0x1022, 0x14AB, "root_port", 0x20, 0x20)
+    dpu_port.iommu_group = 21
+    return functions + [
+        root_port, upstream, down_gpu, down_nic,
+        endpoint("0000:12:00.0", 0x10DE, 0x26B9, 0x030200, "nvidia", 20, multifunction=True),
+        endpoint("0000:12:00.1", 0x10DE, 0x22BA, 0x040300, "snd_hda_intel", 20),
+        endpoint("0000:13:00.0", 0x15B3, 0x1021, 0x020000, nic_driver, 20),
+        dpu_port,
+        endpoint("0000:20:00.0", 0x15B3, 0xA2D6, 0x020000, "mlx5_core", 22, multifunction=True),
+        endpoint("0000:20:00.1", 0x15B3, 0x6001, 0x010802, "nvme", 22),
+    ]

@@ -10,9 +10,10 @@ system-wide count is not the sum of the nodes' unless :meth:`HugepagesTree.sync_
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional
+
+from tree_state import Entry, tree_state
 
 GIB_KB = 1 << 20
 SIZE_2M = 2048
@@ -81,13 +82,6 @@ class HugepagesTree:
             self.write(self.pool_dir(size, None) + "/nr_hugepages", "%d\n" % total)
         return self
 
-    def snapshot(self) -> Dict[str, bytes]:
-        """Every file below the root (symlinks as their target), for 'nothing changed' checks."""
-        files: Dict[str, bytes] = {}
-        for path in sorted(self.root.rglob("*")):
-            name = str(path.relative_to(self.root))
-            if path.is_symlink():
-                files[name] = b"-> " + os.readlink(path).encode()
-            elif path.is_file():
-                files[name] = path.read_bytes()
-        return files
+    def snapshot(self) -> Dict[str, Entry]:
+        """Every file, link and directory below the root, for 'nothing changed' checks (tests/lib/tree_state)."""
+        return tree_state(self.root)

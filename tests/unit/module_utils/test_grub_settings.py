@@ -10,10 +10,12 @@ create a marker file: the marker must never appear.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict
 
 import pytest
+from conftest import REPO
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import (
     GrubSettingsError,
@@ -27,6 +29,9 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdli
     manage,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from tree_state import tree_state  # noqa: E402
 
 SAFE = [
     'GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 intel_iommu=on iommu=pt"\n',
@@ -95,12 +100,6 @@ def lab_tree(root: Path, grub: str) -> Path:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(content)
     return root
-
-
-def tree_state(root: Path) -> Dict[str, tuple]:
-    def content(path: Path) -> bytes:
-        return path.read_bytes() if path.is_file() and not path.is_symlink() else b""
-    return {str(p.relative_to(root)): (content(p), p.lstat().st_mode) for p in sorted(root.rglob("*"))}
 
 
 @pytest.mark.parametrize("case", sorted(payloads(Path("/m"))))

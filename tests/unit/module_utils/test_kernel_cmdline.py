@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -31,6 +32,9 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdli
     split_cmdline,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from tree_state import tree_state  # noqa: E402
 
 STANDINS = REPO / "tests" / "lib" / "standins"
 DROPIN = "etc/default/grub.d/99-confidential-gpu.cfg"
@@ -572,22 +576,6 @@ def test_unknown_boot_setup_and_unknown_backend_name(tmp_path: Path, bin_dir: Pa
 # --------------------------------------------------------------------------
 # Configuration read from the host that cannot be edited safely (issue 17 point 2)
 # --------------------------------------------------------------------------
-
-def tree_state(root: Path) -> Dict[str, tuple]:
-    """Every file, link and directory of a tree: content or link text, and mode, for byte-identical checks."""
-    state: Dict[str, tuple] = {}
-    for path in sorted(root.rglob("*")):
-        if path.name == ".standin-calls":  # the stand-ins' log of what ran, not host state
-            continue
-        mode = path.lstat().st_mode
-        if path.is_symlink():
-            state[str(path.relative_to(root))] = ("link", os.readlink(path), mode)
-        elif path.is_file():
-            state[str(path.relative_to(root))] = ("file", path.read_bytes(), mode)
-        else:
-            state[str(path.relative_to(root))] = ("dir", b"", mode)
-    return state
-
 
 def test_systemd_boot_unbalanced_quote_in_kernel_cmdline_is_refused_before_writing(
         tmp_path: Path, bin_dir: Path) -> None:

@@ -54,6 +54,7 @@ from host_critical_tree import (  # noqa: E402
     set_boot_vga,
     set_consoles,
     set_routes,
+    shared_group_functions,
     snapshot,
     write,
 )
@@ -112,6 +113,7 @@ def test_unknown_address_or_group_fails_naming_it(tmp_path: Path) -> None:
     ({"roles": ["gpu"], "driver": "nvidia", "early_binding": True}, "early_binding needs a driver with an ids="),
     ({"roles": ["gpu"], "allow_host_critical": ["eth0"]}, "allow_host_critical: 'eth0' is not a PCI address"),
     ({"iommu_groups": [-1]}, "iommu_groups: -1 is not an IOMMU group number"),
+    ({"roles": ["gpu"], "allow_group_members": ["13:00"]}, "allow_group_members: '13:00' is not a PCI address"),
 ])
 def test_bad_input_fails_before_reading(params: Dict[str, Any], message: str) -> None:
     with pytest.raises(PciDriverError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -199,6 +201,78 @@ def test_the_plan_is_a_pure_function_of_facts_and_intent(tmp_path: Path) -> None
     first, second = make_plan(facts, intent), make_plan(facts, intent)
     assert first == second and first["file_changes"]
     assert snapshot(tmp_path) == before, "reading facts and planning write nothing"
+
+
+# --------------------------------------------------------------------------
+# Group members nobody selected (shared_group_functions: GPU 12:00.0 + audio 12:00.1 and NIC 13:00.0 in group 20
+# below ports without ACS; DPU NIC 20:00.0 + NVMe emulation 20:00.1 in group 22)
+# --------------------------------------------------------------------------
+
+SHARED_GPU = ["0000:12:00.0", "0000:12:00.1", "0000:13:00.0"]
+
+
+def test_a_nic_in_another_slot_is_not_taken_without_being_named(tmp_path: Path) -> None:
+    lab_vm(tmp_path, shared_group_functions())
+    plan = plan_for(tmp_path, addresses=["12:00.0"])
+    assert kinds(plan) == ["group_member"] and plan["file_changes"] == []
+    refusal = plan["refused"][0]
+    assert refusal["group"] == 20
+    assert [(m["address"], m["role"], m["driver"]) for m in refusal["members"]] == [
+        ("0000:13:00.0", "nic", "mlx5_core")], "the GPU's own audio function 12:00.1 needs no naming"
+    assert "0000:13:00.0 (nic 15b3:1021, driver mlx5_core)" in refusal["reason"]
+    for bridge in ("0000:00:11.0 (root_port 1022:14ab): no ACS capability",
+                   "0000:11:00.0 (downstream_port 1000:c030): no ACS capability",
+                   "0000:11:01.0 (downstream_port 1000:c030): no ACS capability"):
+        assert bridge in refusal["members"][0]["why"]
+    assert "0000:10:00.0" not in refusal["members"][0]["why"], "an upstream port needs no ACS"
+    assert "allow_group_members: ['0000:13:00.0']" in refusal["fix"]
+    assert "vfio_allow_group_members" in refusal["fix"]
+
+
+def test_a_named_nic_goes_with_the_gpu_and_its_audio_function(tmp_path: Path) -> None:
+    lab_vm(tmp_path, shared_group_functions())
+    plan = plan_for(tmp_path, addresses=["12:00.0"], allow_group_members=["13:00.0"])
+    assert plan["refused"] == [] and plan["warnings"] == []
+    assert {a: x for a, x in actions(plan).items() if x != "keep"} == {a: "bind" for a in SHARED_GPU}
+    written = changes_of(plan)
+    assert [written["/etc/driverctl.d/pci-%s" % a].after for a in SHARED_GPU] == ["vfio-pci\n"] * 3
+
+
+def test_members_already_on_the_driver_and_bridges_need_no_naming(tmp_path: Path) -> None:
+    lab_vm(tmp_path, shared_group_functions(nic_driver="vfio-pci"))
+    plan = plan_for(tmp_path, addresses=["12:00.0"])
+    assert plan["refused"] == []
+    assert actions(plan) == {"0000:00:11.0": "keep", "0000:10:00.0": "keep", "0000:11:00.0": "keep",
+                             "0000:11:01.0": "keep", "0000:12:00.0": "bind", "0000:12:00.1": "bind",
+                             "0000:13:00.0": "none"}
+
+
+def test_storage_in_the_selected_slot_must_be_named_too(tmp_path: Path) -> None:
+    lab_vm(tmp_path, shared_group_functions())
+    plan = plan_for(tmp_path, addresses=["20:00.0"])
+    assert kinds(plan) == ["group_member"] and plan["file_changes"] == []
+    member = plan["refused"][0]["members"][0]
+    assert (member["address"], member["role"], member["driver"]) == ("0000:20:00.1", "storage", "nvme")
+    assert "another function of the device of 0000:20:00.0" in member["why"]
+    allowed = plan_for(tmp_path, addresses=["20:00.0"], allow_group_members=["0000:20:00.1"])
+    assert allowed["refused"] == [] and actions(allowed) == {"0000:20:00.0": "bind", "0000:20:00.1": "bind"}
+
+
+def test_selected_members_absent_and_stray_names(tmp_path: Path) -> None:
+    lab_vm(tmp_path, shared_group_functions())
+    both = plan_for(tmp_path, addresses=["12:00.0", "13:00.0"])
+    assert both["refused"] == [], "a NIC the user selected is not asked about again"
+    released = plan_for(tmp_path, addresses=["12:00.0"], state="absent")
+    assert released["refused"] == [], "state absent gives functions back; nothing is taken"
+    stray = plan_for(tmp_path, addresses=["02:00.0"], allow_group_members=["13:00.0"])
+    assert stray["refused"] == []
+    assert "allow_group_members names 0000:13:00.0, which no selected group takes with it here" in stray["warnings"]
+
+
+def test_a_non_viable_group_keeps_its_own_refusal(tmp_path: Path) -> None:
+    lab_vm(tmp_path)
+    plan = plan_for(tmp_path, addresses=["00:1f.3"])
+    assert kinds(plan) == ["not_viable"], "naming the ICH9 SATA controller would not let the chipset group through"
 
 
 # --------------------------------------------------------------------------

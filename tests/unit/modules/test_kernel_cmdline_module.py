@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict
 
 import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from prepare_run import CPUINFO, DROPIN, dropin_linux, playbook, prepare, recap_changed  # noqa: E402
+from tree_state import tree_state as snapshot  # noqa: E402
 
 MODULE = "kernel_cmdline"
 STANDINS = REPO / "tests" / "lib" / "standins"
@@ -37,10 +37,6 @@ def lab_vm(root: Path, vendor: str = "GenuineIntel", acpi_tables: tuple = (), gr
         (root / path).write_text(content)
     (root / "sys/kernel/iommu_groups/0/devices").mkdir(parents=True)  # the IOMMU is on, as intel_iommu=on says
     return root
-
-
-def snapshot(root: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def args(root: Path, bin_dir: Path, **extra) -> dict:

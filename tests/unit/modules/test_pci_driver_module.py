@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from host_critical_tree import device_dir, lab_vm, lab_vm_functions, snapshot  # noqa: E402
+from host_critical_tree import device_dir, lab_vm, lab_vm_functions, shared_group_functions, snapshot  # noqa: E402
 
 MODULE = "pci_driver"
 HELPER = "usr/local/libexec/confidential-gpu/pci-override"
@@ -207,6 +207,48 @@ def test_a_failed_initramfs_update_takes_the_new_hook_back_too(run_module, tmp_p
     assert "/etc/initramfs-tools/hooks/confidential-gpu-vfio" in done["files"]
 
 
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_nic_the_gpus_group_would_take_is_refused_unless_named(run_module, tmp_path: Path,
+                                                                 check_mode: bool) -> None:
+    """GPU 12:00.0 + audio 12:00.1 and a ConnectX NIC 13:00.0 in another slot share group 20 (no ACS above)."""
+    root = lab_vm(tmp_path / "root", shared_group_functions())
+    before = snapshot(root)
+    result = run_module(MODULE, args(root, addresses=["12:00.0"], _ansible_check_mode=check_mode))
+    assert result["rc"] != 0 and result["failed"] is True and result["changed"] is False
+    assert result["msg"].startswith("refused, nothing was changed: IOMMU group 20 would take functions nobody "
+                                    "selected to vfio-pci with 0000:12:00.0: 0000:13:00.0 (nic 15b3:1021, driver "
+                                    "mlx5_core)")
+    assert "0000:00:11.0 (root_port 1022:14ab): no ACS capability" in result["msg"]
+    assert "name them: allow_group_members: ['0000:13:00.0']" in result["msg"]
+    assert "0000:12:00.1" not in result["msg"], "the GPU's own audio function needs no naming"
+    assert [item["kind"] for item in result["refused"]] == ["group_member"]
+    assert snapshot(root) == before
+    named = run_module(MODULE, args(root, addresses=["12:00.0"], allow_group_members=["0000:13:00.0"],
+                                    _ansible_check_mode=True))
+    assert named["rc"] == 0 and named["refused"] == [], named
+    assert [(d["address"], d["driver_before"], d["action"]) for d in named["devices"] if d["action"] != "keep"] == [
+        ("0000:12:00.0", "nvidia", "bind"), ("0000:12:00.1", "snd_hda_intel", "bind"),
+        ("0000:13:00.0", "mlx5_core", "bind")]
+    assert "/etc/driverctl.d/pci-0000:13:00.0" in named["files"]
+    assert snapshot(root) == before
+
+
+def test_storage_in_the_selected_slot_is_refused_and_named_it_is_bound(run_module, tmp_path: Path) -> None:
+    """A BlueField DPU: NIC function 20:00.0 selected, its NVMe emulation function 20:00.1 in the same group."""
+    root = lab_vm(tmp_path / "root", shared_group_functions())
+    before = snapshot(root)
+    refused = run_module(MODULE, args(root, addresses=["20:00.0"]))
+    assert refused["failed"] is True and [item["kind"] for item in refused["refused"]] == ["group_member"]
+    assert "0000:20:00.1 (storage 15b3:6001, driver nvme)" in refused["msg"]
+    assert "another function of the device of 0000:20:00.0" in refused["msg"]
+    assert snapshot(root) == before
+    named = run_module(MODULE, args(root, addresses=["20:00.0"], allow_group_members=["20:00.1"],
+                                    _ansible_check_mode=True))
+    assert named["rc"] == 0 and [(d["address"], d["action"]) for d in named["devices"]] == [
+        ("0000:20:00.0", "bind"), ("0000:20:00.1", "bind")]
+    assert snapshot(root) == before
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"addresses": ["zz"]}, "addresses: 'zz' is not a PCI address"),
     ({"addresses": ["02:00.0"], "timeout": 0}, "timeout must be more than 0 seconds"),
@@ -233,11 +275,12 @@ PLAY = """---
 """
 
 
-def role(tmp_path: Path, extra: Dict[str, Any]) -> subprocess.CompletedProcess:
+def role(tmp_path: Path, extra: Dict[str, Any], *options: str) -> subprocess.CompletedProcess:
     play = tmp_path / "vfio.yml"
     play.write_text(PLAY)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    command = [str(Path(sys.executable).with_name("ansible-playbook")), str(play), "-e", json.dumps(extra)]
+    command = [str(Path(sys.executable).with_name("ansible-playbook")), str(play), "-e", json.dumps(extra),
+               *options]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -258,6 +301,19 @@ def test_vfio_role_binds_summarises_and_refuses(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "carries the default route (interface enp0s4)" in refused.stdout
     nothing = role(tmp_path, {"vfio_root": str(root)})
     assert nothing.returncode == 0 and "no PCI function selected" in nothing.stdout, "vfio_roles [gpu]: no NVIDIA GPU"
+
+
+def test_vfio_role_passes_the_group_members_it_may_take(tmp_path: Path) -> None:
+    root = lab_vm(tmp_path / "root", shared_group_functions())
+    before = snapshot(root)
+    refused = role(tmp_path, {"vfio_root": str(root), "vfio_addresses": ["12:00.0"]}, "--check")
+    assert refused.returncode != 0 and "allow_group_members: ['0000:13:00.0'] (role vfio: vfio_allow_group_members)" \
+        in refused.stdout, refused.stdout
+    named = role(tmp_path, {"vfio_root": str(root), "vfio_addresses": ["12:00.0"],
+                            "vfio_allow_group_members": ["0000:13:00.0"]}, "--check")
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert "bind    0000:13:00.0 15b3:1021 group=20 mlx5_core -> vfio-pci" in named.stdout
+    assert snapshot(root) == before
 
 
 # --------------------------------------------------------------------------

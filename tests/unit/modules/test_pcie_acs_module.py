@@ -19,6 +19,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
+from tree_state import tree_state as snapshot  # noqa: E402
 from fake_sysfs import (  # noqa: E402
     ACS_ALL,
     ACS_CONFIDENTIAL,
@@ -45,10 +46,6 @@ def boot_files(root: Path, cmdline: str = "intel_iommu=on iommu=pt") -> Path:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(content)
     return root
-
-
-def snapshot(root: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def isolation(result: Dict[str, Any]) -> Dict[str, str]:

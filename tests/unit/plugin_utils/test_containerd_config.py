@@ -4,19 +4,20 @@ with a real containerd."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
 
 import pytest
 import tomlkit
 from conftest import REPO
 
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils import containerd_config as cc
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from tree_state import tree_state  # noqa: E402
 
 MAIN = """\
 # node config
@@ -184,22 +185,6 @@ def test_tables_set_single_keys_and_keep_the_rest() -> None:
     assert cc.edit_tables(doc, tables, "config.toml") == []
     with pytest.raises(cc.ConfigError, match="proxy_plugins is not a table"):
         cc.edit_tables(cc.parse('proxy_plugins = 1\n', "c.toml"), tables[:1], "c.toml")
-
-
-def tree_state(top: Path) -> Dict[str, Any]:
-    """Every file, link and directory below ``top``: content hash, link target and mode."""
-    state: Dict[str, Any] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            info = path.lstat()
-            if path.is_symlink():
-                state[str(path)] = ("link", os.readlink(path))
-            elif path.is_dir():
-                state[str(path)] = ("dir", info.st_mode)
-            else:
-                state[str(path)] = ("file", info.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
-    return state
 
 
 # path values that lead outside root, or are not plain absolute paths, and the refusal each gets

@@ -48,6 +48,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_config 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import build_tree  # noqa: E402
 from lspci_tree import functions_from_tree  # noqa: E402
+from tree_state import tree_state as snapshot  # noqa: E402
 
 KATA_FILES = ["configuration-qemu-nvidia-gpu-snp.kata-3.32.0.toml", "configuration-qemu-nvidia-gpu-snp.kata-4.1.0.toml",
               "configuration-qemu-nvidia-gpu-tdx.kata-3.32.0.toml", "configuration-qemu-nvidia-gpu-tdx.kata-4.1.0.toml"]
@@ -318,10 +319,6 @@ PLAYBOOK = """
 """
 
 
-def snapshot(root: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 class Target:
     """A temporary target: a Kata install with the 3.32 SNP configuration, and a host tree to plan on."""
 
@@ -389,7 +386,8 @@ def test_action_check_apply_idempotent(tmp_path: Path, shared_fixtures: Path) ->
                                                 "pcie_switch_port=8 (8 of 16 ports, iommufd: the devices themselves)"
     assert {key: value for key, value in result["filter_plan"].items() if key != "lines"} == result["pcie_plan"]
     assert result["kernel_params"][-1] == "nvrc.log=debug"
-    assert target.shipped.read_bytes() == before[str(target.shipped.relative_to(target.root))], "the base is untouched"
+    shipped = str(target.shipped.relative_to(target.root))
+    assert snapshot(target.root)[shipped] == before[shipped], "the base is untouched"
 
     written = snapshot(target.root)
     again = target.run()
