@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fake_sysfs import ConfigBuilder, FakeFunction, bridge_function, build_tree, virtual_function
-from tree_state import tree_state as snapshot  # noqa: F401  (re-exported for the sriov tests)
+from tree_state import tree_state
+
+# The sriov tests compare trees before and after with this name.
+snapshot = tree_state
 
 LAB_PF = "0000:01:00.0"
 NVME = (0x1B36, 0x0010, 0x010802)

@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fake_sysfs import ConfigBuilder, FakeFunction, bridge_function, build_tree, virtual_function
-from tree_state import tree_state as snapshot  # noqa: F401  (re-exported for the pci_driver tests)
+from tree_state import tree_state
+
+# The pci_driver tests compare trees before and after with this name.
+snapshot = tree_state
 
 # Kernel driver name -> module name, where they differ or matter (None: built in).
 DRIVER_MODULES: Dict[str, Optional[str]] = {
