@@ -126,8 +126,20 @@ printf '%%s' "$drv" > "$sys/driver_override" || exit 1
 if [ ! -d "$root/sys/bus/pci/drivers/$drv" ] && [ -z "$root" ]; then
     modprobe -q "$drv" || true
 fi
-if [ -n "$cur" ]; then
-    printf '%%s' "$dev" > "$root/sys/bus/pci/drivers/$cur/unbind" || exit 1
+bound_to() {
+    [ -L "$sys/driver" ] && [ "$(basename "$(readlink "$sys/driver")")" = "$1" ]
+}
+# A driver may leave the function on its own between the read above and the unbind (a probe that fails
+# late, as nvme's does on a VF that is not ready: in drivers/nvme/host/pci.c of Linux 6.1, nvme_reset_work()
+# ends in nvme_remove_dead_ctrl(), which queues the release of the driver): the unbind then fails with ENODEV.
+# Wait up to 10 s for the driver to be gone.
+if [ -n "$cur" ] && ! printf '%%s' "$dev" > "$root/sys/bus/pci/drivers/$cur/unbind" 2>/dev/null; then
+    tries=0
+    while bound_to "$cur"; do
+        tries=$((tries + 1))
+        [ "$tries" -le 50 ] || { echo "pci-override: $dev stays on $cur: unbind failed" >&2; exit 1; }
+        sleep 0.2
+    done
 fi
 if [ ! -L "$sys/driver" ]; then
     printf '%%s' "$dev" > "$root/sys/bus/pci/drivers_probe" || exit 1

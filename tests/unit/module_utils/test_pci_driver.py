@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -684,6 +685,35 @@ def test_helper_probes_an_unbound_device_and_ignores_others(tmp_path: Path) -> N
     after = snapshot(root)
     del after["etc/driverctl.d/pci-0000:00:10.0"]
     assert after == before
+
+
+def test_helper_binds_a_device_whose_driver_leaves_on_its_own(tmp_path: Path) -> None:
+    """At boot a VF of the lab's NVMe PF is taken by nvme, whose probe fails late and releases it
+    ("Removing after probe failure status: -19"): the helper's unbind then fails (here: nvme has no unbind
+    file) while the driver is leaving. It waits for the link to go and probes again, instead of exiting 1
+    and leaving the VF on no driver (what the lab's devices scenario saw after its reboot)."""
+    root = lab_vm(tmp_path / "root")
+    write(root, "/etc/driverctl.d/pci-0000:01:00.1", "vfio-pci\n")
+    link = device_dir(root, "0000:01:00.1") / "driver"
+    link.symlink_to("../../../../bus/pci/drivers/nvme-leaving")
+    timer = threading.Timer(0.5, link.unlink)
+    timer.start()
+    try:
+        proc = run_helper(tmp_path, root, "0000:01:00.1")
+    finally:
+        timer.join()
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "sys/bus/pci/drivers_probe").read_text() == "0000:01:00.1"
+
+
+def test_helper_fails_when_the_driver_stays(tmp_path: Path) -> None:
+    root = lab_vm(tmp_path / "root")
+    write(root, "/etc/driverctl.d/pci-0000:01:00.1", "vfio-pci\n")
+    (device_dir(root, "0000:01:00.1") / "driver").symlink_to("../../../../bus/pci/drivers/nvme-stuck")
+    proc = run_helper(tmp_path, root, "0000:01:00.1")
+    assert proc.returncode == 1
+    assert "pci-override: 0000:01:00.1 stays on nvme-stuck: unbind failed" in proc.stderr
+    assert not (root / "sys/bus/pci/drivers_probe").read_text()
 
 
 def test_lab_like_tree_from_fake_sysfs_works_too(tmp_path: Path) -> None:
