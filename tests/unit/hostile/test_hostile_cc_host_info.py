@@ -132,9 +132,11 @@ CASES = [
      says("cannot list /sys/kernel/iommu_groups: " + LOOP, "/sys/kernel/iommu_groups is empty")),
     ("sys-symlink-loop", loop("sys"),
      snp_not_ready("IOMMU is off", "kvm_amd is not loaded", "cannot list /sys/class/iommu: " + LOOP)),
-    ("class-iommu-link-outside-root", outside("sys/class/iommu"), says("cannot list /sys/class/iommu: Not a directory")),
+    ("class-iommu-link-outside-root", outside("sys/class/iommu"),
+     says("cannot list /sys/class/iommu: Not a directory")),
     ("acpi-ivrs-binary-junk", write("sys/firmware/acpi/tables/IVRS", b"\xff" * 64), snp_not_ready_not()),
-    ("cmdline-binary-unbalanced-quote", write("proc/cmdline", b"\xff\xfe\x00 amd_iommu=\"on\n"), snp_not_ready_not()),
+    ("cmdline-binary-unbalanced-quote", write("proc/cmdline", b"\xff\xfe\x00 amd_iommu=\"on\n"),
+     snp_not_ready_not()),
     ("interrupts-nul-bytes", write("proc/interrupts", b"\x00" * 100), snp_not_ready_not()),
     ("meminfo-binary", write("proc/meminfo", b"MemTotal: \xff kB\n"), snp_not_ready_not()),
 ]
