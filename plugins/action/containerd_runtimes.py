@@ -115,7 +115,11 @@ class ActionModule(ActionBase):
                                        task_vars=task_vars)
         if slurped.get("failed"):
             raise cc.ConfigError("cannot read %s: %s" % (target, slurped.get("msg", slurped)))
-        return base64.b64decode(slurped["content"]).decode("utf-8")
+        try:
+            return base64.b64decode(slurped["content"]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise cc.ConfigError("%s is not UTF-8 text (%s); it is not a containerd configuration: fix or replace "
+                                 "the file" % (target, exc)) from None
 
     def _write(self, target: str, content: str, backup: bool, task_vars: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
         new_task = self._task.copy()

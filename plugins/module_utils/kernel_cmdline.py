@@ -70,6 +70,16 @@ _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\"'\\$`\x00-\x1f\x7f]")
 _NEEDS_QUOTES = re.compile(r"[\s;&|<>(){}#]")
 
+# vfio-pci.ids: Linux drivers/vfio/pci/vfio_pci.c (torvalds/linux 01be83eea08d, the same after the v5.15 split;
+# excerpt in tests/fixtures/linux-mainline/vfio-pci-ids.c) keeps the value in ``static char ids[1024]`` (1023
+# characters), splits it at ',' (strsep) and reads each entry with sscanf("%x:%x:%x:%x:%x:%x"): vendor and device
+# are required ("vendor:device[:subvendor[:subdevice[:class[:class_mask]]]]", its MODULE_PARM_DESC); an entry with
+# fewer than two fields is skipped with only a kernel warning ("invalid id string"), so the device stays on its
+# host driver. Vendor and device IDs are 16 bits, subvendor/subdevice/class/mask at most 32.
+VFIO_PCI_IDS_MAX = 1023
+_VFIO_PCI_ID = re.compile(r"[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}(:[0-9a-fA-F]{1,8}){0,4}")
+VFIO_PCI_ID_FORMAT = "vendor:device[:subvendor[:subdevice[:class[:class_mask]]]] in hex, like 10de:2330"
+
 
 class KernelCmdlineError(Exception):
     """The request cannot be carried out; the message names the value or file and the fix."""
@@ -209,7 +219,35 @@ def parse_item(item: Any, field: str) -> Arg:
         raise KernelCmdlineError(
             "%s: the value of %r holds a quote, backslash, '$', backtick or control character, which the kernel "
             "cannot take or boot loaders expand; drop it" % (field, text))
+    if field == "present" and norm_key(arg.key) == "vfio_pci.ids":
+        check_vfio_pci_ids(arg.value, text)
     return Arg(arg.key, arg.value, render(arg.key, arg.value))
+
+
+def check_vfio_pci_ids(value: Optional[str], text: str) -> None:
+    """Refuse a ``vfio-pci.ids`` value that vfio-pci would skip or cut (see VFIO_PCI_IDS_MAX)."""
+    if not value:
+        raise KernelCmdlineError("present: %r gives vfio-pci no IDs; write vfio-pci.ids=%s (comma-separated for "
+                                 "several)" % (text, VFIO_PCI_ID_FORMAT.rsplit(" ", 1)[-1]))
+    if len(value) > VFIO_PCI_IDS_MAX:
+        raise KernelCmdlineError("present: the value of vfio-pci.ids is %d characters; vfio-pci keeps only %d "
+                                 "(ids[1024] in drivers/vfio/pci/vfio_pci.c): give fewer IDs"
+                                 % (len(value), VFIO_PCI_IDS_MAX))
+    for entry in value.split(","):
+        if not _VFIO_PCI_ID.fullmatch(entry):
+            raise KernelCmdlineError(
+                "present: vfio-pci.ids entry %r (in %r) is not %s; vfio-pci would skip it and leave the device on "
+                "its host driver" % (entry, text if len(text) <= 80 else text[:77] + "...", VFIO_PCI_ID_FORMAT))
+
+
+def check_key_names(option: str, names: Sequence[Any]) -> None:
+    """``multi_value_keys`` and ``allow_removing`` name kernel parameters: a key (letters, digits, '_', '-', '.'),
+    never an argument (``=``), whitespace, quotes or a pattern."""
+    for name in names:
+        if not isinstance(name, str) or not _KEY.fullmatch(name):
+            raise KernelCmdlineError(
+                "%s: %r is not a kernel parameter name; give the key alone, letters, digits, '_', '-' and '.', "
+                "like console or hugepagesz (no '=', spaces or quotes)" % (option, name))
 
 
 def _group_of(name: str) -> Tuple[str, ...]:
@@ -246,6 +284,8 @@ def build_request(present: Sequence[Any], absent: Sequence[Any],
                   multi_value_keys: Sequence[str] = DEFAULT_MULTI_VALUE_KEYS,
                   allow_removing: Sequence[str] = ()) -> Request:
     """Validate the module's input; every problem is a :class:`KernelCmdlineError` before anything is read."""
+    check_key_names("multi_value_keys", multi_value_keys)
+    check_key_names("allow_removing", allow_removing)
     multi = frozenset(norm_key(str(key)) for key in multi_value_keys)
     wanted = [parse_item(item, "present") for item in present or []]
     removals = []

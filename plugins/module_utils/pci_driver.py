@@ -900,15 +900,22 @@ def move(host: HostRoot, entry: Dict[str, Any], intent: Intent, timeout: float) 
                   "it); it leaves %s at the next boot" % (entry["address"], intent.driver, intent.driver))
 
 
-def apply_runtime(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float, check_mode: bool,
+def ensure_driver(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float, check_mode: bool,
                   result: Dict[str, Any]) -> None:
-    """Move the functions whose action is bind or release, in address order (a group's functions together)."""
-    moving = [entry for entry in plan["devices"] if entry["action"] in ("bind", "release")]
+    """Load the target driver when functions are to be bound to it; runs before any file is written, so that a
+    driver that is not there refuses the run with nothing changed (no persistent file naming it)."""
+    moving = any(entry["action"] in ("bind", "release") for entry in plan["devices"])
     if intent.state == "present" and moving:
         try:
             pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
         except pci_bind.BindError as error:  # a message naming the driver, not a traceback
-            raise PciDriverError(str(error)) from None
+            raise PciDriverError("%s; nothing was changed" % error) from None
+
+
+def apply_runtime(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float, check_mode: bool,
+                  result: Dict[str, Any]) -> None:
+    """Move the functions whose action is bind or release, in address order (a group's functions together)."""
+    moving = [entry for entry in plan["devices"] if entry["action"] in ("bind", "release")]
     done: List[str] = []
     for entry in moving:
         if check_mode:
@@ -942,6 +949,7 @@ def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30
             host.warn("root is %s: the initramfs is not updated (give initramfs_command to run one)" % host.root)
         else:
             initramfs = initramfs_command(initramfs_setting, host, facts.os_ids)
+    ensure_driver(host, plan, intent, timeout, check_mode, result)
     apply_files(host, changes, initramfs, check_mode, result)
     try:
         apply_runtime(host, plan, intent, timeout, check_mode, result)

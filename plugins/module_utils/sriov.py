@@ -44,6 +44,9 @@ SCRIPT_FILE = "/usr/local/libexec/confidential-gpu/sriov-apply"
 UNIT_DIR = "/etc/systemd/system"
 DEFAULT_UNIT = "confidential-gpu-sriov.service"
 DEFAULT_TIMEOUT = 60
+# The longest wait taken: past an hour a write to sriov_numvfs is hung, not slow, and the boot unit's start
+# limit (2 x timeout per PF) would hold the boot for hours.
+MAX_TIMEOUT = 3600
 MAX_VFS = 0xFFFF  # sriov_numvfs takes a u16 (kstrtou16)
 UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.\-]+\.service$")
 POLL_SECONDS = 0.1
@@ -193,9 +196,25 @@ def expected_vfs(address: str, offset: Optional[int], stride: Optional[int], cou
         "vf_enabled": True, "num_vfs": count, "vf_offset": offset, "vf_stride": stride or 0}})
 
 
+# The PF's attributes this module reads or writes.
+PF_ATTRIBUTES = ("sriov_totalvfs", "sriov_numvfs", "sriov_drivers_autoprobe", "sriov_offset", "sriov_stride")
+
+
+def refuse_links_outside_root(host: HostRoot, host_paths: Sequence[str], what: str) -> None:
+    """With a root other than /, a link below it that resolves outside it would make a read or a write land on
+    another tree (or the controller's own /sys): refuse, naming the link, before touching anything."""
+    for host_path in host_paths:
+        outside = host.link_outside(host_path)
+        if outside:
+            raise SriovError("%s: %s is a symbolic link to %s, outside root %s; nothing was read or written. Fix "
+                             "or remove the link (a captured tree keeps its sysfs and /etc below root)"
+                             % (what, outside[0], outside[1], host.root))
+
+
 def read_pf(host: HostRoot, address: str) -> PfState:
     """The PF's SR-IOV state; an error when the address is no device or no SR-IOV physical function."""
     base = "%s/%s" % (PCI_DEVICES, address)
+    refuse_links_outside_root(host, ["%s/%s" % (base, name) for name in PF_ATTRIBUTES], address)
     if not host.exists(base):
         raise SriovError("%s: no such PCI device (%s is absent); the SR-IOV PFs of a host are the devices whose "
                          "sriov is not null in confidential_gpu.host.pci_topology_info" % (address, base))
@@ -306,6 +325,7 @@ def read_and_plan(host: HostRoot, wants: Sequence[Want], force: bool = False) ->
 
 def write_attribute(host: HostRoot, host_path: str, value: str, timeout: float, address: str) -> None:
     """Write ``value`` to a sysfs attribute from a child process that may wait at most ``timeout`` seconds."""
+    refuse_links_outside_root(host, [host_path], address)
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WRITER, host.path(host_path), value + "\n"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -575,6 +595,7 @@ WantedBy=multi-user.target
 
 def read_file(host: HostRoot, host_path: str) -> Tuple[Optional[str], Optional[int]]:
     """Content and mode of a file; (None, None) when it does not exist; an error when it cannot be read."""
+    refuse_links_outside_root(host, [host_path], host_path)
     path = host.path(host_path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -653,8 +674,9 @@ def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_nam
     if not UNIT_NAME_RE.fullmatch(unit_name or "") or len(unit_name) > 255:
         raise SriovError("unit_name %r: give a systemd service name (letters, digits, ':', '_', '.', '-') ending "
                          "in .service, like %s" % (unit_name, DEFAULT_UNIT))
-    if timeout <= 0:
-        raise SriovError("timeout %r: give a number of seconds above 0" % timeout)
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise SriovError("timeout %r: give a number of seconds above 0 and at most %d (one hour)"
+                         % (timeout, MAX_TIMEOUT))
     plans = read_and_plan(host, wants, force)
     changes, links = persistence_changes(host, wants, persist, unit_name, timeout)
     results = apply_plans(host, plans, timeout, check_mode)

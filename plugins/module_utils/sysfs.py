@@ -15,7 +15,7 @@ Standard library only: this runs on target hosts with Python >= 3.8.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 
 class HostRootError(Exception):
@@ -122,6 +122,22 @@ class HostRoot:
             return os.readlink(self.path(host_path))
         except OSError:
             return None
+
+    def link_outside(self, host_path: str) -> Optional[Tuple[str, str]]:
+        """The first symbolic link on the way to ``host_path`` (itself included) that resolves outside the root,
+        as (the link's host path, the path it resolves to); None when the root is / or nothing leads out.
+        Reading or writing through such a link would touch a file of another tree (or of the controller)."""
+        if self.root == "/":
+            return None
+        root_real = os.path.realpath(self.root)
+        parts = [part for part in host_path.split("/") if part]
+        for count in range(1, len(parts) + 1):
+            partial = "/" + "/".join(parts[:count])
+            if os.path.islink(self.path(partial)):
+                resolved = os.path.realpath(self.path(partial))
+                if resolved != root_real and not resolved.startswith(root_real + os.sep):
+                    return partial, resolved
+        return None
 
     def realpath(self, host_path: str) -> str:
         """Resolved host path (``/sys/devices/...``) of ``host_path`` below the root."""

@@ -43,7 +43,10 @@ options:
     type: str
     default: /
   imports_present:
-    description: Paths that must be in the top-level C(imports) list; added after the ones there.
+    description:
+      - Paths that must be in the top-level C(imports) list; added after the ones there.
+      - containerd resolves a relative path next to the file and expands globs; an empty path or one holding a
+        control character (newline, tab) is refused, here and in O(imports_absent).
     type: list
     elements: str
     default: []
@@ -56,6 +59,9 @@ options:
     description:
       - Runtime handler tables to set, by handler name. Each value is the whole table (nested dictionaries
         become sub-tables, such as C(options)); a handler whose table differs is replaced.
+      - A handler name is what a Kubernetes RuntimeClass's C(handler) names, so it must be a lowercase RFC 1123
+        DNS label (C(a-z), C(0-9) and C(-), starting and ending with a letter or digit, at most 63 characters);
+        other names are refused. The same holds for O(runtimes_absent).
     type: dict
     default: {}
   runtimes_absent:

@@ -49,6 +49,10 @@ options:
       - A value with spaces is given in double quotes (C(foo="a b")); unquoted, it would be two arguments.
       - Values with spaces or GRUB script characters (C(;), C(&), C(|)) are written in double quotes.
         Values holding quotes, a backslash, C($) or a backtick are refused.
+      - C(vfio-pci.ids) (or C(vfio_pci.ids)) is checked as vfio-pci reads it (Linux
+        C(drivers/vfio/pci/vfio_pci.c), C(vfio_pci_fill_ids())): comma-separated entries, each
+        C(vendor:device[:subvendor[:subdevice[:class[:class_mask]]]]) in hex (vendor and device at most 4 digits),
+        1023 characters in all. An entry vfio-pci would skip (C(10de:*), C(zzzz:2330), an empty one) is refused.
     type: list
     elements: str
     default: []
@@ -78,13 +82,19 @@ options:
     type: path
     default: /
   allow_removing:
-    description: Protected keys (C(root), C(ro), C(rw), C(console), C(rootflags), C(rootfstype), C(ostree)) that
-      this run may remove or change.
+    description:
+      - Protected keys (C(root), C(ro), C(rw), C(console), C(rootflags), C(rootfstype), C(ostree)) that
+        this run may remove or change.
+      - Each item is a kernel parameter name alone (letters, digits, C(_), C(-), C(.)); an item with C(=),
+        whitespace, quotes or a pattern such as C(*) is refused.
     type: list
     elements: str
     default: []
   multi_value_keys:
-    description: Keys that may appear several times on the command line, each occurrence counting.
+    description:
+      - Keys that may appear several times on the command line, each occurrence counting.
+      - Each item is a kernel parameter name alone (letters, digits, C(_), C(-), C(.)); an item with C(=),
+        whitespace or quotes is refused.
     type: list
     elements: str
     default: [console, hugepagesz, hugepages, memmap]

@@ -74,6 +74,7 @@ options:
         script waits as long for each PF and its driver.
       - A write that does not return in time (the kernel holds it while a VF is open by a VFIO user) fails the
         module with the process still waiting.
+      - From 1 to 3600 (one hour); a value outside that range is refused and nothing is changed.
     type: int
     default: 60
   force:
@@ -107,6 +108,8 @@ notes:
   - A change of a PF's VF count refuses (unless O(force)) when any of its VFs is bound to a driver. A VF on
     vfio-pci may be in a guest; removing it then waits in the kernel until the guest lets it go, which is why
     the writes run in a child process bounded by O(timeout).
+  - With O(root) other than C(/), a PF attribute or a file of O(persist) reached through a symbolic link that
+    resolves outside O(root) is refused, naming the link, before anything is read or written.
   - The kernel creates VFs only through the PF's driver (its C(sriov_configure)); a PF without a driver is
     refused.
   - "NVIDIA ConnectX NICs limit C(sriov_totalvfs) in firmware: C(SRIOV_EN) and C(NUM_OF_VFS), set with

@@ -32,7 +32,13 @@ MARKER = "# Managed by confidential_gpu.host"
 # The CRI runtime plugin's id per configuration version (containerd 1.x reads version 2, 2.x reads 2 and 3).
 CRI_PLUGIN_BY_VERSION = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
 
-_HANDLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A handler name is what a Kubernetes RuntimeClass's ``handler`` names, and Kubernetes requires it to be a
+# lowercase RFC 1123 DNS label (kubernetes v1.30.0, staging/src/k8s.io/api/node/v1/types.go, RuntimeClass.Handler:
+# "The Handler must be lowercase, conform to the DNS Label (RFC 1123) requirements"; checked by
+# pkg/apis/node/validation/validation.go with NameIsDNSLabel): letters a-z, digits and '-', at most 63.
+_HANDLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+HANDLER_NAME_FIX = ("use a lowercase DNS label (a-z, 0-9 and '-', starting and ending with a letter or digit, "
+                    "at most 63 characters), as a Kubernetes RuntimeClass handler must be")
 
 
 class ConfigError(Exception):
@@ -86,9 +92,23 @@ def imports_of(doc: tomlkit.TOMLDocument) -> t.List[str]:
     return [str(item) for item in value]
 
 
+def _check_import(option: str, item: t.Any) -> None:
+    """An import path goes into the file as a TOML string: refuse what containerd would never find (an empty
+    path, control characters such as a newline). containerd resolves relative ones next to the file and
+    expands globs (containerd v2.0.0, cmd/containerd/server/config/config.go, resolveImports), so those stay."""
+    if not isinstance(item, str) or not item.strip():
+        raise ConfigError("%s %r is not a path: give the file to import, e.g. /etc/containerd/conf.d/*.toml"
+                          % (option, item))
+    if any(ord(char) < 0x20 or char == "\x7f" for char in item):
+        raise ConfigError("%s %r holds a control character (newline, tab, NUL): give the plain path" % (option, item))
+
+
 def edit_imports(doc: tomlkit.TOMLDocument, present: t.Sequence[str], absent: t.Sequence[str], path: str) -> bool:
     """Add the ``present`` paths to the top-level ``imports`` (after the ones there) and take the ``absent``
     ones out. Returns whether the document changed."""
+    for option, items in (("imports_present", present), ("imports_absent", absent)):
+        for item in items:
+            _check_import(option, item)
     clash = sorted(set(present) & set(absent))
     if clash:
         raise ConfigError("%s is asked to be both in and out of imports of %s" % (", ".join(clash), path))
@@ -136,8 +156,8 @@ def edit_runtimes(doc: tomlkit.TOMLDocument, plugin_id: str, runtimes: t.Mapping
     """Make each named runtime handler table equal to the one given (replaced whole when it differs) and
     remove the ``absent`` ones. Returns the names that changed."""
     for name in list(runtimes) + list(absent):
-        if not _HANDLER_NAME.match(name):
-            raise ConfigError("runtime handler name %r is not valid: use letters, digits, '.', '_' and '-'" % name)
+        if not isinstance(name, str) or not _HANDLER_NAME.fullmatch(name):
+            raise ConfigError("runtime handler name %r is not valid: %s" % (name, HANDLER_NAME_FIX))
     for name, wanted in runtimes.items():
         if not isinstance(wanted, t.Mapping):
             raise ConfigError("runtimes.%s must be the handler's table (a mapping such as {runtime_type: "

@@ -4,6 +4,7 @@ written exactly as GRUB will read it."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -19,6 +20,12 @@ TOO_LONG = "x86 Linux keeps only 2047 (COMMAND_LINE_SIZE 2048, arch/x86/include/
 DROPIN_FIX = "give a file name ending in .cfg (grub-mkconfig reads only /etc/default/grub.d/*.cfg)"
 GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="console=ttyS0,115200n8 intel_iommu=on iommu=pt"\n'
 QUIET = ["quiet"]
+KEY_NAME_FIX = "give the key alone, letters, digits, '_', '-' and '.', like console or hugepagesz"
+# The kernel's own description of vfio-pci.ids= and its buffer (tests/fixtures/linux-mainline/vfio-pci-ids.c)
+VFIO_SOURCE = (REPO / "tests" / "fixtures" / "linux-mainline" / "vfio-pci-ids.c").read_text()
+VFIO_FORMAT = re.search(r'format is \\"([^\\]+)\\"', VFIO_SOURCE).group(1)
+VFIO_IDS_BUFFER = int(re.search(r"static char ids\[(\d+)\]", VFIO_SOURCE).group(1))
+VFIO_FIX = "is not %s in hex, like 10de:2330" % VFIO_FORMAT
 
 CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
     ("value-shell-separator", {"present": ["a=b; reboot"]}, ["present: 'a=b; reboot'", ONE_ARG]),
@@ -47,6 +54,31 @@ CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
     ("dropin-not-cfg", {"present": QUIET, "grub_dropin_name": "x"}, ["grub_dropin_name 'x'", DROPIN_FIX]),
     ("dropin-shell", {"present": QUIET, "grub_dropin_name": "x;id.cfg"}, ["grub_dropin_name 'x;id.cfg'", DROPIN_FIX]),
     ("wrong-backend", {"present": QUIET, "backend": "grubby"}, ["grubby --info=ALL lists no boot entry"]),
+    # before: the module took any vfio-pci.ids value (only role kernel_args checked it); vfio-pci skips an entry
+    # without vendor:device and the GPU stays on its host driver
+    ("vfio-ids-not-hex", {"present": ["vfio-pci.ids=zzzz:2330,10de:22a3"]},
+     ["vfio-pci.ids entry 'zzzz:2330'", VFIO_FIX]),
+    ("vfio-ids-wildcard", {"present": ["vfio-pci.ids=10de:*"]}, ["vfio-pci.ids entry '10de:*'", VFIO_FIX]),
+    ("vfio-ids-vendor-only", {"present": ["vfio_pci.ids=10de"]}, ["vfio-pci.ids entry '10de'", VFIO_FIX]),
+    ("vfio-ids-empty-entry", {"present": ["vfio-pci.ids=10de:2330,,10de:22a3"]}, ["vfio-pci.ids entry ''", VFIO_FIX]),
+    ("vfio-ids-seven-fields", {"present": ["vfio-pci.ids=10de:2330:0:0:0:0:0"]}, [VFIO_FIX]),
+    ("vfio-ids-vendor-too-wide", {"present": ["vfio-pci.ids=10de0:2330"]}, ["'10de0:2330'", VFIO_FIX]),
+    ("vfio-ids-no-value", {"present": ["vfio-pci.ids"]}, ["gives vfio-pci no IDs"]),
+    ("vfio-ids-overlong", {"present": ["vfio-pci.ids=" + ",".join(["10de:2330"] * (VFIO_IDS_BUFFER // 10 + 1))]},
+     ["vfio-pci keeps only %d" % (VFIO_IDS_BUFFER - 1)]),
+    # before: these options took anything
+    ("multi-value-key-with-value", {"present": QUIET, "multi_value_keys": ["console=ttyS0"]},
+     ["multi_value_keys: 'console=ttyS0' is not a kernel parameter name", KEY_NAME_FIX]),
+    ("multi-value-key-space", {"present": QUIET, "multi_value_keys": ["hugepages hugepagesz"]},
+     ["multi_value_keys: 'hugepages hugepagesz'", KEY_NAME_FIX]),
+    ("multi-value-key-quote", {"present": QUIET, "multi_value_keys": ['"console"']}, [KEY_NAME_FIX]),
+    ("multi-value-key-newline", {"present": QUIET, "multi_value_keys": ["console\n"]},
+     ["multi_value_keys: 'console\\n'", KEY_NAME_FIX]),
+    ("allow-removing-wildcard", {"absent": ["quiet"], "allow_removing": ["*"]},
+     ["allow_removing: '*' is not a kernel parameter name", KEY_NAME_FIX]),
+    ("allow-removing-argument", {"absent": ["quiet"], "allow_removing": ["root=/dev/sda1"]},
+     ["allow_removing: 'root=/dev/sda1'", KEY_NAME_FIX]),
+    ("allow-removing-empty", {"absent": ["quiet"], "allow_removing": [""]}, ["allow_removing: ''", KEY_NAME_FIX]),
 ]
 
 # corrupt /etc/default/grub: (case id, file text, fragments)
@@ -106,3 +138,19 @@ def test_kernel_cmdline_writes_a_trailing_newline_argument_as_the_kernel_reads_i
     text = (root / DROPIN).read_text()
     assert "    GRUB_CMDLINE_LINUX='console=ttyS0,115200n8 intel_iommu=on iommu=pt quiet'\n" in text, text
     assert "GRUB_CMDLINE_LINUX=\"${GRUB_CMDLINE_LINUX-}\"' quiet'\n" in text, text
+
+
+def test_kernel_cmdline_writes_every_vfio_pci_ids_form_the_kernel_reads(run_module, tmp_path: Path,
+                                                                          tools: Path) -> None:
+    """Legitimate input: each form of the kernel's format (two to six hex fields, entries joined by commas,
+    vfio_pci.ids spelled with '_') is accepted and written as given."""
+    fields = VFIO_FORMAT.replace("[", "").replace("]", "").split(":")
+    assert fields == ["vendor", "device", "subvendor", "subdevice", "class", "class_mask"], VFIO_FORMAT
+    sample = ["10de", "2330", "10de", "16c1", "030200", "ffff00"]
+    value = ",".join(":".join(sample[:count]) for count in range(2, len(fields) + 1))
+    root = debian_grub(tmp_path / "root")
+    result = run_module(MODULE, {"root": str(root), "command_path": [str(tools)],
+                                 "present": ["vfio_pci.ids=" + value]})
+    assert result["rc"] == 0 and result["changed"], result
+    assert "vfio_pci.ids=10de:2330,10de:2330:10de,10de:2330:10de:16c1,10de:2330:10de:16c1:030200," \
+           "10de:2330:10de:16c1:030200:ffff00" in (root / DROPIN).read_text()

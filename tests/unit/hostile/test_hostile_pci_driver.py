@@ -47,10 +47,14 @@ CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
     # before: '^...$' with re.match let the trailing newline through, into driverctl.d and the udev rule
     ("driver-trailing-newline", {"addresses": ["05:00.0"], "driver": "vfio-pci\n"}, ["'vfio-pci\\n'", DRIVER_FIX]),
     ("driver-space", {"addresses": ["05:00.0"], "driver": "vfio pci"}, ["'vfio pci'", DRIVER_FIX]),
-    # before: a traceback (BindError from load_driver was not caught); check mode, since a real run writes the
-    # persistent files first (a finding of the suite, left for the pci_driver owners)
-    ("driver-not-loaded-in-tree", {"addresses": ["05:00.0"], "driver": "a" * 300, "_ansible_check_mode": True},
+    # before: a traceback (BindError from load_driver was not caught)
+    ("driver-not-loaded-in-tree-check", {"addresses": ["05:00.0"], "driver": "a" * 300, "_ansible_check_mode": True},
      ["driver aaaa", "is not loaded in", "modprobe runs only on the live host (root /)"]),
+    # before: a real run wrote the driverctl/udev/helper files naming the driver, then failed on it
+    ("driver-not-loaded-in-tree", {"addresses": ["05:00.0"], "driver": "a" * 300},
+     ["driver aaaa", "is not loaded in", "modprobe runs only on the live host (root /)", "nothing was changed"]),
+    ("driver-not-loaded-nvidia", {"addresses": ["05:00.0"], "driver": "nvidia"},
+     ["driver nvidia is not loaded in", "nothing was changed"]),
     ("timeout-negative", {"addresses": ["05:00.0"], "timeout": -1}, ["timeout must be more than 0 seconds, not -1"]),
     ("timeout-zero", {"addresses": ["05:00.0"], "timeout": 0}, ["timeout must be more than 0 seconds"]),
     ("allow-wildcard", {"addresses": ["05:00.0"], "allow_host_critical": ["*"]},

@@ -44,6 +44,9 @@ CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
     ("unit-overlong", {"pfs": ONE_VF, "unit_name": "a" * 300 + ".service"}, ["unit_name 'aaaa", UNIT_FIX]),
     ("timeout-negative", {"pfs": ONE_VF, "timeout": -1}, ["timeout -1: give a number of seconds above 0"]),
     ("timeout-zero", {"pfs": ONE_VF, "timeout": 0}, ["timeout 0: give a number of seconds above 0"]),
+    # before: accepted and waited up to 31 years per write; 1e9 arrives as the integer 1000000000
+    ("timeout-1e9", {"pfs": ONE_VF, "timeout": 1e9}, ["timeout 1000000000", "at most 3600 (one hour)"]),
+    ("timeout-3601", {"pfs": ONE_VF, "timeout": 3601}, ["timeout 3601", "at most 3600 (one hour)"]),
 ]
 
 
@@ -59,6 +62,25 @@ def loop(root: Path) -> None:
     os.symlink("sriov_numvfs", target)
 
 
+def link_out(name: str) -> Callable[[Path], None]:
+    """The PF's ``name`` attribute made a link to a file beside the root (outside it)."""
+    def _link(root: Path) -> None:
+        target = root / PF_DIR / name
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        os.symlink(str(root.parent / "outside" / "totalvfs"), target)
+    return _link
+
+
+def pf_dir_out(root: Path) -> None:
+    """The PF's device directory made a link to a copy of it beside the root: every attribute leads out."""
+    device = root / PF_DIR
+    real = device.resolve()
+    shutil.copytree(real, root.parent / "outside" / "pf", symlinks=True)
+    device.unlink()
+    os.symlink(str(root.parent / "outside" / "pf"), device)
+
+
 # corrupt trees: (case id, change to the lab tree, fragments)
 TREES: List[Tuple[str, Callable[[Path], None], List[str]]] = [
     ("totalvfs-garbage", garble("lots\n"), ["sriov_totalvfs", "0000:01:00.0"]),
@@ -66,6 +88,16 @@ TREES: List[Tuple[str, Callable[[Path], None], List[str]]] = [
     ("totalvfs-empty", garble(""), ["sriov_totalvfs", "0000:01:00.0"]),
     ("totalvfs-binary", garble("\x00\xff\n"), ["sriov_totalvfs", "0000:01:00.0"]),
     ("numvfs-symlink-loop", loop, ["sriov_numvfs", "0000:01:00.0"]),
+    # before: read (and wrote) the file outside the root through these links
+    ("numvfs-link-outside-root", link_out("sriov_numvfs"),
+     ["0000:01:00.0: /sys/bus/pci/devices/0000:01:00.0/sriov_numvfs is a symbolic link to", "outside root",
+      "Fix or remove the link"]),
+    ("totalvfs-link-outside-root", link_out("sriov_totalvfs"),
+     ["sriov_totalvfs is a symbolic link to", "outside root", "Fix or remove the link"]),
+    ("autoprobe-link-outside-root", link_out("sriov_drivers_autoprobe"),
+     ["sriov_drivers_autoprobe is a symbolic link to", "outside root"]),
+    ("pf-device-link-outside-root", pf_dir_out,
+     ["0000:01:00.0: /sys/bus/pci/devices/0000:01:00.0 is a symbolic link to", "outside root"]),
 ]
 
 
