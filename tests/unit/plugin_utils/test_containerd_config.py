@@ -17,6 +17,7 @@ from conftest import REPO
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils import containerd_config as cc
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
+from role_play import run_tasks_batched  # noqa: E402
 from tree_state import tree_state  # noqa: E402
 
 MAIN = """\
@@ -213,24 +214,12 @@ def test_action_refuses_paths_that_lead_outside_root_and_changes_nothing(tmp_pat
     cases = [(value.replace("OUTSIDE", str(outside.relative_to("/") / "config.toml")), why) for value, why in OUTSIDE]
     tasks = [{"name": "case %d" % number,
               "confidential_gpu.host.containerd_runtimes": {
-                  "path": value, "root": str(root), "runtimes": {"kata-qemu-nvidia-gpu": KATA}},
-              "register": "case%d" % number, "ignore_errors": True} for number, (value, _why) in enumerate(cases)]
-    results = tmp_path / "results.json"
-    tasks.append({"ansible.builtin.copy": {
-        "dest": str(results), "mode": "0644",
-        "content": "{{ [%s] | to_json }}" % ", ".join("case%d" % number for number in range(len(cases)))},
-        "check_mode": False})
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
-                                     "tasks": tasks}]))
+                  "path": value, "root": str(root), "runtimes": {"kata-qemu-nvidia-gpu": KATA}}}
+             for number, (value, _why) in enumerate(cases)]
     before, before_outside = tree_state(root), tree_state(outside)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), str(playbook)]
-                          + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    got = json.loads(results.read_text())
-    for (value, why), result in zip(cases, got):
+    batch = run_tasks_batched(tmp_path, tasks, check=check)
+    assert batch.rc == 0 and len(batch.results) == len(cases), batch.output
+    for (value, why), result in zip(cases, batch.results):
         assert result.get("failed") and not result.get("changed"), (value, result)
         assert ("path %r" % value) in result["msg"] and why in result["msg"], (value, result["msg"])
     assert tree_state(root) == before

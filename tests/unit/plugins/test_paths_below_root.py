@@ -6,10 +6,7 @@ outside ``root``. containerd_runtimes is tested in tests/unit/plugin_utils/test_
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict
@@ -22,6 +19,10 @@ from ansible_collections.confidential_gpu.host.plugins.plugin_utils.root_paths i
     below_root,
     link_outside_root,
 )
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from role_play import run_tasks_batched  # noqa: E402
+from tree_state import tree_state  # noqa: E402
 
 SHIPPED = "share/defaults/kata-containers/configuration-qemu-nvidia-gpu-snp.toml"
 
@@ -55,20 +56,6 @@ def test_link_outside_root_follows_the_links_on_the_way(tmp_path: Path) -> None:
     assert link_outside_root("/", "/etc/out/x.toml", stat) is None
 
 
-def tree_state(top: Path) -> Dict[str, Any]:
-    state: Dict[str, Any] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                state[str(path)] = ("link", os.readlink(path))
-            elif path.is_dir():
-                state[str(path)] = ("dir", path.lstat().st_mode)
-            else:
-                state[str(path)] = ("file", path.lstat().st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
-    return state
-
-
 @pytest.mark.parametrize("check", [False, True], ids=["run", "check"])
 def test_kata_runtime_config_prefix_stays_below_root(tmp_path: Path, shared_fixtures: Path, check: bool) -> None:
     """A prefix with '..' or a prefix whose directory links out of root wrote drop-ins outside root."""
@@ -85,22 +72,11 @@ def test_kata_runtime_config_prefix_stays_below_root(tmp_path: Path, shared_fixt
     tasks = [{"name": "case %d" % number,
               "confidential_gpu.host.kata_runtime_config": {
                   "shim": "qemu-nvidia-gpu-snp", "root": str(root), "prefix": prefix, "kata_version": "3.32.0",
-                  "kernel_params": ["nvrc.log=debug"]},
-              "register": "case%d" % number, "ignore_errors": True} for number, (prefix, _why) in enumerate(cases)]
-    results = tmp_path / "results.json"
-    tasks.append({"ansible.builtin.copy": {"dest": str(results), "mode": "0644", "content": "{{ [%s] | to_json }}"
-                                           % ", ".join("case%d" % number for number in range(len(cases)))},
-                  "check_mode": False})
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
-                                     "tasks": tasks}]))
+                  "kernel_params": ["nvrc.log=debug"]}} for number, (prefix, _why) in enumerate(cases)]
     before, before_outside = tree_state(root), tree_state(outside)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), str(playbook)]
-                          + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    for (prefix, why), result in zip(cases, json.loads(results.read_text())):
+    batch = run_tasks_batched(tmp_path, tasks, check=check)
+    assert batch.rc == 0 and len(batch.results) == len(cases), batch.output
+    for (prefix, why), result in zip(cases, batch.results):
         assert result.get("failed") and not result.get("changed"), (prefix, result)
         assert "prefix %r" % prefix in result["msg"] and why in result["msg"], (prefix, result["msg"])
     assert tree_state(root) == before

@@ -1,0 +1,60 @@
+"""Hostile input against role kernel_args: each case is refused naming the variable and the fix before the boot
+configuration is touched, and the case's root stays byte-identical. The host facts are given
+(kernel_args_host_facts, an SNP-capable AMD host) so that the role does not read them.
+
+All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each is its own test here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from hostile_roles import Case, RoleBatch, ids, run_cases
+
+ROLE = "kernel_args"
+SPEC = "Validation of arguments failed"
+IDS_FIX = "vfio-pci reads each ID as hex vendor:device[:subvendor[:subdevice[:class[:class_mask]]]]"
+NOT_A_LIST = "must be a list (got a string, as -e or an AWX survey sends it): give a YAML or JSON list"
+AMD_SNP_HOST = {"cpu": {"vendor": "amd", "vendor_id": "AuthenticAMD", "cc_support": {"snp": True}},
+                "iommu": {"acpi_table": "IVRS"}}
+
+CASES: List[Case] = [
+    # issue 17 point 6: these reached GRUB as given
+    Case("vfio-ids-malformed", {"kernel_args_vfio_pci_ids": ["zzzz:2330", "10de:*"]},
+         ['kernel_args_vfio_pci_ids holds "zzzz:2330", "10de:*"', IDS_FIX, "nothing was changed"]),
+    Case("vfio-ids-shell", {"kernel_args_vfio_pci_ids": ["10de:2330 init=/bin/sh"]},
+         ['"10de:2330 init=/bin/sh"', IDS_FIX]),
+    # AWX strings where lists belong: read letter by letter, or a template error, before the fix
+    Case("vfio-ids-string", {"kernel_args_vfio_pci_ids": "10de:2330,10de:*"}, ["kernel_args_vfio_pci_ids", NOT_A_LIST]),
+    Case("extra-string", {"kernel_args_extra": "quiet splash"}, ["kernel_args_extra " + NOT_A_LIST]),
+    Case("absent-string", {"kernel_args_absent": "iommu=off"}, ["kernel_args_absent " + NOT_A_LIST]),
+    Case("extra-newline", {"kernel_args_extra": ["quiet\ninit=/bin/sh"]},
+         ["present: 'quiet\\ninit=/bin/sh' is not one kernel argument; give one argument per list item"]),
+    Case("passthrough-word", {"kernel_args_iommu_passthrough": "sometimes"},
+         ["kernel_args_iommu_passthrough is sometimes: use auto, true or false"]),
+    Case("backend-unknown", {"kernel_args_backend": "lilo"},
+         [SPEC, "kernel_args_backend must be one of: auto, grub, grubby, systemd_boot, rpm_ostree, got: lilo"]),
+    # "yes" is normalised to true, and TDX is then refused on this AMD host
+    Case("tdx-string-normalised", {"kernel_args_tdx": "yes"},
+         ["has a CPU of vendor amd (AuthenticAMD): TDX needs an Intel CPU: set kernel_args_tdx to false"]),
+    Case("iommu-word", {"kernel_args_iommu": "perhaps"}, [SPEC, "'kernel_args_iommu' is of type str"]),
+    Case("by-vendor-string", {"kernel_args_iommu_by_vendor": "amd"},
+         [SPEC, "'kernel_args_iommu_by_vendor' is of type str", "to dict"]),
+]
+
+
+def build(folder: Path) -> Dict[str, Any]:
+    (folder / "root").mkdir()
+    return {"kernel_args_root": str(folder / "root"), "kernel_args_host_facts": AMD_SNP_HOST}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> RoleBatch:
+    return run_cases(tmp_path_factory.mktemp(ROLE), ROLE, CASES, build)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_kernel_args_role_refuses(batch: RoleBatch, case: Case) -> None:
+    batch.assert_refused(case)
