@@ -21,6 +21,21 @@ DROPIN = "etc/default/grub.d/99-confidential-gpu.cfg"
 CPUINFO = "processor\t: 0\nvendor_id\t: %s\ncpu family\t: 25\nmodel name\t: test CPU\nflags\t\t: fpu\n\n"
 
 
+GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="%s"\n'
+PROC_CMDLINE = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro %s\n"
+
+
+def debian_grub_host(root: Path, cmdline: str = "console=ttyS0,115200n8", vendor: str = "GenuineIntel") -> Path:
+    """Debian 12 booted by GRUB with ``cmdline`` (in /etc/default/grub and in /proc/cmdline) on a ``vendor`` CPU."""
+    files = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "etc/default/grub": GRUB % cmdline,
+             "proc/cmdline": PROC_CMDLINE % cmdline, "proc/cpuinfo": CPUINFO % vendor,
+             "boot/grub/grub.cfg": "# installed\n"}
+    for path, content in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content)
+    return root
+
+
 def playbook(path: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     command = [str(Path(sys.executable).with_name("ansible-playbook")), str(path), *extra]

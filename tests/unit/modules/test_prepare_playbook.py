@@ -23,17 +23,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
 
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sriov import LAB_PF, KernelStandIn, snapshot, sriov_pf  # noqa: E402
 from fake_sysfs import ACS_ALL, ConfigBuilder, FakeFunction, build_tree  # noqa: E402
-from prepare_run import CPUINFO, DROPIN, dropin_linux, playbook, prepare, recap_changed  # noqa: E402
+from prepare_run import DROPIN, debian_grub_host, dropin_linux, playbook, prepare, recap_changed  # noqa: E402
 
-FRESH_GRUB = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=ttyS0,115200n8"\n'
-FRESH_PROC = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro console=ttyS0,115200n8\n"
 PORT, GPU = "0000:00:01.0", "0000:01:00.0"
 
 
@@ -54,14 +51,7 @@ def fresh_host(root: Path, port_has_acs: bool = True, acs_control: int = 0, iomm
 
 def host_files(root: Path, cmdline: str = "console=ttyS0,115200n8") -> Path:
     """Debian 12 with GRUB on an Intel CPU, booted with ``cmdline``."""
-    files: Dict[str, str] = {"etc/os-release": 'ID=debian\nVERSION_ID="12"\n',
-                             "etc/default/grub": FRESH_GRUB.replace("console=ttyS0,115200n8", cmdline),
-                             "proc/cmdline": FRESH_PROC.replace("console=ttyS0,115200n8", cmdline),
-                             "proc/cpuinfo": CPUINFO % "GenuineIntel", "boot/grub/grub.cfg": "# installed\n"}
-    for path, content in files.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(content)
-    return root
+    return debian_grub_host(root, cmdline)
 
 
 def test_fresh_host_waits_for_the_reboot_instead_of_failing(tmp_path: Path, bin_dir: Path) -> None:
