@@ -14,6 +14,7 @@ Standard library only: this runs on target hosts with Python >= 3.8.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import List, Optional, Set, Tuple
 
@@ -54,12 +55,8 @@ class HostRoot:
         Raw ``os.read`` calls: sysfs attributes are read by the thousand, and
         Python file objects cost more than the read itself.
         """
-        try:
-            fd = os.open(self.path(host_path), os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        except OSError as error:
-            self.warn("cannot read %s: %s" % (host_path, error.strerror or error))
+        fd = self._open_below_root(host_path)
+        if fd is None:
             return None
         try:
             chunks = []
@@ -76,6 +73,33 @@ class HostRoot:
             return None
         finally:
             os.close(fd)
+
+    def _open_below_root(self, host_path: str) -> Optional[int]:
+        """A read-only descriptor of the file, or ``None`` (warned) when it cannot be read. Below a root other
+        than /, a file that is itself a link is opened only when the link resolves inside the root: a captured
+        tree from another host must not make the controller read its own files."""
+        flags = os.O_RDONLY if not self.prefix else os.O_RDONLY | os.O_NOFOLLOW
+        try:
+            return os.open(self.path(host_path), flags)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP and self.prefix:
+                return self._open_link_below_root(host_path)
+            self.warn("cannot read %s: %s" % (host_path, error.strerror or error))
+            return None
+
+    def _open_link_below_root(self, host_path: str) -> Optional[int]:
+        outside = self.link_outside(host_path)
+        if outside is not None:
+            self.warn("%s is not read: it is a link to %s, outside root %s; replace the link with the file's "
+                      "content in the tree" % (outside[0], outside[1], self.root))
+            return None
+        try:
+            return os.open(self.path(host_path), os.O_RDONLY)
+        except OSError as error:
+            self.warn("cannot read %s: %s" % (host_path, error.strerror or error))
+            return None
 
     def read_text(self, host_path: str) -> Optional[str]:
         """File content stripped of surrounding whitespace; ``None`` when unreadable."""
