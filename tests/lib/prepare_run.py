@@ -58,3 +58,27 @@ def recap_changed(proc: subprocess.CompletedProcess) -> int:
 def dropin_linux(root: Path) -> str:
     text = (root / DROPIN).read_text()
     return text.split("    GRUB_CMDLINE_LINUX='")[1].split("'")[0]
+
+
+PREPARED_CMDLINE = "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
+
+
+def prepared_lab(root: Path, num_vfs: int = 2) -> Path:
+    """The lab VM (tests/lib/host_critical_tree) after prepare and its reboot: the display and its audio function
+    on vfio-pci, the NVMe PF with ``num_vfs`` VFs, the IOMMU on as the boot arguments ask, hugepages on both
+    nodes (tests/lib/hugepages_tree)."""
+    from fake_sriov import LAB_PF, sriov_pf
+    from host_critical_tree import lab_vm, lab_vm_functions
+    from hugepages_tree import HugepagesTree
+    functions = []
+    for function in lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci"):
+        if function.address == LAB_PF:
+            functions.append(sriov_pf(LAB_PF, num_vfs=num_vfs, group=8))
+        elif function.address.startswith(LAB_PF[:-1]) and int(function.address[-1]) > num_vfs:
+            continue  # a VF beyond num_vfs
+        else:
+            functions.append(function)
+    lab_vm(root, functions)
+    HugepagesTree(root)
+    return debian_grub_host(root, PREPARED_CMDLINE)
+

@@ -22,11 +22,11 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 if str(LIB) not in sys.path:
     sys.path.insert(0, str(LIB))
 
-from fake_sriov import LAB_PF, KernelStandIn, lab_tree, sriov_pf  # noqa: E402
+from fake_sriov import LAB_PF, KernelStandIn, lab_tree  # noqa: E402
 from fake_sysfs import ServerShape, build_tree, gpu_server  # noqa: E402
 from host_critical_tree import lab_vm, lab_vm_functions  # noqa: E402
 from hugepages_tree import HugepagesTree  # noqa: E402
-from prepare_run import REPO, debian_grub_host, playbook, recap_changed  # noqa: E402
+from prepare_run import REPO, debian_grub_host, playbook, prepared_lab, recap_changed  # noqa: E402
 from role_play import run_tasks_batched  # noqa: E402
 from tree_state import changed_entries, tree_state  # noqa: E402
 
@@ -172,19 +172,6 @@ def test_action_plugins_converge(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------
 # playbooks/prepare.yml on the lab VM's tree, booted with what prepare configures
 # --------------------------------------------------------------------------
-
-PREPARED_CMDLINE = "console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau"
-
-
-def prepared_lab(root: Path) -> Path:
-    """The lab VM after prepare and its reboot: the display and its audio function on vfio-pci, 2 NVMe VFs,
-    the IOMMU on as the boot arguments ask, hugepages on both nodes."""
-    functions = [sriov_pf(LAB_PF, num_vfs=2, group=8) if function.address == LAB_PF else function
-                 for function in lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci")]
-    lab_vm(root, functions)
-    HugepagesTree(root)
-    return debian_grub_host(root, PREPARED_CMDLINE)
-
 
 def run_prepare(root: Path, bin_dir: Path, *options: str):
     variables = {"confidential_gpu_root": str(root), "cc_host_technology": "none", "cc_host_iommufd": False,

@@ -29,7 +29,9 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sriov import LAB_PF, KernelStandIn, snapshot, sriov_pf  # noqa: E402
 from fake_sysfs import ACS_ALL, ConfigBuilder, FakeFunction, build_tree  # noqa: E402
-from prepare_run import DROPIN, debian_grub_host, dropin_linux, playbook, prepare, recap_changed  # noqa: E402
+from prepare_run import DROPIN, debian_grub_host, dropin_linux, playbook, prepare, prepared_lab, recap_changed  # noqa: E402
+
+LAB_GPU = "0000:02:00.0"
 
 PORT, GPU = "0000:00:01.0", "0000:01:00.0"
 
@@ -258,3 +260,24 @@ def test_prepare_on_a_tdx_host_keeps_iommu_pt(tmp_path: Path, bin_dir: Path) -> 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert dropin_linux(root) == ("console=ttyS0,115200n8 intel_iommu=on iommu=pt modprobe.blacklist=nouveau "
                                   "kvm_intel.tdx=1 nohibernate")
+
+
+# --------------------------------------------------------------------------
+# Check mode on a host with the IOMMU on, and a VF in vfio_addresses that the run would create
+# --------------------------------------------------------------------------
+
+def test_check_mode_leaves_a_vf_still_to_come_out_of_the_binding(tmp_path: Path, bin_dir: Path) -> None:
+    """Role sriov creates no VF in check mode, so role vfio cannot find it: it says so and checks the rest,
+    instead of failing with "no PCI function 0000:01:00.1 on this host"."""
+    root = prepared_lab(tmp_path / "root", num_vfs=0)
+    before = snapshot(root)
+    variables = {"cc_host_iommufd": False, "kernel_args_iommu_passthrough": "on", "vfio_initramfs_command": "true",
+                 "vfio_addresses": [LAB_GPU, VF], "sriov_pfs": [{"address": LAB_PF, "num_vfs": 1}],
+                 "pcie_acs_profile": "report"}
+    proc = prepare(root, bin_dir, "-e", json.dumps(variables), "--check", "--diff")
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "check mode: %s does not exist yet (role sriov would create it below its PF %s)" % (VF, LAB_PF) in out
+    assert "no PCI function %s" % VF not in out
+    assert re.search(r"none +%s 1234:1111 group=\d+ vfio-pci -> vfio-pci" % LAB_GPU, out), out
+    assert snapshot(root) == before
