@@ -163,6 +163,7 @@ def test_a_documentation_block_that_is_not_yaml_is_reported(tmp_path: Path) -> N
     module = tmp_path / "plugins" / "modules" / "broken.py"
     module.parent.mkdir(parents=True)
     module.write_text('DOCUMENTATION = r"""\nmodule: broken\noptions:\n  ids:\n    description:\n'
-                      '      - checked as vfio-pci reads it (Linux\n        C(vfio_pci_fill_ids())): comma-separated\n"""\n')
+                      '      - checked as vfio-pci reads it (Linux\n'
+                      '        C(vfio_pci_fill_ids())): comma-separated\n"""\n')
     errors = plugin_doc_errors(tmp_path)
     assert len(errors) == 1 and errors[0].startswith("plugins/modules/broken.py DOCUMENTATION: mapping values")
