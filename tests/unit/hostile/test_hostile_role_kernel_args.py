@@ -42,6 +42,12 @@ CASES: List[Case] = [
     Case("iommu-word", {"kernel_args_iommu": "perhaps"}, [SPEC, "'kernel_args_iommu' is of type str"]),
     Case("by-vendor-string", {"kernel_args_iommu_by_vendor": "amd"},
          [SPEC, "'kernel_args_iommu_by_vendor' is of type str", "to dict"]),
+    # issue 16 point 5: the one contribution fact; a string list would be read letter by letter
+    Case("contribution-string", {"confidential_gpu_kernel_args_contributions": {"site": {"present": "quiet splash"}}},
+         ['confidential_gpu_kernel_args_contributions holds site.present: "quiet splash"',
+          "each entry is <role>: {present: [arguments], absent: [arguments], reason: text}", "nothing was changed"]),
+    Case("contribution-not-a-dict", {"confidential_gpu_kernel_args_contributions": {"site": ["quiet"]}},
+         ['confidential_gpu_kernel_args_contributions holds site: ["quiet"]']),
 ]
 
 

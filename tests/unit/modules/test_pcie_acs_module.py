@@ -254,13 +254,24 @@ def test_role_confidential_fails_with_every_bridge_and_its_fix(tmp_path: Path) -
     assert "every bridge above the selected devices isolates them" in passed.stdout
 
 
-@pytest.mark.parametrize("selection", ["pcie_acs_addresses", "vfio_addresses"])
+@pytest.mark.parametrize("selection", ["pcie_acs_addresses", "pcie_acs_default_selection"])
 def test_role_checks_what_vfio_passes_through_by_default(tmp_path: Path, selection: str) -> None:
-    """Without a selection of its own, the role checks above vfio's devices, not above every NIC."""
+    """Without a selection of its own, the role checks above the devices of pcie_acs_default_selection (where
+    prepare.yml passes vfio's), not above every NIC."""
     root = boot_files(build_tree(tmp_path / "root", lab_like_host()))
     play = tmp_path / "play.yml"
     play.write_text(PLAY)
     for address, fails in (("04:00.0", True), ("01:00.0", False)):
-        proc = playbook(play, "-e", json.dumps({"pcie_acs_root": str(root), selection: [address]}))
+        given = {"addresses": [address]} if selection == "pcie_acs_default_selection" else [address]
+        proc = playbook(play, "-e", json.dumps({"pcie_acs_root": str(root), selection: given}))
         assert (proc.returncode != 0) is fails, proc.stdout
         assert ("1 ACS violation(s) above 0000:%s:" % address in proc.stdout) is fails
+
+
+def test_role_reads_no_variable_of_role_vfio(tmp_path: Path) -> None:
+    """Issue 16 point 5: the role's defaults once read vfio_addresses; a device only vfio names is not checked."""
+    root = boot_files(build_tree(tmp_path / "root", lab_like_host()))
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY)
+    proc = playbook(play, "-e", json.dumps({"pcie_acs_root": str(root), "vfio_addresses": ["04:00.0"]}))
+    assert "above 0000:04:00.0" not in proc.stdout, proc.stdout
