@@ -50,7 +50,7 @@ options:
       - Values with spaces or GRUB script characters (C(;), C(&), C(|)) are written in double quotes.
         Values holding quotes, a backslash, C($) or a backtick are refused.
       - C(vfio-pci.ids) (or C(vfio_pci.ids)) is checked as vfio-pci reads it (Linux
-        C(drivers/vfio/pci/vfio_pci.c), C(vfio_pci_fill_ids())) as comma-separated entries, each
+        C(drivers/vfio/pci/vfio_pci.c), function C(vfio_pci_fill_ids())); comma-separated entries, each
         C(vendor:device[:subvendor[:subdevice[:class[:class_mask]]]]) in hex (vendor and device at most 4 digits),
         1023 characters in all. An entry vfio-pci would skip (C(10de:*), C(zzzz:2330), an empty one) is refused.
     type: list

@@ -133,3 +133,25 @@ def cross_test_imports(root: Path) -> List[str]:
                 problems.append("%s imports test module %s: move what it needs to tests/lib"
                                 % (path.relative_to(root), name))
     return problems
+
+
+DOC_BLOCKS = ("DOCUMENTATION", "EXAMPLES", "RETURN")
+
+
+def plugin_doc_errors(root: Path) -> List[str]:
+    """Plugins whose DOCUMENTATION, EXAMPLES or RETURN string is not YAML (e.g. ``: `` in a plain scalar):
+    ansible-doc and ansible-test's validate-modules then see no documentation at all."""
+    errors = []
+    for path in sorted((root / "plugins").glob("*/*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)):
+                continue
+            names = [target.id for target in node.targets if isinstance(target, ast.Name)]
+            if not set(names) & set(DOC_BLOCKS):
+                continue
+            try:
+                yaml.safe_load(node.value.value)
+            except yaml.YAMLError as error:
+                errors.append("%s %s: %s" % (path.relative_to(root), names[0], str(error).replace("\n", " ")))
+    return errors

@@ -81,4 +81,3 @@ def prepared_lab(root: Path, num_vfs: int = 2) -> Path:
     lab_vm(root, functions)
     HugepagesTree(root)
     return debian_grub_host(root, PREPARED_CMDLINE)
-

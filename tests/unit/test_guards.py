@@ -20,6 +20,7 @@ from collection_guards import (  # noqa: E402
     ansible_version_disagreements,
     changelog_lint,
     cross_test_imports,
+    plugin_doc_errors,
     role_default_mismatches,
 )
 
@@ -152,3 +153,16 @@ def test_a_test_file_importing_another_is_reported(tmp_path: Path, statement: st
         '"""Borrows from another test file."""\n\n' + statement)
     problems = cross_test_imports(root)
     assert len(problems) == 1 and problems[0].startswith("tests/unit/roles/test_borrowing.py imports"), problems
+
+
+def test_every_plugin_documentation_block_is_yaml() -> None:
+    assert plugin_doc_errors(REPO) == []
+
+
+def test_a_documentation_block_that_is_not_yaml_is_reported(tmp_path: Path) -> None:
+    module = tmp_path / "plugins" / "modules" / "broken.py"
+    module.parent.mkdir(parents=True)
+    module.write_text('DOCUMENTATION = r"""\nmodule: broken\noptions:\n  ids:\n    description:\n'
+                      '      - checked as vfio-pci reads it (Linux\n        C(vfio_pci_fill_ids())): comma-separated\n"""\n')
+    errors = plugin_doc_errors(tmp_path)
+    assert len(errors) == 1 and errors[0].startswith("plugins/modules/broken.py DOCUMENTATION: mapping values")

@@ -106,6 +106,7 @@ def snp_not_ready_not() -> Check:
         assert result["verdicts"]["snp_ready_reasons"] == [], result["verdicts"]
     return _check
 
+
 CASES: List[Tuple[str, Callable[[Path], None], Check]]
 LOOP = "Too many levels of symbolic links"
 CASES = [
@@ -143,6 +144,7 @@ CASES = [
     ("kvm-amd-sev-snp-link-outside-root", outside("sys/module/kvm_amd/parameters/sev_snp"),
      snp_not_ready("/sys/module/kvm_amd/parameters/sev_snp is not read: it is a link to", "outside root")),
 ]
+
 
 def run_case(run_module: Callable[[str, Dict[str, Any]], Dict[str, Any]], tmp_path: Path,
              corrupt: Callable[[Path], None], check: Check) -> None:

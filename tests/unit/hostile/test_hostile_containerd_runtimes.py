@@ -147,8 +147,8 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Tuple[Path, Di
         corrupt(top / "root")
         tops[case_id] = (top, tree_state(top))
         tasks.append({"name": case_id, "register": "case%d" % number, "ignore_errors": True,
-                      "confidential_gpu.host.containerd_runtimes": dict({"path": CONFIG}, **args,
-                                                                       root=str(top / "root"))})
+                      "confidential_gpu.host.containerd_runtimes": dict(
+                          {"path": CONFIG}, **args, root=str(top / "root"))})
     results = work / "results.json"
     tasks.append({"ansible.builtin.copy": {
         "dest": str(results), "mode": "0644",

@@ -140,8 +140,8 @@ def test_kernel_cmdline_writes_a_trailing_newline_argument_as_the_kernel_reads_i
     assert "GRUB_CMDLINE_LINUX=\"${GRUB_CMDLINE_LINUX-}\"' quiet'\n" in text, text
 
 
-def test_kernel_cmdline_writes_every_vfio_pci_ids_form_the_kernel_reads(run_module, tmp_path: Path,
-                                                                          tools: Path) -> None:
+def test_kernel_cmdline_writes_every_vfio_pci_ids_form_the_kernel_reads(
+        run_module, tmp_path: Path, tools: Path) -> None:
     """Legitimate input: each form of the kernel's format (two to six hex fields, entries joined by commas,
     vfio_pci.ids spelled with '_') is accepted and written as given."""
     fields = VFIO_FORMAT.replace("[", "").replace("]", "").split(":")
