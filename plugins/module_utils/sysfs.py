@@ -184,3 +184,22 @@ def os_release_ids(host: HostRoot) -> Set[str]:
         if key in ("ID", "ID_LIKE"):
             words.update(value.strip().strip("\"'").split())
     return words
+
+
+# scripts/capture-host writes an archive whose top holds CAPTURE.json, commands/ and root/ (the host's files);
+# the modules read root/, so a root option pointing at the top is one level too high.
+CAPTURE_SUMMARY = "CAPTURE.json"
+CAPTURE_ROOT = "root"
+
+
+def capture_inner_root(root: str, needed: str) -> Optional[str]:
+    """``root/root`` when ``root`` is the top of a capture made by scripts/capture-host (CAPTURE.json beside a
+    root/ directory) and ``needed`` (a host path such as /sys/bus/pci) is missing below ``root`` but present
+    below its root/ directory; ``None`` otherwise."""
+    if not root or root == "/" or os.path.exists(root + needed):
+        return None
+    inner = os.path.join(root, CAPTURE_ROOT)
+    if os.path.isfile(os.path.join(root, CAPTURE_SUMMARY)) and os.path.exists(inner + needed):
+        return inner
+    return None
+

@@ -56,6 +56,9 @@ options:
 notes:
   - Filters select what is returned; the topology (paths, groups, affinity) is always computed
     over the whole host.
+  - A O(root) without C(sys/bus/pci) fails (on C(/), a warning) instead of returning no functions. When
+    O(root) is the top of a capture made by C(scripts/capture-host) (C(CAPTURE.json) beside C(root/)), the
+    module reads its C(root/) directory and warns.
   - C(viable) in a group means the group can be given to one guest as a whole once its endpoints
     are on vfio-pci; C(bound_to_vfio) means VFIO would accept it now.
 seealso:
@@ -79,13 +82,23 @@ EXAMPLES = r"""
   register: hgx
 
 - name: Fail when a GPU's IOMMU group cannot be passed through
+  # Only the groups that hold a GPU: a group of bridges alone is never viable (nothing to pass through).
+  vars:
+    gpus: "{{ topology.devices | selectattr('role', 'equalto', 'gpu') | list }}"
+    gpu_group_ids: "{{ gpus | map(attribute='iommu_group') | list }}"
+    gpu_groups: "{{ topology.iommu_groups | selectattr('id', 'in', gpu_group_ids) | list }}"
   ansible.builtin.assert:
-    that: topology.iommu_groups | selectattr('viable', 'equalto', false) | length == 0
-    fail_msg: "{{ topology.iommu_groups | rejectattr('viable') | map(attribute='reasons') | flatten }}"
+    that:
+      - gpus | selectattr('iommu_group', 'none') | list | length == 0
+      - gpu_groups | rejectattr('viable') | list | length == 0
+    fail_msg: >-
+      GPUs in no IOMMU group (IOMMU off):
+      {{ gpus | selectattr('iommu_group', 'none') | map(attribute='address') | list }};
+      GPU groups not viable: {{ gpu_groups | rejectattr('viable') | map(attribute='reasons') | flatten }}
 
-- name: Read a captured host offline
+- name: Read a captured host offline (the root/ directory of what scripts/capture-host writes)
   confidential_gpu.host.pci_topology_info:
-    root: /srv/captures/gpu-node-17
+    root: /srv/captures/gpu-node-17/root
   delegate_to: localhost
 """
 
@@ -360,13 +373,18 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import mark_host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+    PCI_DEVICES,
     ROLES,
     filter_topology,
     invalid_filters,
     normalize_address,
     read_topology,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import (
+    HostRoot,
+    HostRootError,
+    capture_inner_root,
+)
 
 
 def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
@@ -385,6 +403,20 @@ def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
     }
 
 
+def check_pci_bus(module: AnsibleModule, host: HostRoot) -> None:
+    """A root without sys/bus/pci/devices would read as a host with no PCI functions: refuse it below a root
+    other than / (a wrong path), warn on / (a host or container whose sysfs shows no PCI bus)."""
+    if host.exists(PCI_DEVICES):
+        return
+    host.listdir_required(PCI_DEVICES)  # there but unlistable (a symlink loop): its own error names why
+    if host.prefix:
+        module.fail_json(msg="root %s has no %s, so there are no PCI functions to read: pass the host's root ('/'), "
+                             "a tree that holds sys/bus/pci, or the root/ directory of a capture made by "
+                             "scripts/capture-host" % (host.root, PCI_DEVICES.lstrip("/")))
+    host.warn("%s does not exist: this host shows no PCI bus (a container without the host's /sys?), so no PCI "
+              "functions are returned" % PCI_DEVICES)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -399,8 +431,14 @@ def main() -> None:
     problems = invalid_filters(params["addresses"], params["pci_ids"])
     if problems:
         module.fail_json(msg="invalid filter: " + "; ".join(problems))
+    root = params["root"] or "/"
+    inner = capture_inner_root(root, PCI_DEVICES)
     try:
-        host = HostRoot(params["root"])
+        host = HostRoot(inner or root)
+        if inner:
+            host.warn("root %s is the top of a capture made by scripts/capture-host (CAPTURE.json, root/), not a host "
+                      "root: read %s instead; pass that as root to silence this" % (root, inner))
+        check_pci_bus(module, host)
         topology = read_topology(host)
     except HostRootError as error:
         module.fail_json(msg=str(error))
