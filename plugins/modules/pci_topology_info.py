@@ -56,7 +56,7 @@ options:
 notes:
   - Filters select what is returned; the topology (paths, groups, affinity) is always computed
     over the whole host.
-  - A O(root) without C(sys/bus/pci) fails (on C(/), a warning) instead of returning no functions. When
+  - A O(root) without C(sys/bus/pci) returns no functions with a warning that names the root. When
     O(root) is the top of a capture made by C(scripts/capture-host) (C(CAPTURE.json) beside C(root/)), the
     module reads its C(root/) directory and warns.
   - C(viable) in a group means the group can be given to one guest as a whole once its endpoints
@@ -403,18 +403,16 @@ def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
     }
 
 
-def check_pci_bus(module: AnsibleModule, host: HostRoot) -> None:
-    """A root without sys/bus/pci/devices would read as a host with no PCI functions: refuse it below a root
-    other than / (a wrong path), warn on / (a host or container whose sysfs shows no PCI bus)."""
+def check_pci_bus(host: HostRoot) -> None:
+    """A root without sys/bus/pci/devices reads as a host with no PCI functions: say so, naming the root (a
+    wrong path, a capture's top, a container without the host's /sys); playbooks on trees of boot files only
+    still run."""
     if host.exists(PCI_DEVICES):
         return
     host.listdir_required(PCI_DEVICES)  # there but unlistable (a symlink loop): its own error names why
-    if host.prefix:
-        module.fail_json(msg="root %s has no %s, so there are no PCI functions to read: pass the host's root ('/'), "
-                             "a tree that holds sys/bus/pci, or the root/ directory of a capture made by "
-                             "scripts/capture-host" % (host.root, PCI_DEVICES.lstrip("/")))
-    host.warn("%s does not exist: this host shows no PCI bus (a container without the host's /sys?), so no PCI "
-              "functions are returned" % PCI_DEVICES)
+    host.warn("%s has no %s, so no PCI functions are returned: pass the host's root ('/'), a tree that holds "
+              "sys/bus/pci, or the root/ directory of a capture made by scripts/capture-host"
+              % (host.root, PCI_DEVICES.lstrip("/")))
 
 
 def main() -> None:
@@ -438,7 +436,7 @@ def main() -> None:
         if inner:
             host.warn("root %s is the top of a capture made by scripts/capture-host (CAPTURE.json, root/), not a host "
                       "root: read %s instead; pass that as root to silence this" % (root, inner))
-        check_pci_bus(module, host)
+        check_pci_bus(host)
         topology = read_topology(host)
     except HostRootError as error:
         module.fail_json(msg=str(error))
