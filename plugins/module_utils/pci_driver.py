@@ -117,25 +117,22 @@ sys="$root/sys/bus/pci/devices/$dev"
 drv=""
 IFS= read -r drv < "$conf" || [ -n "$drv" ] || exit 0
 [ -n "$drv" ] || exit 0
-cur=""
-if [ -L "$sys/driver" ]; then
-    cur=$(basename "$(readlink "$sys/driver")")
-fi
+driver_of() {
+    if [ -L "$sys/driver" ]; then basename "$(readlink "$sys/driver")"; fi
+}
+cur=$(driver_of)
 [ "$cur" = "$drv" ] && exit 0
 printf '%%s' "$drv" > "$sys/driver_override" || exit 1
 if [ ! -d "$root/sys/bus/pci/drivers/$drv" ] && [ -z "$root" ]; then
     modprobe -q "$drv" || true
 fi
-bound_to() {
-    [ -L "$sys/driver" ] && [ "$(basename "$(readlink "$sys/driver")")" = "$1" ]
-}
 # A driver may leave the function on its own between the read above and the unbind (a probe that fails
 # late, as nvme's does on a VF that is not ready: in drivers/nvme/host/pci.c of Linux 6.1, nvme_reset_work()
 # ends in nvme_remove_dead_ctrl(), which queues the release of the driver): the unbind then fails with ENODEV.
 # Wait up to 10 s for the driver to be gone.
 if [ -n "$cur" ] && ! printf '%%s' "$dev" > "$root/sys/bus/pci/drivers/$cur/unbind" 2>/dev/null; then
     tries=0
-    while bound_to "$cur"; do
+    while [ "$(driver_of)" = "$cur" ]; do
         tries=$((tries + 1))
         [ "$tries" -le 50 ] || { echo "pci-override: $dev stays on $cur: unbind failed" >&2; exit 1; }
         sleep 0.2

@@ -35,7 +35,9 @@ CRI_PLUGIN_BY_VERSION = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v
 # A handler name is what a Kubernetes RuntimeClass's ``handler`` names, and Kubernetes requires it to be a
 # lowercase RFC 1123 DNS label (kubernetes v1.30.0, staging/src/k8s.io/api/node/v1/types.go, RuntimeClass.Handler:
 # "The Handler must be lowercase, conform to the DNS Label (RFC 1123) requirements"; checked by
-# pkg/apis/node/validation/validation.go with NameIsDNSLabel): letters a-z, digits and '-', at most 63.
+# pkg/apis/node/validation/validation.go with NameIsDNSLabel): letters a-z, digits and '-', at most 63
+# (apimachinery's dns1123LabelFmt and DNS1123LabelMaxLength, kept in tests/fixtures/kubernetes/ and checked against
+# this pattern by tests/unit/test_kubernetes_names.py).
 _HANDLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 HANDLER_NAME_FIX = ("use a lowercase DNS label (a-z, 0-9 and '-', starting and ending with a letter or digit, "
                     "at most 63 characters), as a Kubernetes RuntimeClass handler must be")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence
+
+import pytest
 
 from role_play import RoleCases, run_role_cases
 from tree_state import Entry, changed_entries, tree_state
@@ -80,5 +82,16 @@ def ids(cases: Sequence[Case]) -> List[str]:
     return [case.name for case in cases]
 
 
-def params(cases: Sequence[Case]) -> List[Tuple[Case]]:
-    return [(case,) for case in cases]
+def role_refusal_test(role: str, cases: Sequence[Case], build: Callable[[Path], Mapping[str, Any]]
+                      ) -> Callable[..., None]:
+    """The test of a role's hostile-input file: one collected item per case (``test_<role>_role_refuses[<case>]``
+    once assigned to that name), all cases run by the first item in one ansible-playbook process."""
+    batches: Dict[str, RoleBatch] = {}
+
+    @pytest.mark.parametrize("case", cases, ids=ids(cases))
+    def test_role_refuses(tmp_path_factory: pytest.TempPathFactory, case: Case) -> None:
+        if role not in batches:
+            batches[role] = run_cases(tmp_path_factory.mktemp(role), role, cases, build)
+        batches[role].assert_refused(case)
+
+    return test_role_refuses

@@ -14,6 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fake_sriov import LAB_PF, sriov_pf
+from host_critical_tree import lab_vm, lab_vm_functions
+from hugepages_tree import HugepagesTree
+
 REPO = Path(__file__).resolve().parents[2]
 # The GRUB drop-in kernel_args writes, relative to the host root.
 DROPIN = "etc/default/grub.d/99-confidential-gpu.cfg"
@@ -67,9 +71,6 @@ def prepared_lab(root: Path, num_vfs: int = 2) -> Path:
     """The lab VM (tests/lib/host_critical_tree) after prepare and its reboot: the display and its audio function
     on vfio-pci, the NVMe PF with ``num_vfs`` VFs, the IOMMU on as the boot arguments ask, hugepages on both
     nodes (tests/lib/hugepages_tree)."""
-    from fake_sriov import LAB_PF, sriov_pf
-    from host_critical_tree import lab_vm, lab_vm_functions
-    from hugepages_tree import HugepagesTree
     functions = []
     for function in lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci"):
         if function.address == LAB_PF:

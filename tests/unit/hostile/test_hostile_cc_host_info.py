@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
+from tree_edits import replace_with_bytes, replace_with_link
 from tree_state import changed_entries, tree_state
 
 MODULE = "cc_host_info"
@@ -49,31 +49,20 @@ def amd_snp_host(root: Path) -> Path:
 
 def write(relative: str, data: bytes) -> Callable[[Path], None]:
     def _write(root: Path) -> None:
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_bytes(data)
+        replace_with_bytes(root / relative, data)
     return _write
 
 
 def loop(relative: str) -> Callable[[Path], None]:
     def _loop(root: Path) -> None:
-        target = root / relative
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.symlink(target.name, target)
+        replace_with_link(root / relative, (root / relative).name)
     return _loop
 
 
 def outside(relative: str) -> Callable[[Path], None]:
     """``relative`` made a link to a file beside the root, holding what a real host would (outside root)."""
     def _outside(root: Path) -> None:
-        target = root / relative
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.symlink(str(root.parent / "outside" / "Y"), target)
+        replace_with_link(root / relative, str(root.parent / "outside" / "Y"))
     return _outside
 
 

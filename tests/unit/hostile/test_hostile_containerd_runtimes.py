@@ -10,17 +10,15 @@ seconds each); every case gets its own tree, so each test asserts its own result
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
+from role_play import run_tasks_batched
+from tree_edits import replace_with_bytes, replace_with_link
 from tree_state import changed_entries, tree_state
 
-REPO = Path(__file__).resolve().parents[3]
 
 MAIN = """\
 # node config
@@ -46,22 +44,14 @@ def handler(name: str) -> Dict[str, Any]:
 
 def write(relative: str, data: bytes) -> Callable[[Path], None]:
     def _write(root: Path) -> None:
-        target = root / relative
-        if target.is_symlink() or target.exists():
-            target.unlink()
-        target.write_bytes(data)
+        replace_with_bytes(root / relative, data)
     return _write
 
 
 def link(relative: str, to: str) -> Callable[[Path], None]:
     """Make ``relative`` (below the root) a link to ``to``; ``{outside}`` is the folder beside the root."""
     def _link(root: Path) -> None:
-        target = root / relative
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.is_symlink() or target.exists():
-            target.unlink()
-        os.symlink(to.replace("{outside}", str(root.parent / "outside")), target)
+        replace_with_link(root / relative, to.replace("{outside}", str(root.parent / "outside")))
     return _link
 
 
@@ -146,21 +136,11 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Tuple[Path, Di
         (top / "outside" / "config.toml").write_text(MAIN)
         corrupt(top / "root")
         tops[case_id] = (top, tree_state(top))
-        tasks.append({"name": case_id, "register": "case%d" % number, "ignore_errors": True,
-                      "confidential_gpu.host.containerd_runtimes": dict(
-                          {"path": CONFIG}, **args, root=str(top / "root"))})
-    results = work / "results.json"
-    tasks.append({"ansible.builtin.copy": {
-        "dest": str(results), "mode": "0644",
-        "content": "{{ [%s] | to_json }}" % ", ".join("case%d" % number for number in range(len(CASES)))}})
-    playbook = work / "play.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
-                                     "tasks": tasks}]))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "--diff", str(playbook)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    got = json.loads(results.read_text())
+        tasks.append({"name": case_id, "confidential_gpu.host.containerd_runtimes": dict(
+            {"path": CONFIG}, **args, root=str(top / "root"))})
+    batch = run_tasks_batched(work, tasks, diff=True)
+    assert batch.rc == 0, batch.output[-9000:]
+    got = batch.results
     played_cases = {case_id: (top, before, got[number])
                     for number, (case_id, (top, before)) in enumerate(tops.items())}
     yield played_cases

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-import pytest
-from hostile_roles import Case, RoleBatch, ids, run_cases
+from hostile_roles import Case, role_refusal_test
 
 ROLE = "attestation"
 SPEC = "Validation of arguments failed"
@@ -45,11 +44,4 @@ def build(folder: Path) -> Dict[str, Any]:
     return {"attestation_output_dir": str(folder / "out"), "attestation_work_dir": str(folder / "work")}
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> RoleBatch:
-    return run_cases(tmp_path_factory.mktemp(ROLE), ROLE, CASES, build)
-
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_attestation_role_refuses(batch: RoleBatch, case: Case) -> None:
-    batch.assert_refused(case)
+test_attestation_role_refuses = role_refusal_test(ROLE, CASES, build)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-import pytest
 from host_critical_tree import lab_vm
-from hostile_roles import Case, RoleBatch, ids, run_cases
+from hostile_roles import Case, role_refusal_test
 
 ROLE = "discovery"
 SPEC = "Validation of arguments failed"
@@ -38,11 +37,4 @@ def build(folder: Path) -> Dict[str, Any]:
     return {"discovery_root": str(lab_vm(folder / "root"))}
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> RoleBatch:
-    return run_cases(tmp_path_factory.mktemp(ROLE), ROLE, CASES, build)
-
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_discovery_role_refuses(batch: RoleBatch, case: Case) -> None:
-    batch.assert_refused(case)
+test_discovery_role_refuses = role_refusal_test(ROLE, CASES, build)

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-import pytest
 from gpu_cc_lab import fake_host
-from hostile_roles import Case, RoleBatch, ids, run_cases
+from hostile_roles import Case, role_refusal_test
 
 ROLE = "gpu_cc_mode"
 SPEC = "Validation of arguments failed"
@@ -49,11 +48,4 @@ def build(folder: Path) -> Dict[str, Any]:
     return {"gpu_cc_mode_root": str(folder / "root"), "gpu_cc_mode_release_dir": str(folder / "releases")}
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> RoleBatch:
-    return run_cases(tmp_path_factory.mktemp(ROLE), ROLE, CASES, build)
-
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_gpu_cc_mode_role_refuses(batch: RoleBatch, case: Case) -> None:
-    batch.assert_refused(case)
+test_gpu_cc_mode_role_refuses = role_refusal_test(ROLE, CASES, build)

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-import pytest
-from hostile_roles import Case, RoleBatch, ids, run_cases
+from hostile_roles import Case, role_refusal_test
 
 ROLE = "kernel_args"
 SPEC = "Validation of arguments failed"
@@ -56,11 +55,4 @@ def build(folder: Path) -> Dict[str, Any]:
     return {"kernel_args_root": str(folder / "root"), "kernel_args_host_facts": AMD_SNP_HOST}
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> RoleBatch:
-    return run_cases(tmp_path_factory.mktemp(ROLE), ROLE, CASES, build)
-
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_kernel_args_role_refuses(batch: RoleBatch, case: Case) -> None:
-    batch.assert_refused(case)
+test_kernel_args_role_refuses = role_refusal_test(ROLE, CASES, build)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-import pytest
-from hostile_roles import Case, RoleBatch, ids, run_cases
+from hostile_roles import Case, role_refusal_test
 
 ROLE = "reboot"
 SPEC = "Validation of arguments failed"
@@ -51,11 +50,4 @@ def test_no_case_reboots() -> None:
         assert case.variables.get("reboot_consent") in (None, False, "maybe"), case.name
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> RoleBatch:
-    return run_cases(tmp_path_factory.mktemp(ROLE), ROLE, CASES, build)
-
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_reboot_role_refuses(batch: RoleBatch, case: Case) -> None:
-    batch.assert_refused(case)
+test_reboot_role_refuses = role_refusal_test(ROLE, CASES, build)

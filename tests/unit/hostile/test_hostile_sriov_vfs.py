@@ -3,13 +3,13 @@ lab tree (tests/lib/fake_sriov.py: an NVMe PF 0000:01:00.0 with sriov_totalvfs 4
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 from fake_sriov import LAB_PF, lab_tree
+from tree_edits import replace_with_link
 
 MODULE = "sriov_vfs"
 PF_DIR = "sys/bus/pci/devices/%s" % LAB_PF
@@ -57,18 +57,13 @@ def garble(text: str) -> Callable[[Path], None]:
 
 
 def loop(root: Path) -> None:
-    target = root / PF_DIR / "sriov_numvfs"
-    target.unlink()
-    os.symlink("sriov_numvfs", target)
+    replace_with_link(root / PF_DIR / "sriov_numvfs", "sriov_numvfs")
 
 
 def link_out(name: str) -> Callable[[Path], None]:
     """The PF's ``name`` attribute made a link to a file beside the root (outside it)."""
     def _link(root: Path) -> None:
-        target = root / PF_DIR / name
-        if target.exists() or target.is_symlink():
-            target.unlink()
-        os.symlink(str(root.parent / "outside" / "totalvfs"), target)
+        replace_with_link(root / PF_DIR / name, str(root.parent / "outside" / "totalvfs"))
     return _link
 
 
@@ -77,8 +72,7 @@ def pf_dir_out(root: Path) -> None:
     device = root / PF_DIR
     real = device.resolve()
     shutil.copytree(real, root.parent / "outside" / "pf", symlinks=True)
-    device.unlink()
-    os.symlink(str(root.parent / "outside" / "pf"), device)
+    replace_with_link(device, str(root.parent / "outside" / "pf"))
 
 
 # corrupt trees: (case id, change to the lab tree, fragments)
