@@ -139,8 +139,9 @@ DOC_BLOCKS = ("DOCUMENTATION", "EXAMPLES", "RETURN")
 
 
 def plugin_doc_errors(root: Path) -> List[str]:
-    """Plugins whose DOCUMENTATION, EXAMPLES or RETURN string is not YAML (e.g. ``: `` in a plain scalar):
-    ansible-doc and ansible-test's validate-modules then see no documentation at all."""
+    """Plugins whose DOCUMENTATION, EXAMPLES or RETURN is not YAML (e.g. ``: `` in a plain scalar): the string in a
+    plugin's .py, or the .yml beside it that documents a filter or test (one file per function): ansible-doc and
+    ansible-test's validate-modules then see no documentation at all."""
     errors = []
     for path in sorted((root / "plugins").glob("*/*.py")):
         for node in ast.parse(path.read_text()).body:
@@ -154,4 +155,9 @@ def plugin_doc_errors(root: Path) -> List[str]:
                 yaml.safe_load(node.value.value)
             except yaml.YAMLError as error:
                 errors.append("%s %s: %s" % (path.relative_to(root), names[0], str(error).replace("\n", " ")))
+    for path in sorted((root / "plugins").glob("*/*.yml")):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            errors.append("%s: %s" % (path.relative_to(root), str(error).replace("\n", " ")))
     return errors

@@ -167,3 +167,12 @@ def test_a_documentation_block_that_is_not_yaml_is_reported(tmp_path: Path) -> N
                       '        C(vfio_pci_fill_ids())): comma-separated\n"""\n')
     errors = plugin_doc_errors(tmp_path)
     assert len(errors) == 1 and errors[0].startswith("plugins/modules/broken.py DOCUMENTATION: mapping values")
+
+
+def test_a_filter_documentation_file_that_is_not_yaml_is_reported(tmp_path: Path) -> None:
+    sidecar = tmp_path / "plugins" / "filter" / "broken.yml"
+    sidecar.parent.mkdir(parents=True)
+    sidecar.write_text("DOCUMENTATION:\n  name: broken\n  description:\n"
+                       "    - the ratio of medians per metric\n      (sandbox: native), with its spread\n")
+    errors = plugin_doc_errors(tmp_path)
+    assert len(errors) == 1 and errors[0].startswith("plugins/filter/broken.yml: mapping values"), errors

@@ -18,19 +18,31 @@ if str(LIB) not in sys.path:
 
 from tree_state import changed_entries, tree_state  # noqa: E402
 
-CASES_KEY = pytest.StashKey[List[str]]()
+HOSTILE_PREFIX = "tests/unit/hostile/"
+# A case's outcome is the worst of its reports (setup, call, teardown).
+OUTCOME_RANK = {"seen": 0, "passed": 1, "skipped": 2, "failed": 3, "error": 3}
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
-    config.stash[CASES_KEY] = [item.nodeid for item in items if HERE in Path(str(item.fspath)).parents]
+def case_outcome(category: str, when: str) -> str:
+    if category in ("failed", "error", "skipped"):
+        return category
+    return "passed" if category == "passed" and when == "call" else "seen"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    cases = config.stash.get(CASES_KEY, [])
-    if cases:
-        passed = [report for report in terminalreporter.stats.get("passed", [])
-                  if report.nodeid in set(cases) and report.when == "call"]
-        terminalreporter.write_line("hostile-input cases: %d (%d passed)" % (len(cases), len(passed)))
+    """Count the cases from their reports, which reach the process that prints the summary also when
+    pytest-xdist runs the tests in workers (collection happens only there)."""
+    outcomes: Dict[str, str] = {}
+    for category, reports in terminalreporter.stats.items():
+        for report in reports:
+            nodeid = getattr(report, "nodeid", "")
+            if nodeid.startswith(HOSTILE_PREFIX):
+                outcome = case_outcome(category, getattr(report, "when", ""))
+                if OUTCOME_RANK[outcome] >= OUTCOME_RANK[outcomes.get(nodeid, "seen")]:
+                    outcomes[nodeid] = outcome
+    if outcomes:
+        passed = sum(1 for outcome in outcomes.values() if outcome == "passed")
+        terminalreporter.write_line("hostile-input cases: %d (%d passed)" % (len(outcomes), passed))
 
 
 def assert_refused(result: Dict[str, Any], fragments: List[str]) -> None:
