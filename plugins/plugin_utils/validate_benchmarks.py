@@ -153,11 +153,12 @@ def parse_fio(text: str, prefix: str = "fio") -> t.List[Metric]:
 NVBANDWIDTH_RUNNING = re.compile(r"^Running (\S+)\.\s*$")
 # "memcpy CE CPU(row) -> GPU(column) bandwidth (GB/s)"; bidirectional tests of later releases add a label
 # before "bandwidth" (Read1, Read2, Total) and the tool's SUM key gets it as a suffix.
-NVBANDWIDTH_TITLE = re.compile(r"^.*\(column\)\s*(\w+)?\s+(?:bandwidth|latency) \(([^)]+)\)\s*$")
+NVBANDWIDTH_TITLE = re.compile(r"^.*?(\w+)\(row\).*?(\w+)\(column\)\s*(\w+)?\s+(?:bandwidth|latency) \(([^)]+)\)\s*$")
 
 
-def nvbandwidth_matrix(tool: str, test: str, lines: t.List[str]) -> t.List[float]:
-    """The measured cells of one result matrix: a column header, then one row per source until a blank line."""
+def nvbandwidth_matrix(tool: str, test: str, lines: t.List[str], square: bool) -> t.List[float]:
+    """The measured cells of one result matrix: a column header, then one row per source until a blank line;
+    a GPU-by-GPU matrix (``square``) has as many rows as columns, so that a cut one is an error."""
     if not lines or not lines[0].split() or not all(cell.isdigit() for cell in lines[0].split()):
         raise BenchmarkParseError(tool, "%s: no column header after its title" % test)
     columns = len(lines[0].split())
@@ -177,8 +178,8 @@ def nvbandwidth_matrix(tool: str, test: str, lines: t.List[str]) -> t.List[float
                     cells.append(float(cell))
                 except ValueError:
                     raise BenchmarkParseError(tool, "%s: cell '%s' is no number" % (test, cell)) from None
-    if not rows:
-        raise BenchmarkParseError(tool, "%s: a matrix without rows" % test)
+    if not rows or (square and rows != columns):
+        raise BenchmarkParseError(tool, "%s: %d rows in a matrix of %d columns" % (test, rows, columns))
     return cells
 
 
@@ -196,8 +197,8 @@ def parse_nvbandwidth(text: str, prefix: str = "nvbandwidth") -> t.List[Metric]:
         title = NVBANDWIDTH_TITLE.match(line.strip())
         if not title or test is None:
             continue
-        label, unit = title.group(1), title.group(2)
-        cells = nvbandwidth_matrix("nvbandwidth", test, lines[index + 1:])
+        label, unit = title.group(3), title.group(4)
+        cells = nvbandwidth_matrix("nvbandwidth", test, lines[index + 1:], title.group(1) == title.group(2) == "GPU")
         measured = [cell for cell in cells if cell > 0]
         if not measured:
             raise BenchmarkParseError("nvbandwidth", "%s: no measured cell (all N/A or 0)" % test)
