@@ -34,7 +34,7 @@ def validate_parse(output: Any, tool: str, prefix: Optional[str] = None) -> List
 
 def validate_no_gpu(names: Any = None) -> List[Dict[str, Any]]:
     """The GPU metrics as entries with state "no GPU" (``names`` defaults to the validation's GPU metrics)."""
-    return gpu_metrics_without_gpu(GPU_METRIC_NAMES if names in (None, "") else list(names))
+    return gpu_metrics_without_gpu(GPU_METRIC_NAMES if not names else list(names))
 
 
 def validate_verdict(native_runs: Any, sandbox_runs: Any, thresholds: Any = None, host_facts: Any = None,
