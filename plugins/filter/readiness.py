@@ -1,12 +1,14 @@
 # Copyright: contributors to confidential_gpu.host
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters readiness_checks, readiness_lines and readiness_cc_technology: the validate role's checks (see plugins/plugin_utils/readiness.py)."""
+"""Filters readiness_checks, readiness_lines and readiness_cc_technology: the validate role's checks
+(see plugins/plugin_utils/readiness.py)."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.readiness import cc_technology, check_line, readiness_checks
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.readiness import (cc_technology, check_line,
+                                                                                   readiness_checks)
 
 
 def readiness_lines(checks: Sequence[Mapping[str, str]]) -> List[str]:

@@ -41,7 +41,8 @@ def iommu_check(asked: bool, cc_host: t.Mapping[str, t.Any]) -> Check:
         return not_asked("iommu", "kernel_args_iommu is false")
     iommu = cc_host.get("iommu", {})
     if iommu.get("enabled"):
-        return check("iommu", PASS, "IOMMU on (%s), %s groups" % (iommu.get("type") or "type unknown", iommu.get("group_count")))
+        return check("iommu", PASS, "IOMMU on (%s), %s groups" % (iommu.get("type") or "type unknown",
+                                                                  iommu.get("group_count")))
     reasons = cc_host.get("verdicts", {}).get("vfio_ready_reasons", [])
     return check("iommu", FAIL, "the IOMMU is off" + (": " + "; ".join(reasons) if reasons else ""),
                  "enable VT-d / AMD-Vi in the firmware setup and " + REBOOT)
