@@ -1,0 +1,47 @@
+"""Hostile input against role validate: each case is refused naming the variable or the check and its fix, and the
+case's tree (the lab VM after prepare's reboot, tests/lib/prepare_run.py) stays byte-identical: validate never
+writes, whatever it is given.
+
+All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each is its own test here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+from hostile_roles import Case, role_refusal_test
+from prepare_run import prepared_lab
+
+ROLE = "validate"
+SPEC = "Validation of arguments failed"
+ADDRESS_FIX = "is not a PCI address"
+
+
+def build(folder: Path) -> Dict[str, Any]:
+    root = prepared_lab(folder / "root")
+    return {"validate_root": str(root), "cc_host_technology": "none", "vfio_addresses": ["0000:02:00.0"],
+            "kernel_args_command_path": [str(folder / "no-tools")]}
+
+
+
+CASES: List[Case] = [
+    # an AWX survey's strings where a list or a boolean belongs
+    Case("parts-yes", {"validate_parts": "yes"}, [SPEC, "validate_parts must be one or more of"]),
+    Case("parts-performance-string", {"validate_parts": "performance"}, ["performance part is not built yet"]),
+    Case("fail-on-fail-word", {"validate_fail_on_fail": "sometimes"}, [SPEC, "'validate_fail_on_fail' is of type str"]),
+    # bad addresses: the vfio check fails with pci_driver's message, nothing is bound
+    Case("address-traversal", {"vfio_addresses": ["../../../etc"]}, ["vfio_devices failed", ADDRESS_FIX]),
+    # a root that is a link to elsewhere: read through, checked, nothing written there either
+    Case("root-link", {"validate_root": "{case}/link"}, ["not ready"]),
+]
+
+
+def build_with_link(folder: Path) -> Dict[str, Any]:
+    variables = build(folder)
+    (folder / "link").symlink_to(folder / "elsewhere", target_is_directory=True)
+    (folder / "elsewhere").mkdir()
+    return variables
+
+
+test_validate_role_refuses = role_refusal_test(ROLE, CASES, build_with_link)
