@@ -186,3 +186,10 @@ def test_example_inventory_vars_are_valid_role_options(inventory: Dict[str, Any]
         spec = {name: options[name] for name in role_vars}
         result = ArgumentSpecValidator(spec).validate(role_vars)
         assert not result.error_messages, "%s: %s" % (host, result.error_messages)
+
+
+def test_example_inventory_sets_nothing_a_survey_asks(inventory: Dict[str, Any]) -> None:
+    """A survey answer is an extra var and wins over group vars: the inventory would be ignored there."""
+    asked = {item["variable"] for item in questions()}
+    for host, hostvars in inventory["_meta"]["hostvars"].items():
+        assert not asked & set(hostvars), "%s sets %s, which a survey asks" % (host, sorted(asked & set(hostvars)))
