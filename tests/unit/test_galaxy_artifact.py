@@ -35,7 +35,9 @@ ALLOWED = (
 # Inside the allowed trees, still never shipped: caches and byte code.
 NEVER = ("*/__pycache__*", "*.pyc", "*/.*", ".*")
 REQUIRED = ("LICENSE", "MANIFEST.json", "FILES.json", "README.md", "meta/runtime.yml",
-            "playbooks/discover.yml", "playbooks/prepare.yml", "plugins/modules/pci_topology_info.py")
+            "playbooks/discover.yml", "playbooks/prepare.yml", "plugins/modules/pci_topology_info.py",
+            "extensions/ee/execution-environment.yml", "extensions/ee/requirements.yml",
+            "extensions/awx/job_templates.json", "extensions/awx/inventory.example.yml")
 
 
 def outside_allow_list(names: Iterable[str]) -> List[str]:
