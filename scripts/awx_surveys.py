@@ -80,6 +80,13 @@ TEMPLATES: Tuple[Template, ...] = (
         surveyed=("reboot_consent", "reboot_fail_without_consent", "reboot_timeout", "discovery_require",
                   "pcie_acs_fail_on_violation", "hugepages_on_shortfall"),
     ),
+    Template(
+        name="%s validate" % COLLECTION,
+        playbook="playbooks/validate.yml",
+        job_type="run",
+        description="Check each host is as prepare left it, one line per check; changes nothing (docs/validate.md).",
+        surveyed=("validate_parts", "validate_fail_on_fail"),
+    ),
 )
 
 

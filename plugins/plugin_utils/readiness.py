@@ -76,6 +76,25 @@ def vfio_check(step: Step) -> Check:
                                                              ", ".join(str(group.get("id")) for group in groups)))
 
 
+def acs_check(step: Step) -> Check:
+    """Role pcie_acs in check mode, as prepare runs it on role vfio's selection: no ACS violation on the bridges
+    above the devices for the profile asked (its boot arguments are part of boot_args_configured)."""
+    name = "acs"
+    if step is None:
+        return not_asked(name, "no devices selected for vfio-pci")
+    if failed_step(step):
+        return check(name, FAIL, failed_step(step), "fix what the message names (docs/pcie_acs.md), then "
+                     + RERUN_PREPARE)
+    result = step.get("result", {})
+    violations = result.get("violations", [])
+    if violations:
+        fixes = sorted({str(item.get("fix")) for item in violations if item.get("fix")})
+        return check(name, FAIL, "; ".join(str(item.get("msg") or item.get("kind")) for item in violations),
+                     "; ".join(fixes) or "see docs/pcie_acs.md, then " + RERUN_PREPARE)
+    return check(name, PASS, "profile %s: %d bridges checked, no violation" % (result.get("profile"),
+                                                                             len(result.get("bridges", []))))
+
+
 def sriov_check(step: Step) -> Check:
     name = "sriov_vfs"
     if step is None:
@@ -242,11 +261,11 @@ def handlers_check(containerd: t.Optional[t.Mapping[str, t.Any]], shims: t.Seque
 
 def readiness_checks(facts: t.Mapping[str, t.Any]) -> t.List[Check]:
     """Every readiness check, in a fixed order. ``facts``: cc_host (cc_host_info's result), iommu_asked,
-    cc_technology (cc_host_technology as given), and the steps vfio, sriov, hugepages, kernel_args, gpu_cc_mode
+    cc_technology (cc_host_technology as given), and the steps vfio, acs, sriov, hugepages, kernel_args, gpu_cc_mode
     and kata (each None when not asked)."""
     cc_host = facts.get("cc_host") or {}
     return ([iommu_check(bool(facts.get("iommu_asked", True)), cc_host), vfio_check(facts.get("vfio")),
-             sriov_check(facts.get("sriov")), hugepages_check(facts.get("hugepages"))]
+             acs_check(facts.get("acs")), sriov_check(facts.get("sriov")), hugepages_check(facts.get("hugepages"))]
             + boot_args_checks(facts.get("kernel_args"))
             + [cc_check(str(facts.get("cc_technology", "auto")), cc_host), gpu_cc_check(facts.get("gpu_cc_mode"))]
             + kata_checks(facts.get("kata")))

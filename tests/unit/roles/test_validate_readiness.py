@@ -127,7 +127,7 @@ def test_a_prepared_host_passes_every_asked_check_and_changes_nothing(validated:
     output = run.stdout + run.stderr
     lines = check_lines(output)["prepared"]
     assert states(lines) == {
-        "iommu": "pass", "vfio_devices": "pass", "sriov_vfs": "pass", "hugepages": "pass",
+        "iommu": "pass", "vfio_devices": "pass", "acs": "pass", "sriov_vfs": "pass", "hugepages": "pass",
         "boot_args_configured": "pass", "boot_args_active": "pass", "cc_state": "not asked",
         "gpu_cc_mode": "not asked", "kata_installed": "not asked", "kata_runtime_configs": "not asked",
         "containerd_handlers": "not asked"}, lines
@@ -200,13 +200,15 @@ def test_nothing_asked_is_not_asked_except_the_iommu_and_boot_steps() -> None:
     result = judged(cc_technology="none")
     assert result["iommu"]["state"] == "pass"
     assert {name for name, item in result.items() if item["state"] == "not_asked"} == {
-        "vfio_devices", "sriov_vfs", "hugepages", "boot_args_configured", "boot_args_active", "cc_state",
+        "vfio_devices", "acs", "sriov_vfs", "hugepages", "boot_args_configured", "boot_args_active", "cc_state",
         "gpu_cc_mode", "kata_installed", "kata_runtime_configs", "containerd_handlers"}
     assert all(item["fix"] == "" for item in result.values())
 
 
 def test_each_check_passes_on_what_prepare_leaves() -> None:
     result = judged(cc_technology="auto", vfio=BOUND, kernel_args=BOOT_OK, kata=KATA_OK,
+                    acs={"result": {"profile": "confidential", "violations": [],
+                                    "bridges": [{"address": "0000:00:01.0"}]}},
                     sriov={"result": {"changed": False,
                                       "pfs": [{"address": LAB_PF, "num_vfs": 2, "recreated": False}]}},
                     hugepages={"result": {"changed": False,
@@ -221,6 +223,9 @@ def test_each_check_passes_on_what_prepare_leaves() -> None:
 def test_each_check_fails_with_its_fix() -> None:
     result = readiness.readiness_checks({
         "cc_host": CC_OFF, "cc_technology": "tdx", "vfio": UNBOUND, "kernel_args": BOOT_PENDING,
+        "acs": {"result": {"profile": "confidential", "bridges": [], "violations": [
+            {"bridge": "0000:04:00.0", "kind": "no_acs", "msg": "0000:04:00.0 (downstream_port 104c:8233) has no ACS",
+             "fix": "put the GPU in a slot below a port with ACS"}]}},
         "sriov": {"result": {"changed": True, "pfs": [{"address": LAB_PF, "num_vfs_before": 0, "num_vfs": 2,
                                                        "recreated": True}]}},
         "hugepages": {"failed": True, "msg": "node 0 has 4096 MiB"},
@@ -239,6 +244,8 @@ def test_each_check_fails_with_its_fix() -> None:
     assert by_name["cc_state"]["detail"] == "not tdx_ready: kvm_intel tdx=N"
     assert by_name["gpu_cc_mode"]["detail"] == "0000:41:00.0 cc is off, asked on"
     assert by_name["hugepages"]["detail"] == "node 0 has 4096 MiB"
+    assert by_name["acs"]["detail"] == "0000:04:00.0 (downstream_port 104c:8233) has no ACS"
+    assert by_name["acs"]["fix"] == "put the GPU in a slot below a port with ACS"
     assert by_name["containerd_handlers"]["detail"] == "`containerd config dump` lacks kata-qemu-nvidia-gpu"
     assert all(item["fix"] for item in result if item["state"] == "fail")
     lines = readiness.check_line(by_name["boot_args_active"])
