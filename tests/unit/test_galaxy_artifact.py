@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -19,6 +18,9 @@ from typing import Iterable, List
 import pytest
 import yaml
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from galaxy_build import build_artifact  # noqa: E402
 
 # What a collection user runs or reads. Directories are listed as "dir/" (tar members of their own).
 ALLOWED = (
@@ -49,13 +51,7 @@ def outside_allow_list(names: Iterable[str]) -> List[str]:
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("artifact")
-    galaxy = Path(sys.executable).with_name("ansible-galaxy")
-    proc = subprocess.run([str(galaxy), "collection", "build", "--output-path", str(out), str(REPO)],
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (tarball,) = out.glob("confidential_gpu-host-*.tar.gz")
-    return tarball
+    return build_artifact(tmp_path_factory.mktemp("artifact"))
 
 
 def member_names(tarball: Path) -> List[str]:
