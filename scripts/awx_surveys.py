@@ -44,6 +44,9 @@ EE_NAME = COLLECTION
 PROJECT_SCM_URL = "https://git.example.com/your-org/confidential_gpu.host.git"
 EE_IMAGE = "registry.example.com/confidential-gpu-host-ee:latest"
 INVENTORY_SETTING = "not a per-run choice: set it in the inventory (group_vars, host_vars)"
+# Playbooks that run role discovery, whose cacheable fact discovery_summary AWX keeps per host when the
+# template's "Enable Fact Storage" (use_fact_cache) is on (docs/awx.md, "Results for workflows").
+FACT_STORING_PLAYBOOKS = ("playbooks/discover.yml", "playbooks/prepare.yml")
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,7 @@ def job_template(template: Template) -> Dict[str, Any]:
         "skip_tags": "",
         "start_at_task": "",
         "timeout": 0,
-        "use_fact_cache": False,
+        "use_fact_cache": template.playbook in FACT_STORING_PLAYBOOKS,
         "execution_environment": {"name": EE_NAME, "type": "execution_environment"},
         "host_config_key": "",
         "ask_scm_branch_on_launch": False,

@@ -130,6 +130,13 @@ def test_templates_run_the_shipped_playbooks_with_privilege_escalation() -> None
         assert template["project"]["name"] == exported()["projects"][0]["name"]
 
 
+def test_templates_that_run_discovery_store_its_facts() -> None:
+    """Role discovery's discovery_summary is cacheable: AWX keeps it only with use_fact_cache on."""
+    for template in exported()["job_templates"]:
+        runs_discovery = "confidential_gpu.host.discovery" in (REPO / template["playbook"]).read_text()
+        assert template["use_fact_cache"] is runs_discovery, template["name"]
+
+
 def answers_awx_sends(survey: Dict[str, Any]) -> Dict[str, Any]:
     """The extra vars of a launch: the defaults AWX adds (mixins.py, _update_unified_job_kwargs, 24.6.1:
     every default that is not None and valid for its type), and an answer for each multiselect."""
