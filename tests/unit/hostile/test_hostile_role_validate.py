@@ -30,8 +30,9 @@ CASES: List[Case] = [
     Case("parts-yes", {"validate_parts": "yes"}, [SPEC, "validate_parts must be one or more of"]),
     Case("parts-performance-string", {"validate_parts": "performance"}, ["performance part is not built yet"]),
     Case("fail-on-fail-word", {"validate_fail_on_fail": "sometimes"}, [SPEC, "'validate_fail_on_fail' is of type str"]),
-    # bad addresses: the vfio check fails with pci_driver's message, nothing is bound
-    Case("address-traversal", {"vfio_addresses": ["../../../etc"]}, ["vfio_devices failed", ADDRESS_FIX]),
+    # bad addresses: the vfio and acs checks fail with pci_driver's and pcie_acs' messages, nothing is bound
+    Case("address-traversal", {"vfio_addresses": ["../../../etc"]},
+         ["not ready: vfio_devices, acs failed", ADDRESS_FIX]),
     # a root that is a link to elsewhere: read through, checked, nothing written there either
     Case("root-link", {"validate_root": "{case}/link"}, ["not ready"]),
 ]
