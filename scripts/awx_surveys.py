@@ -305,9 +305,9 @@ def surveys_markdown() -> str:
         lines += ["## %s (`%s`, job type `%s`)" % (template.name, template.playbook, template.job_type), "",
                   "| question | type | default | role |", "|---|---|---|---|"]
         for item in survey_spec(template)["spec"]:
-            lines.append("| `%s` | %s | `%s` | %s |" % (item["variable"], item["type"],
-                                                     str(item.get("default", "")).replace("\n", ","),
-                                                     options[item["variable"]].role))
+            default = str(item.get("default", "")).replace("\n", ",")
+            role = options[item["variable"]].role
+            lines.append("| `%s` | %s | `%s` | %s |" % (item["variable"], item["type"], default, role))
         left_out: Dict[str, List[str]] = {}
         for name in sorted(options):
             if name in template.surveyed:
@@ -326,7 +326,7 @@ def generated_files() -> Dict[Path, str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--check", action="store_true", help="fail when a generated file differs")
     args = parser.parse_args(argv)
     stale = []

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.readiness import (cc_technology, check_line,
-                                                                                   readiness_checks)
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.readiness import (
+    cc_technology, check_line, readiness_checks)
 
 
 def readiness_lines(checks: Sequence[Mapping[str, str]]) -> List[str]:

@@ -202,4 +202,3 @@ def capture_inner_root(root: str, needed: str) -> Optional[str]:
     if os.path.isfile(os.path.join(root, CAPTURE_SUMMARY)) and os.path.exists(inner + needed):
         return inner
     return None
-

@@ -91,8 +91,8 @@ def acs_check(step: Step) -> Check:
         fixes = sorted({str(item.get("fix")) for item in violations if item.get("fix")})
         return check(name, FAIL, "; ".join(str(item.get("msg") or item.get("kind")) for item in violations),
                      "; ".join(fixes) or "see docs/pcie_acs.md, then " + RERUN_PREPARE)
-    return check(name, PASS, "profile %s: %d bridges checked, no violation" % (result.get("profile"),
-                                                                             len(result.get("bridges", []))))
+    checked = len(result.get("bridges", []))
+    return check(name, PASS, "profile %s: %d bridges checked, no violation" % (result.get("profile"), checked))
 
 
 def sriov_check(step: Step) -> Check:

@@ -97,7 +97,7 @@ def bootstrap_interval(native: t.Sequence[float], sandbox: t.Sequence[float],
     generator = random.Random(BOOTSTRAP_SEED)
     ratios = sorted(ratio_of_medians(generator.choices(native, k=len(native)),
                                      generator.choices(sandbox, k=len(sandbox)), higher_is_better)
-                    for _ in range(BOOTSTRAP_RESAMPLES))
+                    for _resample in range(BOOTSTRAP_RESAMPLES))
     return ratios[int(0.025 * (len(ratios) - 1))], ratios[int(math.ceil(0.975 * (len(ratios) - 1)))]
 
 

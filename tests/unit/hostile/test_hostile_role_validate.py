@@ -24,7 +24,6 @@ def build(folder: Path) -> Dict[str, Any]:
             "kernel_args_command_path": [str(folder / "no-tools")]}
 
 
-
 CASES: List[Case] = [
     # an AWX survey's strings where a list or a boolean belongs
     Case("parts-yes", {"validate_parts": "yes"}, [SPEC, "validate_parts must be one or more of"]),

@@ -83,7 +83,7 @@ def test_the_documented_gpu_group_check_fails_when_a_gpu_shares_a_group_with_a_h
         run_module, shared_fixtures: Path, tmp_path: Path) -> None:
     functions = sd665_functions(shared_fixtures)
     build_tree(tmp_path / "probe", functions)
-    gpus = [dev for dev in run_module(MODULE, {"root": str(tmp_path / "probe"), "roles": ["gpu"]})["devices"]]
+    gpus = list(run_module(MODULE, {"root": str(tmp_path / "probe"), "roles": ["gpu"]})["devices"])
     first_gpu = gpus[0]["address"]
     joined = [dataclasses.replace(function, iommu_group=900) if function.address in (first_gpu, "0000:00:00.0")
               else function for function in functions]

@@ -177,8 +177,8 @@ CC_OFF = {"iommu": {"enabled": False}, "cpu": {"vendor": "intel", "cc_support": 
                        "tdx_ready_reasons": ["kvm_intel tdx=N"]}}
 BOUND = {"result": {"changed": False, "files": [], "devices": [{"address": LAB_GPU, "action": "none"}],
                     "groups": [{"id": 3, "viable": True, "reasons": []}]}, "driver": "vfio-pci"}
-UNBOUND = {"result": {"changed": True, "files": [], "devices": [{"address": LAB_GPU, "action": "bind",
-                                                                  "driver_before": "nouveau"}],
+UNBOUND = {"result": {"changed": True, "files": [],
+                      "devices": [{"address": LAB_GPU, "action": "bind", "driver_before": "nouveau"}],
                       "groups": [{"id": 3, "viable": False, "reasons": ["holds a NIC"]}]}}
 BOOT_OK = {"result": {"changed": False, "backend": "grub", "configured": ["intel_iommu=on"],
                       "configured_before": ["intel_iommu=on"], "active": ["intel_iommu=on"], "pending": []}}
