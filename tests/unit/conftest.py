@@ -93,3 +93,33 @@ def shared_fixtures() -> Path:
         pytest.skip("../shared/fixtures is absent: the third-party captures these tests "
                     "compare against live beside the checkout, not in it")
     return FIXTURES
+
+
+# The hostile-input suite's count
+HOSTILE_PREFIX = "tests/unit/hostile/"
+# A case's outcome is the worst of its reports (setup, call, teardown).
+OUTCOME_RANK = {"seen": 0, "passed": 1, "skipped": 2, "failed": 3, "error": 3}
+
+
+def case_outcome(category: str, when: str) -> str:
+    if category in ("failed", "error", "skipped"):
+        return category
+    return "passed" if category == "passed" and when == "call" else "seen"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The count of hostile-input cases (tests/unit/hostile), from their reports: under pytest-xdist only this
+    conftest, the one of the directory given on the command line, is loaded by the process that prints the
+    summary, and the reports are all it sees (collection happens in the workers)."""
+    outcomes: Dict[str, str] = {}
+    for category, reports in terminalreporter.stats.items():
+        for report in reports:
+            nodeid = getattr(report, "nodeid", "")
+            # Test reports only: "deselected" holds the items -k or -m left out, which did not run.
+            if nodeid.startswith(HOSTILE_PREFIX) and hasattr(report, "when"):
+                outcome = case_outcome(category, getattr(report, "when", ""))
+                if OUTCOME_RANK[outcome] >= OUTCOME_RANK[outcomes.get(nodeid, "seen")]:
+                    outcomes[nodeid] = outcome
+    if outcomes:
+        passed = sum(1 for outcome in outcomes.values() if outcome == "passed")
+        terminalreporter.write_line("hostile-input cases: %d (%d passed)" % (len(outcomes), passed))

@@ -1,7 +1,5 @@
-"""The hostile-input suite: shared checks, and the count of its cases in the test output.
-
-Each case of the suite is one collected test of this directory; the terminal summary says how many ran.
-"""
+"""The hostile-input suite: shared checks. Each case is one collected test of this directory; the count in the
+test output (``hostile-input cases: N``) is printed by tests/unit/conftest.py."""
 
 from __future__ import annotations
 
@@ -17,32 +15,6 @@ if str(LIB) not in sys.path:
     sys.path.insert(0, str(LIB))
 
 from tree_state import changed_entries, tree_state  # noqa: E402
-
-HOSTILE_PREFIX = "tests/unit/hostile/"
-# A case's outcome is the worst of its reports (setup, call, teardown).
-OUTCOME_RANK = {"seen": 0, "passed": 1, "skipped": 2, "failed": 3, "error": 3}
-
-
-def case_outcome(category: str, when: str) -> str:
-    if category in ("failed", "error", "skipped"):
-        return category
-    return "passed" if category == "passed" and when == "call" else "seen"
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Count the cases from their reports, which reach the process that prints the summary also when
-    pytest-xdist runs the tests in workers (collection happens only there)."""
-    outcomes: Dict[str, str] = {}
-    for category, reports in terminalreporter.stats.items():
-        for report in reports:
-            nodeid = getattr(report, "nodeid", "")
-            if nodeid.startswith(HOSTILE_PREFIX):
-                outcome = case_outcome(category, getattr(report, "when", ""))
-                if OUTCOME_RANK[outcome] >= OUTCOME_RANK[outcomes.get(nodeid, "seen")]:
-                    outcomes[nodeid] = outcome
-    if outcomes:
-        passed = sum(1 for outcome in outcomes.values() if outcome == "passed")
-        terminalreporter.write_line("hostile-input cases: %d (%d passed)" % (len(outcomes), passed))
 
 
 def assert_refused(result: Dict[str, Any], fragments: List[str]) -> None:
