@@ -36,6 +36,15 @@ def failed_step(step: t.Mapping[str, t.Any]) -> str:
     return str(step.get("msg") or "failed") if step.get("failed") else ""
 
 
+def unjudged_line(name: str, step: Step, unasked: str, where: str = "") -> Check:
+    """The line of a step that was not asked for (None), or whose role failed (``where``: a doc to read for the
+    fix); the caller judges the result of any other step."""
+    if step is None:
+        return not_asked(name, unasked)
+    return check(name, FAIL, failed_step(step), "fix what the message names%s, then %s"
+                 % (" (%s)" % where if where else "", RERUN_PREPARE))
+
+
 def iommu_check(asked: bool, cc_host: t.Mapping[str, t.Any]) -> Check:
     if not asked:
         return not_asked("iommu", "kernel_args_iommu is false")
@@ -52,10 +61,8 @@ def vfio_check(step: Step) -> Check:
     """Role vfio (pci_driver) in check mode: every selected function on the driver, its groups viable, the files
     that keep the binding across boots in place."""
     name = "vfio_devices"
-    if step is None:
-        return not_asked(name, "no vfio_addresses, vfio_pci_ids, vfio_iommu_groups or vfio_roles")
-    if failed_step(step):
-        return check(name, FAIL, failed_step(step), "fix what the message names, then " + RERUN_PREPARE)
+    if step is None or failed_step(step):
+        return unjudged_line(name, step, "no vfio_addresses, vfio_pci_ids, vfio_iommu_groups or vfio_roles")
     result = step.get("result", {})
     devices = result.get("devices", [])
     moving = ["%s (%s)" % (device["address"], device.get("driver_before") or "no driver")
@@ -80,11 +87,8 @@ def acs_check(step: Step) -> Check:
     """Role pcie_acs in check mode, as prepare runs it on role vfio's selection: no ACS violation on the bridges
     above the devices for the profile asked (its boot arguments are part of boot_args_configured)."""
     name = "acs"
-    if step is None:
-        return not_asked(name, "no devices selected for vfio-pci")
-    if failed_step(step):
-        return check(name, FAIL, failed_step(step), "fix what the message names (docs/pcie_acs.md), then "
-                     + RERUN_PREPARE)
+    if step is None or failed_step(step):
+        return unjudged_line(name, step, "no devices selected for vfio-pci", "docs/pcie_acs.md")
     result = step.get("result", {})
     violations = result.get("violations", [])
     if violations:
@@ -97,10 +101,8 @@ def acs_check(step: Step) -> Check:
 
 def sriov_check(step: Step) -> Check:
     name = "sriov_vfs"
-    if step is None:
-        return not_asked(name, "sriov_pfs is empty")
-    if failed_step(step):
-        return check(name, FAIL, failed_step(step), "fix what the message names, then " + RERUN_PREPARE)
+    if step is None or failed_step(step):
+        return unjudged_line(name, step, "sriov_pfs is empty")
     result = step.get("result", {})
     pfs = result.get("pfs", [])
     wrong = ["%s has %s VFs, asked %s" % (pf["address"], pf.get("num_vfs_before"), pf.get("num_vfs"))
@@ -119,10 +121,8 @@ def _pool(pool: t.Mapping[str, t.Any]) -> str:
 
 def hugepages_check(step: Step) -> Check:
     name = "hugepages"
-    if step is None:
-        return not_asked(name, "hugepages_pools is empty")
-    if failed_step(step):
-        return check(name, FAIL, failed_step(step), "fix what the message names, then " + RERUN_PREPARE)
+    if step is None or failed_step(step):
+        return unjudged_line(name, step, "hugepages_pools is empty")
     result = step.get("result", {})
     pools = result.get("pools", [])
     short = ["%s: %s of %s pages" % (_pool(pool), pool.get("before"), pool.get("requested"))
@@ -194,10 +194,8 @@ def cc_check(asked: str, cc_host: t.Mapping[str, t.Any]) -> Check:
 def gpu_cc_check(step: Step) -> Check:
     """Role gpu_cc_mode in check mode: its plan has no steps and no errors when every device is in the asked mode."""
     name = "gpu_cc_mode"
-    if step is None:
-        return not_asked(name, "gpu_cc_mode_cc and gpu_cc_mode_ppcie are empty")
-    if failed_step(step):
-        return check(name, FAIL, failed_step(step), "fix what the message names, then " + RERUN_PREPARE)
+    if step is None or failed_step(step):
+        return unjudged_line(name, step, "gpu_cc_mode_cc and gpu_cc_mode_ppcie are empty")
     plan = step.get("plan")
     if not plan:
         return check(name, FAIL, "the modes were not queried (no NVIDIA GPU, or no gpu_cc_mode_tool / "
