@@ -35,7 +35,8 @@ def _device(dev: t.Mapping[str, t.Any], viable: t.Mapping[int, bool]) -> Host:
     group = dev.get("iommu_group")
     return {"address": dev["address"], "device_id": "%s:%s" % (dev["vendor_id"], dev["device_id"]),
             "driver": dev.get("driver"), "iommu_group": group, "viable": viable.get(group, False),
-            "numa_node": dev.get("numa_node"), "host_critical": [item["kind"] for item in dev.get("host_critical") or []]}
+            "numa_node": dev.get("numa_node"),
+            "host_critical": [item["kind"] for item in dev.get("host_critical") or []]}
 
 
 def _gpu(dev: t.Mapping[str, t.Any], viable: t.Mapping[int, bool], pairs: t.Mapping[str, t.Any]) -> Host:
@@ -142,15 +143,27 @@ def host_changes(before: t.Optional[t.Mapping[str, t.Any]], now: t.Mapping[str, 
                 for a in sorted(set(new_gpus) - set(old_gpus))]
     changes += [{"kind": "gpu_removed", "detail": "GPU %s (%s)" % (a, old_gpus[a]["device_id"])}
                 for a in sorted(set(old_gpus) - set(new_gpus))]
-    old_groups = {g["id"]: g for g in before.get("iommu_groups", [])}
-    for group in now.get("iommu_groups", []):
-        old = old_groups.get(group["id"])
-        if old is not None and old["viable"] != group["viable"]:
-            kind = "group_now_viable" if group["viable"] else "group_no_longer_viable"
-            changes.append({"kind": kind, "detail": "IOMMU group %s (%s)%s" % (
-                group["id"], ", ".join(group["devices"]), ": " + "; ".join(group["reasons"]) if group["reasons"]
-                else "")})
+    changes += _viability_changes(before, now)
     changes += _verdict_changes(before, now)
+    return changes
+
+
+def _viability_changes(before: t.Mapping[str, t.Any], now: t.Mapping[str, t.Any]) -> t.List[Host]:
+    """GPUs and NVSwitches on both reports whose IOMMU group's viability flipped (a group's number may change
+    with the group: the device is what stays)."""
+    changes: t.List[Host] = []
+    groups = {g["id"]: g for g in now.get("iommu_groups", [])}
+    for kind in ("gpus", "nvswitches"):
+        old = _by_address(before.get(kind, []))
+        for dev in now.get(kind, []):
+            if dev["address"] not in old or old[dev["address"]]["viable"] == dev["viable"]:
+                continue
+            group = groups.get(dev["iommu_group"], {"devices": [], "reasons": []})
+            changes.append({"kind": "group_now_viable" if dev["viable"] else "group_no_longer_viable",
+                            "detail": "%s %s: IOMMU group %s (%s)%s" % (
+                                kind[:-1].replace("gpu", "GPU").replace("nvswitch", "NVSwitch"), dev["address"],
+                                dev["iommu_group"], ", ".join(group["devices"]),
+                                ": " + "; ".join(group["reasons"]) if group["reasons"] else "")})
     return changes
 
 
