@@ -4,9 +4,14 @@ switch) rebuilt from its captured ``lspci -tv`` and ``lspci`` in ../shared/fixtu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List, Optional
 
-from fake_sysfs import FakeFunction
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import gather_facts
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import mark_host_critical
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.fleet_report import host_entry
+from fake_sysfs import FakeFunction, build_tree
 from lspci_tree import functions_from_tree, parse_tree
 
 SD665_TREE = "gpu-servers/lspci-tv_lenovo-sd665n-v3_4xH100_cx7.txt"
@@ -29,3 +34,12 @@ def sd665_expected_pairs(fixtures: Path) -> dict:
 
     nics = {root_port(e.address): e.address for e in entries if e.name.endswith("[ConnectX-7]")}
     return {e.address: nics.get(root_port(e.address)) for e in entries if "H100" in e.name}
+
+
+def entry_of(root: Path, functions: List[FakeFunction], checks: Optional[list] = None) -> Dict[str, Any]:
+    """A host's report entry from a tree built at ``root``, read by the info modules' own code."""
+    build_tree(root, functions)
+    host = HostRoot(str(root))
+    topology = read_topology(host)
+    mark_host_critical(host, topology)
+    return host_entry(topology, gather_facts(host), checks)

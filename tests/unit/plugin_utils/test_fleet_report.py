@@ -11,31 +11,19 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 from conftest import FIXTURES, REPO
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import gather_facts
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import mark_host_critical
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
-from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils.fleet_report import fleet_report, host_entry
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from fake_sysfs import FakeFunction, ServerShape, build_tree, gpu_server  # noqa: E402
-from fleet_hosts import sd665_expected_pairs, sd665_functions  # noqa: E402
+from fake_sysfs import ServerShape, gpu_server  # noqa: E402
+from fleet_hosts import entry_of, sd665_expected_pairs, sd665_functions  # noqa: E402
 
 PASSING = [{"name": "iommu", "state": "pass", "detail": "IOMMU on", "fix": ""}]
 FAILING = [{"name": "vfio_devices", "state": "fail", "detail": "0000:06:00.0 is on nvidia", "fix": "run prepare"}]
-
-
-def entry_of(root: Path, functions: List[FakeFunction], checks: Optional[list] = None) -> Dict[str, Any]:
-    build_tree(root, functions)
-    host = HostRoot(str(root))
-    topology = read_topology(host)
-    mark_host_critical(host, topology)
-    return host_entry(topology, gather_facts(host), checks)
 
 
 @pytest.fixture(scope="module")
