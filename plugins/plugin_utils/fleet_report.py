@@ -34,7 +34,7 @@ def _pairs(pci: t.Mapping[str, t.Any]) -> t.Dict[str, t.Mapping[str, t.Any]]:
 def _device(dev: t.Mapping[str, t.Any], viable: t.Mapping[int, bool]) -> Host:
     group = dev.get("iommu_group")
     return {"address": dev["address"], "device_id": "%s:%s" % (dev["vendor_id"], dev["device_id"]),
-            "driver": dev.get("driver"), "iommu_group": group, "viable": viable.get(group, False),
+            "driver": dev.get("driver"), "iommu_group": group, "viable": group is not None and viable.get(group, False),
             "numa_node": dev.get("numa_node"),
             "host_critical": [item["kind"] for item in dev.get("host_critical") or []]}
 

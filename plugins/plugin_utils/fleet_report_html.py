@@ -18,7 +18,7 @@ import typing as t
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils.fleet_report import STATES
 
 try:
-    import graphviz
+    import graphviz  # type: ignore[import-untyped]  # ships no type information (0.21)
 except ImportError:  # reported by :func:`pcie_svg` when a page is asked for
     graphviz = None
 

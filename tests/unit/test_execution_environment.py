@@ -34,7 +34,7 @@ def introspect() -> Dict[str, list]:
 def test_ansible_builder_takes_the_controller_libraries_and_no_test_tool() -> None:
     data = introspect()
     python = {canonicalize_name(Requirement(line.split("#", 1)[0].strip()).name) for line in data["python"]}
-    assert python == set(requirement_lines(EE_REQUIREMENTS)) == {"tomlkit", "sev-snp-measure"}
+    assert python == set(requirement_lines(EE_REQUIREMENTS)) == {"tomlkit", "sev-snp-measure", "graphviz"}
     assert all(line.endswith("# from collection confidential_gpu.host") for line in data["python"])
     assert not data.get("system"), "the controller needs no system package; modules read sysfs on the hosts"
 
