@@ -52,8 +52,9 @@ HOST_ONLY_CLASSES = {"0600": "a host bridge", "0601": "an ISA/LPC bridge"}
 BRIDGE_CLASSES = ("0604", "0607", "0609")
 # Drivers under which VFIO accepts a group member (Linux: vfio_dev_driver_allowed).
 VFIO_DRIVERS = ("vfio-pci", "pci-stub")
-# Drivers VFIO accepts on a bridge in a group it opens (since Linux 5.19 those that set driver_managed_dma:
-# commits c7d469849747 pcieport, 18c7a349d072 pci-stub), or no driver at all.
+# Drivers VFIO accepts on a bridge in a group it opens, or none: since Linux 5.19 the IOMMU core's DMA ownership
+# decides (commits 31076af0cb00 "vfio: Remove use of vfio_group_viable()", c7d469849747 "PCI: portdrv: Set
+# driver_managed_dma", 18c7a349d072 "PCI: pci_stub: Set driver_managed_dma").
 GROUP_SAFE_BRIDGE_DRIVERS = ("pcieport", "pci-stub", "vfio-pci")
 
 
@@ -126,7 +127,7 @@ class Selector(NamedTuple):
     @classmethod
     def of(cls, addresses: Sequence[str] = (), pci_ids: Sequence[str] = (), roles: Sequence[str] = (),
            iommu_groups: Sequence[int] = ()) -> Selector:
-        return cls(tuple(normalize_address(a) for a in addresses), tuple(i.strip().lower() for i in pci_ids),
+        return cls(tuple(map(normalize_address, addresses)), tuple(i.strip().lower() for i in pci_ids),
                    tuple(roles), tuple(iommu_groups))
 
     def empty(self) -> bool:

@@ -23,16 +23,7 @@ Three steps, the way the collection's design card splits them:
   then the runtime moves of :mod:`pci_bind`.  A refusal raises before anything
   is written.
 
-Bridges in a group stay with the host.  VFIO has always accepted them there:
-up to Linux 5.18 ``vfio_dev_driver_allowed()`` in drivers/vfio/vfio.c let any
-driver hold a function whose header type is not normal ("PCI interconnect
-devices, ie. bridges"), besides ``pci-stub``; since 5.19 the IOMMU core's DMA
-ownership decides (commits 31076af0cb00 "vfio: Remove use of
-vfio_group_viable()", c7d469849747 "PCI: portdrv: Set driver_managed_dma",
-18c7a349d072 "PCI: pci_stub: Set driver_managed_dma"): a group can be claimed
-by VFIO while each member is driverless, on a VFIO driver, or on a driver that
-sets ``driver_managed_dma`` (``pcieport``, ``pci-stub``).  A bridge on any
-other driver is named as the reason a group is not viable.
+Bridges in a group stay with the host; the group's viability is :func:`pci_device.group_verdict`'s.
 
 Group members the user did not ask for: a group goes whole, so selecting a GPU
 takes every other endpoint of its group too.  Its own functions (same
