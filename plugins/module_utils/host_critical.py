@@ -36,10 +36,8 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
-    VFIO_DRIVERS,
-    split_sysfs_path,
-)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import VFIO_DRIVERS
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import split_sysfs_path
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 # Mounts whose disk the host needs to run and to boot again.

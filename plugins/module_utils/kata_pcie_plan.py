@@ -46,6 +46,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_device
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import (
+    VF,
+    Selector,
+    kind_of,
+    normalize_address,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     bridge_link,
     common_bridge,
@@ -60,8 +67,6 @@ VFIO_MODES = ("group", "iommufd")
 KATA_MAX_PCIE_PORTS = 16
 ROLE_SELECTORS = ("gpu", "nvswitch", "nic")
 PAIRED_NIC_SELECTOR = "gpu_nics"
-# Group members Kata never passes through (GetAllVFIODevicesFromIOMMUGroup): host and PCI-to-PCI bridges.
-HOST_KEPT_CLASSES = ("0600", "0604")
 # GPU-NIC links close enough to count as a pair: at most one PCIe bridge (PIX) or several below one root
 # port (PXB), nvidia-smi topo's classes.
 PAIR_LINKS = ("PIX", "PXB")
@@ -69,12 +74,6 @@ PAIR_LINKS = ("PIX", "PXB")
 
 class PlanError(ValueError):
     """The input cannot be planned at all (not a topology, unknown mode)."""
-
-
-def normalize(address: str) -> str:
-    """Lower-case ``DDDD:BB:DD.F``; a missing domain means 0000."""
-    address = address.strip().lower()
-    return "0000:" + address if address.count(":") == 1 else address
 
 
 def check_input(topology: Any, mode: str, vfio_mode: str = "group") -> None:
@@ -103,7 +102,8 @@ def paired_nics(topology: Dict[str, Any], gpu: str) -> List[str]:
 
 def select(topology: Dict[str, Any], selectors: Sequence[str], by_address: Dict[str, Dict[str, Any]],
            errors: List[str], warnings: List[str]) -> List[str]:
-    """Requested addresses, in the order given; roles select physical functions."""
+    """Requested addresses, in the order given: each selector is a pci_device Selector of one address or one role
+    (roles pick physical functions, not VFs), and the pod gets them all."""
     chosen: List[str] = []
 
     def add(address: str) -> None:
@@ -113,16 +113,16 @@ def select(topology: Dict[str, Any], selectors: Sequence[str], by_address: Dict[
     for selector in selectors:
         text = str(selector).strip()
         if text in ROLE_SELECTORS:
-            found = [dev["address"] for dev in topology["devices"]
-                     if dev.get("role") == text and not dev.get("physfn")]
+            found = [dev["address"] for dev in Selector(roles=(text,)).select(topology["devices"], to_guest=True)
+                     if kind_of(dev) != VF]
             if not found:
                 warnings.append("selector %r matches no physical function on this host" % text)
             for address in found:
                 add(address)
         elif text == PAIRED_NIC_SELECTOR:
             continue
-        elif ":" in text and normalize(text) in by_address:
-            add(normalize(text))
+        elif ":" in text and normalize_address(text) in by_address:
+            add(normalize_address(text))
         elif ":" in text:
             errors.append("device %s is not on this host (no such PCI function in the topology)" % text)
         else:
@@ -143,8 +143,8 @@ def select(topology: Dict[str, Any], selectors: Sequence[str], by_address: Dict[
 
 def named_addresses(selectors: Sequence[str], by_address: Dict[str, Dict[str, Any]]) -> Set[str]:
     """The functions the selectors name by PCI address (not by role)."""
-    return {normalize(str(text)) for text in selectors
-            if ":" in str(text) and normalize(str(text)) in by_address}
+    return {normalize_address(str(text)) for text in selectors
+            if ":" in str(text) and normalize_address(str(text)) in by_address}
 
 
 def check_host_critical(member: str, requested_by: str, info: Optional[Dict[str, Any]], named: Set[str],
@@ -175,6 +175,11 @@ def expand_groups(requested: Sequence[str], topology: Dict[str, Any], by_address
     named = set(requested) if named is None else named
     companions: List[str] = []
     groups = {group["id"]: group for group in topology["iommu_groups"]}
+    # Members missing from a filtered topology are counted as PCIe endpoints.
+    members = {gid: [by_address.get(member) or {"address": member} for member in group.get("devices") or []]
+               for gid, group in groups.items()}
+    expansion = {gid: (endpoints, bridges) for gid, endpoints, bridges
+                 in pci_device.expand_groups([by_address[address] for address in requested], members)}
     passed: List[Dict[str, Any]] = []
     seen: Set[str] = set()
     left: List[str] = []
@@ -197,14 +202,12 @@ def expand_groups(requested: Sequence[str], topology: Dict[str, Any], by_address
             continue
         if not group.get("bound_to_vfio", False):
             warnings.append("IOMMU group %s of %s is not on vfio-pci yet; bind it before a pod starts" % (gid, address))
-        for member in group.get("devices") or []:
+        endpoints, bridges = expansion[gid]
+        left.extend(member for member in bridges if member not in left)
+        for member in endpoints:
             if member in seen:
                 continue
             info = by_address.get(member)
-            if info is not None and (info.get("class_id") or "")[:4] in HOST_KEPT_CLASSES:
-                if member not in left:
-                    left.append(member)
-                continue
             check_host_critical(member, address, info, named, errors, warnings)
             if vfio_mode == "iommufd" and member != address and member not in requested:
                 if member not in companions:

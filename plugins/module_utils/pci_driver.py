@@ -23,16 +23,7 @@ Three steps, the way the collection's design card splits them:
   then the runtime moves of :mod:`pci_bind`.  A refusal raises before anything
   is written.
 
-Bridges in a group stay with the host.  VFIO has always accepted them there:
-up to Linux 5.18 ``vfio_dev_driver_allowed()`` in drivers/vfio/vfio.c let any
-driver hold a function whose header type is not normal ("PCI interconnect
-devices, ie. bridges"), besides ``pci-stub``; since 5.19 the IOMMU core's DMA
-ownership decides (commits 31076af0cb00 "vfio: Remove use of
-vfio_group_viable()", c7d469849747 "PCI: portdrv: Set driver_managed_dma",
-18c7a349d072 "PCI: pci_stub: Set driver_managed_dma"): a group can be claimed
-by VFIO while each member is driverless, on a VFIO driver, or on a driver that
-sets ``driver_managed_dma`` (``pcieport``, ``pci-stub``).  A bridge on any
-other driver is named as the reason a group is not viable.
+Bridges in a group stay with the host; the group's viability is :func:`pci_device.group_verdict`'s.
 
 Group members the user did not ask for: a group goes whole, so selecting a GPU
 takes every other endpoint of its group too.  Its own functions (same
@@ -64,16 +55,20 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Se
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges, what
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
+from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_device
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import (
     ADDRESS_RE,
+    GROUP_SAFE_BRIDGE_DRIVERS,
     HOST_ONLY_CLASSES,
     NVIDIA,
     PCI_ID_RE,
     ROLES,
     VFIO_DRIVERS,
+    Selector,
+    is_bridge,
     normalize_address,
-    read_topology,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
@@ -91,10 +86,6 @@ EARLY_BINDING_DRIVERS = ("vfio-pci", "pci-stub")
 # Kernel modules each of them needs in the initramfs, as modprobe names them (vfio_pci pulls vfio, vfio_pci_core
 # and irqbypass in as dependencies; vfio_iommu_type1 is only a soft dependency of vfio, so it is named).
 INITRAMFS_MODULES = {"vfio-pci": ("vfio_pci", "vfio_iommu_type1"), "pci-stub": ("pci_stub",)}
-# Drivers VFIO accepts on a bridge in a group it opens (driver_managed_dma), or no driver at all.
-GROUP_SAFE_BRIDGE_DRIVERS = ("pcieport", "pci-stub", "vfio-pci")
-BRIDGE_CLASSES = ("0604", "0607", "0609")
-BRIDGE_PORT_TYPES = ("root_port", "upstream_port", "downstream_port", "pcie_to_pci_bridge", "pci_to_pcie_bridge")
 HELPER_ROOT_ENV = "PCI_OVERRIDE_ROOT"
 DRIVER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 RULE_RE = re.compile(r'^ACTION=="add",\s*SUBSYSTEM=="pci",\s*KERNEL=="([^"]+)"')
@@ -220,6 +211,10 @@ class Intent(NamedTuple):
     persist: bool
     early_binding: bool
     allow_group_members: Tuple[str, ...] = ()
+
+    @property
+    def selector(self) -> Selector:
+        return Selector(self.addresses, self.pci_ids, self.roles, self.iommu_groups)
 
 
 class FileChange(NamedTuple):
@@ -408,42 +403,17 @@ def needs_group(driver: str) -> bool:
     return "vfio" in driver
 
 
-def is_bridge(dev: Dict[str, Any]) -> bool:
-    """A bridge (PCI-PCI, CardBus, PCIe port): it routes, it is not given to guests."""
-    port_type = (dev.get("pcie") or {}).get("port_type")
-    return (dev["class_id"] or "")[:4] in BRIDGE_CLASSES or port_type in BRIDGE_PORT_TYPES
-
-
 def select(devices: Sequence[Dict[str, Any]], intent: Intent) -> List[str]:
-    """Selected addresses, in address order; the selectors add up (any of them names a function).
-
-    Bridges, host bridges and ISA/LPC bridges are selected only by address
-    (and then refused): IDs, roles and groups pass them over, since they stay
-    with the host.  Unknown addresses
-    and IOMMU groups are errors.
-    """
-    known = {dev["address"] for dev in devices}
-    missing = [address for address in intent.addresses if address not in known]
+    """Selected addresses, in address order (pci_device's rule; bridges and host-only functions only by address,
+    and then refused).  Unknown addresses and IOMMU groups are errors."""
+    missing, absent_groups = intent.selector.unknown(devices)
     if missing:
         raise PciDriverError("no PCI function %s on this host (see pci_topology_info); nothing was changed"
                              % ", ".join(missing))
-    group_ids = {dev["iommu_group"] for dev in devices}
-    absent_groups = [str(group) for group in intent.iommu_groups if group not in group_ids]
     if absent_groups:
         raise PciDriverError("no IOMMU group %s on this host (see /sys/kernel/iommu_groups); nothing was changed"
-                             % ", ".join(absent_groups))
-    selected = []
-    for dev in devices:
-        vendor_device = "%s:%s" % (dev["vendor_id"], dev["device_id"])
-        if dev["address"] in intent.addresses:
-            selected.append(dev["address"])
-        elif is_bridge(dev) or (dev["class_id"] or "")[:4] in HOST_ONLY_CLASSES:
-            continue
-        elif dev["role"] in intent.roles or dev["iommu_group"] in intent.iommu_groups or any(
-                vendor_device == want or (want.endswith(":*") and dev["vendor_id"] == want[:-2])
-                for want in intent.pci_ids):
-            selected.append(dev["address"])
-    return sorted(selected)
+                             % ", ".join(str(group) for group in absent_groups))
+    return sorted(dev["address"] for dev in intent.selector.select(devices, to_guest=True))
 
 
 def member_note(dev: Dict[str, Any], driver: str) -> str:
@@ -474,12 +444,6 @@ def group_refusal(gid: int, members: Sequence[Dict[str, Any]], reasons: Sequence
         "fix": "a group goes to a guest whole or not at all: select devices whose group is viable "
                "(pci_topology_info lists the groups)",
     }
-
-
-def bridge_reasons(members: Sequence[Dict[str, Any]]) -> List[str]:
-    return ["bridge %s is bound to %s, which does not declare driver_managed_dma, so VFIO cannot claim the group"
-            % (dev["address"], dev["driver"]) for dev in members
-            if is_bridge(dev) and dev["driver"] not in (None,) + GROUP_SAFE_BRIDGE_DRIVERS]
 
 
 def critical_refusal(dev: Dict[str, Any], reasons: Sequence[str], selected: bool) -> Dict[str, Any]:
@@ -588,44 +552,39 @@ class Selection(NamedTuple):
     warnings: List[str]
 
 
-def group_entry(gid: int, members: Sequence[Dict[str, Any]], reasons: List[str]) -> Dict[str, Any]:
-    return {"id": gid, "devices": [m["address"] for m in members],
-            "endpoints": [m["address"] for m in members if not is_bridge(m)],
-            "bridges": [m["address"] for m in members if is_bridge(m)],
-            "viable": not reasons, "reasons": reasons}
-
-
 def expand_groups(facts: Facts, intent: Intent, selected: Sequence[str]) -> Selection:
     """The endpoints to act on (each selected function's whole group, or only it) and the groups they are in."""
     devices = facts.topology["devices"]
     by_address = {dev["address"]: dev for dev in devices}
-    members_of: Dict[Optional[int], List[Dict[str, Any]]] = {}
-    for dev in devices:
-        members_of.setdefault(dev["iommu_group"], []).append(dev)
+    members = pci_device.members_by_group(devices)
+    chosen = [by_address[address] for address in selected]
+    groups = {gid: (endpoints, bridges) for gid, endpoints, bridges
+              in pci_device.expand_groups([dev for dev in chosen if not is_bridge(dev)], members)}
     verdicts = {group["id"]: group for group in facts.topology["iommu_groups"]}
     present = intent.state == "present"
     out = Selection([], [], [], [])
-    for address in selected:
-        dev = by_address[address]
+    for dev in chosen:
         gid = dev["iommu_group"]
         if is_bridge(dev):
             out.refused.append(simple_refusal("bridge", dev, "%s is a bridge (driver %s): bridges stay with the host"
-                                              % (address, dev["driver"] or "none"),
+                                              % (dev["address"], dev["driver"] or "none"),
                                               "select the endpoints below it, or its IOMMU group"))
-        elif gid is None:
-            if present and needs_group(intent.driver):
-                out.refused.append(simple_refusal("no_iommu_group", dev, "%s has no IOMMU group: the IOMMU is off"
-                                                  % address, "turn the IOMMU on (role kernel_args: intel_iommu=on "
-                                                  "for VT-d, amd_iommu=off gone for AMD-Vi) and reboot"))
+            continue
+        if gid is None and present and needs_group(intent.driver):
+            out.refused.append(simple_refusal("no_iommu_group", dev, "%s has no IOMMU group: the IOMMU is off"
+                                              % dev["address"], "turn the IOMMU on (role kernel_args: intel_iommu=on "
+                                              "for VT-d, amd_iommu=off gone for AMD-Vi) and reboot"))
+        if gid is None or not intent.whole_group:
             out.targets.append(dev)
-        else:
-            endpoints = [m for m in members_of[gid] if not is_bridge(m)]
-            out.targets.extend(endpoints if intent.whole_group else [dev])
-            if gid not in [group["id"] for group in out.groups]:
-                reasons = list(verdicts.get(gid, {}).get("reasons", [])) + bridge_reasons(members_of[gid])
-                out.groups.append(group_entry(gid, members_of[gid], reasons))
-                if present and reasons:
-                    out.refused.append(group_refusal(gid, members_of[gid], reasons, intent.driver))
+        if gid is None or gid in [group["id"] for group in out.groups]:
+            continue
+        endpoints, bridges = groups[gid]
+        out.targets.extend(by_address[address] for address in endpoints if intent.whole_group)
+        reasons = list(verdicts.get(gid, {}).get("reasons", []))
+        out.groups.append({"id": gid, "devices": [m["address"] for m in members[gid]], "endpoints": endpoints,
+                           "bridges": bridges, "viable": not reasons, "reasons": reasons})
+        if present and reasons:
+            out.refused.append(group_refusal(gid, members[gid], reasons, intent.driver))
     unique = {dev["address"]: dev for dev in out.targets}
     out.targets[:] = [unique[address] for address in sorted(unique)]
     return out

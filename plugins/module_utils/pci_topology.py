@@ -26,60 +26,22 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config i
     decode_config,
     extended_capabilities,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import (
+    ADDRESS_RE,
+    Selector,
+    device_role,
+    function_kind,
+    group_verdict,
+    is_bridge,
+    members_by_group,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 T = TypeVar("T")
 
 PCI_DEVICES = "/sys/bus/pci/devices"
 PCI_DRIVERS = "/sys/bus/pci/drivers"
-ADDRESS_RE = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-# What users may write: the domain is optional (normalize_address adds 0000).
-ADDRESS_INPUT_RE = re.compile(r"^([0-9a-f]{4,}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-PCI_ID_RE = re.compile(r"^[0-9a-f]{4}:([0-9a-f]{4}|\*)$")
 HOST_BRIDGE_DIR_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
-
-ROLES = ("gpu", "nvswitch", "nic", "bridge", "storage", "other")
-NVIDIA = "10de"
-# Drivers under which VFIO accepts a group member (Linux: vfio_dev_driver_allowed).
-VFIO_DRIVERS = ("vfio-pci", "pci-stub")
-# Chipset functions a host cannot give away: host bridge, ISA/LPC bridge.
-HOST_ONLY_CLASSES = {"0600": "a host bridge", "0601": "an ISA/LPC bridge"}
-
-
-def device_role(vendor_id: Optional[str], class_id: Optional[str]) -> str:
-    """gpu, nvswitch, nic, bridge, storage or other, from vendor and class."""
-    if not class_id:
-        return "other"
-    base, sub = class_id[:2], class_id[:4]
-    if vendor_id == NVIDIA and sub in ("0300", "0302"):
-        return "gpu"
-    if vendor_id == NVIDIA and sub == "0680":
-        return "nvswitch"
-    if base == "02":
-        return "nic"
-    if base == "06":
-        return "bridge"
-    if base == "01":
-        return "storage"
-    return "other"
-
-
-def normalize_address(address: str) -> str:
-    """Lower-case ``DDDD:BB:DD.F``; a missing domain means 0000."""
-    address = address.strip().lower()
-    if address.count(":") == 1:
-        address = "0000:" + address
-    return address
-
-
-def invalid_filters(addresses: Sequence[str], pci_ids: Sequence[str]) -> List[str]:
-    """A readable problem for every address and vendor:device filter that is not well formed."""
-    problems = ["address %r is not DDDD:BB:DD.F or BB:DD.F (hex, like 0000:3b:00.0)" % value
-                for value in addresses if not ADDRESS_INPUT_RE.match(value.strip().lower())]
-    problems += ["pci_id %r is not vendor:device in hex (like 10de:2330 or 10de:*)" % value
-                 for value in pci_ids if not PCI_ID_RE.match(value.strip().lower())]
-    return problems
-
 
 def split_sysfs_path(real_path: str) -> Tuple[List[str], Optional[str]]:
     """PCI addresses in a device's sysfs path (root port first) and its ``pciDDDD:BB`` root complex."""
@@ -242,6 +204,7 @@ def read_function(host: HostRoot, address: str, drivers: Dict[str, str]) -> Dict
         "path": chain,
         "physfn": link_name(base + "/physfn") if short else None,
         "role": device_role(info["vendor_id"], info["class_id"]),
+        "kind": None,
         "pcie": info["pcie"],
         "acs": info["acs"],
         "ats": info["ats"],
@@ -250,7 +213,7 @@ def read_function(host: HostRoot, address: str, drivers: Dict[str, str]) -> Dict
         "sriov": info["sriov"],
         "ari": info["ari"],
         "resizable_bar": info["resizable_bar"],
-        "_bridge": info["header_type"] == "bridge",
+        "_header_type": info["header_type"],
         "_root_complex": root_complex,
         "_config_size": config_size,
     }
@@ -303,39 +266,16 @@ def read_functions(host: HostRoot) -> List[Dict[str, Any]]:
     devices = [read_function(host, address, drivers) for address in host.listdir_required(PCI_DEVICES)
                if ADDRESS_RE.match(address)]
     link_virtual_functions(host, devices)
+    for dev in devices:
+        dev["kind"] = function_kind(dev["class_id"], dev.pop("_header_type"), dev["physfn"])
     return devices
-
-
-def group_verdict(members: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Can this group be handed to one guest as a whole, and is VFIO ready for it now?"""
-    reasons: List[str] = []
-    endpoints = [dev for dev in members if not dev["_bridge"]]
-    for dev in members:
-        what = HOST_ONLY_CLASSES.get((dev["class_id"] or "")[:4])
-        if what and len(members) == 1:
-            reasons.append("%s is %s: it stays with the host" % (dev["address"], what))
-        elif what:
-            reasons.append("%s is %s (driver %s) that the host needs, so its group cannot be passed "
-                           "through; splitting the group needs ACS on the bridges above (BIOS setting) "
-                           "or the devices in another slot" % (dev["address"], what, dev["driver"] or "none"))
-    if not endpoints:
-        reasons.append("the group holds only bridges: nothing to pass through")
-    on_vfio = all(dev["driver"] is None or dev["driver"] in VFIO_DRIVERS for dev in endpoints)
-    return {"viable": not reasons, "reasons": reasons, "bound_to_vfio": bool(endpoints) and on_vfio}
 
 
 def build_groups(devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """IOMMU groups with their members and passthrough verdicts, by group id."""
-    members: Dict[int, List[Dict[str, Any]]] = {}
-    for dev in devices:
-        if dev["iommu_group"] is not None:
-            members.setdefault(dev["iommu_group"], []).append(dev)
-    groups = []
-    for gid in sorted(members):
-        group = {"id": gid, "devices": [dev["address"] for dev in members[gid]]}
-        group.update(group_verdict(members[gid]))
-        groups.append(group)
-    return groups
+    members = members_by_group(devices)
+    return [dict({"id": gid, "devices": [dev["address"] for dev in members[gid]]}, **group_verdict(members[gid]))
+            for gid in sorted(members)]
 
 
 def common_bridge(path_a: Sequence[str], path_b: Sequence[str]) -> Optional[str]:
@@ -350,13 +290,6 @@ def common_bridge(path_a: Sequence[str], path_b: Sequence[str]) -> Optional[str]
 
 # nvidia-smi topo's link classes, closest first.
 LINK_ORDER = ("PIX", "PXB", "PHB", "NODE", "SYS")
-
-
-def is_bridge(dev: Dict[str, Any]) -> bool:
-    """A PCI-to-PCI bridge: type 1 header while reading, class 0604/0609 in a returned topology."""
-    if "_bridge" in dev:
-        return bool(dev["_bridge"])
-    return (dev.get("class_id") or "")[:4] in ("0604", "0609")
 
 
 def port_kinds(devices: Sequence[Dict[str, Any]]) -> Dict[str, str]:
@@ -479,31 +412,15 @@ def read_topology(host: HostRoot) -> Dict[str, Any]:
     for dev in devices:
         if dev["role"] == "gpu":
             dev["closest_nics"] = closest_nics(pairs, dev["address"])
-        del dev["_bridge"], dev["_root_complex"], dev["_config_size"]
+        del dev["_root_complex"], dev["_config_size"]
     return {"devices": devices, "iommu_groups": groups, "gpu_nic_affinity": pairs}
 
 
-def matches(dev: Dict[str, Any], roles: Sequence[str], addresses: Sequence[str],
-            ids: Sequence[str]) -> bool:
-    """Does a device pass the module's filters (each empty filter passes all)?"""
-    if roles and dev["role"] not in roles:
-        return False
-    if addresses and dev["address"] not in addresses:
-        return False
-    if ids:
-        vendor_device = "%s:%s" % (dev["vendor_id"], dev["device_id"])
-        if not any(vendor_device == want or (want.endswith(":*") and dev["vendor_id"] == want[:-2])
-                   for want in ids):
-            return False
-    return True
-
-
-def filter_topology(topology: Dict[str, Any], roles: Sequence[str], addresses: Sequence[str],
-                    ids: Sequence[str]) -> Dict[str, Any]:
+def filter_topology(topology: Dict[str, Any], selector: Selector) -> Dict[str, Any]:
     """Keep the selected devices, the groups they are in and the pairs they are part of."""
-    if not (roles or addresses or ids):
+    if selector.empty():
         return topology
-    wanted = [dev for dev in topology["devices"] if matches(dev, roles, addresses, ids)]
+    wanted = selector.select(topology["devices"])
     chosen = {dev["address"] for dev in wanted}
     group_ids = {dev["iommu_group"] for dev in wanted}
     return {

@@ -60,12 +60,10 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config i
     extended_capabilities,
     flag_dict,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import ROLES, Selector, invalid_filters
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     PCI_DEVICES,
     common_bridge,
-    invalid_filters,
-    matches,
-    normalize_address,
     read_config,
     read_topology,
 )
@@ -77,7 +75,6 @@ PROFILES = ("report", "confidential", "p2p")
 P2P_MODES = ("direct_translated", "disable_acs_redir", "config_acs")
 DEFAULT_P2P_MODE = "direct_translated"
 DEVICE_FORMATS = ("address", "path")
-SELECTABLE_ROLES = ("gpu", "nvswitch", "nic", "bridge", "storage", "other")
 # Selected when no filter is given: what this collection passes through or runs P2P between.
 DEFAULT_ROLES = ("gpu", "nvswitch", "nic")
 
@@ -121,9 +118,7 @@ class Request(NamedTuple):
     """Validated module input."""
 
     profile: str
-    addresses: Tuple[str, ...]
-    pci_ids: Tuple[str, ...]
-    roles: Tuple[str, ...]
+    selector: Selector
     p2p_mode: str
     config_acs_flags: str
     device_format: str
@@ -154,11 +149,10 @@ def flag_bits(flags: str) -> Tuple[int, int]:
 def build_request(profile: str, addresses: Sequence[str], pci_ids: Sequence[str], roles: Sequence[str],
                   p2p_mode: str = DEFAULT_P2P_MODE, config_acs_flags: str = DEFAULT_CONFIG_ACS_FLAGS,
                   device_format: str = "address", current_cmdline: Optional[str] = None,
-                  runtime_write: bool = False) -> Request:
+                  runtime_write: bool = False, iommu_groups: Sequence[int] = ()) -> Request:
     """Check every input before anything is read; all problems in one :class:`PcieAcsError`."""
     problems = invalid_filters(addresses, pci_ids)
-    problems += ["role %r is not one of %s" % (value, ", ".join(SELECTABLE_ROLES))
-                 for value in roles if value not in SELECTABLE_ROLES]
+    problems += ["role %r is not one of %s" % (value, ", ".join(ROLES)) for value in roles if value not in ROLES]
     for name, value, choices in (("profile", profile, PROFILES), ("p2p_mode", p2p_mode, P2P_MODES),
                                  ("device_format", device_format, DEVICE_FORMATS)):
         if value not in choices:
@@ -172,8 +166,7 @@ def build_request(profile: str, addresses: Sequence[str], pci_ids: Sequence[str]
                         "profile report only reads")
     if problems:
         raise PcieAcsError("invalid input: " + "; ".join(problems))
-    return Request(profile, tuple(normalize_address(value) for value in addresses),
-                   tuple(value.strip().lower() for value in pci_ids), tuple(roles), p2p_mode,
+    return Request(profile, Selector.of(addresses, pci_ids, roles, iommu_groups), p2p_mode,
                    normalize_flags(config_acs_flags), device_format, current_cmdline, runtime_write)
 
 
@@ -187,15 +180,14 @@ def flag_names(bits: int) -> List[str]:
 
 def select_devices(devices: Sequence[Dict[str, Any]], request: Request) -> List[Dict[str, Any]]:
     """The devices the request names (GPUs, NVSwitches and NICs when it names none); unknown addresses fail."""
-    known = {dev["address"] for dev in devices}
-    missing = [address for address in request.addresses if address not in known]
+    missing, groups = request.selector.unknown(devices)
     if missing:
         raise PcieAcsError("%s not found in %s: give addresses of this host's functions (lspci -D lists them)"
                            % (", ".join(missing), PCI_DEVICES))
-    roles = request.roles
-    if not (request.addresses or request.pci_ids or roles):
-        roles = DEFAULT_ROLES
-    return [dev for dev in devices if matches(dev, roles, request.addresses, request.pci_ids)]
+    if groups:
+        raise PcieAcsError("no IOMMU group %s on this host (see /sys/kernel/iommu_groups)"
+                           % ", ".join(str(group) for group in groups))
+    return request.selector.or_roles(DEFAULT_ROLES).select(devices)
 
 
 def port_type(dev: Dict[str, Any]) -> Optional[str]:

@@ -30,10 +30,9 @@ import sys
 import time
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import ADDRESS_RE, normalize_address
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
-    ADDRESS_RE,
     PCI_DEVICES,
-    normalize_address,
     virtual_function_addresses,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import replace_file

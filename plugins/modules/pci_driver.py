@@ -10,10 +10,11 @@ module: pci_driver
 short_description: Bind PCI functions (whole IOMMU groups) to vfio-pci or another driver, now and at every boot
 version_added: "0.1.0"
 description:
-  - Selects PCI functions by address, C(vendor:device) ID, role or IOMMU group (the selectors add up), widens the
-    selection to every endpoint of each function's IOMMU group (a GPU's audio function goes with the GPU) and
-    binds them to O(driver) at runtime and persistently. Bridges in a group stay on their driver (C(pcieport));
-    VFIO accepts them there.
+  - Selects PCI functions by address, C(vendor:device) ID, role or IOMMU group (combined as the options say; a
+    bridge or host-only function only when named by address, and then refused), widens the selection to every
+    endpoint of each function's IOMMU group (a GPU's audio function goes with the GPU) and binds them
+    to O(driver) at runtime and persistently. Bridges in a group stay on their driver (C(pcieport)); VFIO accepts
+    them there.
   - "Runtime: for each function not on O(driver) yet, C(driver_override), then C(unbind) from its driver, then
     C(/sys/bus/pci/drivers_probe), then the C(driver) link is awaited. The unbind runs in a child process with
     O(timeout): while a process holds the device (C(nvidia-persistenced), a CUDA job, a VM on C(/dev/vfio/N)) the
@@ -47,6 +48,8 @@ description:
     functions from O(driver), then probes so that their default driver takes them again.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
+extends_documentation_fragment:
+  - confidential_gpu.host.device_selection
 options:
   root:
     description:
@@ -55,29 +58,6 @@ options:
         O(initramfs_command) names a command.
     type: path
     default: /
-  addresses:
-    description: Functions to select, as C(DDDD:BB:DD.F) or C(BB:DD.F) (domain 0000). An unknown address fails.
-    type: list
-    elements: str
-    default: []
-  pci_ids:
-    description: Select every function with one of these C(vendor:device) IDs in hex, like C(10de:2330);
-      C(10de:*) selects a vendor.
-    type: list
-    elements: str
-    default: []
-  roles:
-    description: Select every function of these roles, as M(confidential_gpu.host.pci_topology_info) assigns them
-      (C(gpu) and C(nvswitch) are NVIDIA display and bridge-class devices).
-    type: list
-    elements: str
-    choices: [gpu, nvswitch, nic, bridge, storage, other]
-    default: []
-  iommu_groups:
-    description: Select every endpoint of these IOMMU groups. An unknown group fails.
-    type: list
-    elements: int
-    default: []
   driver:
     description: The driver the functions go to (present) or leave (absent).
     type: str
@@ -158,6 +138,7 @@ attributes:
     platforms: posix
     description: Linux hosts with sysfs, udev and C(driver_override) (Linux >= 3.16).
 notes:
+  - An address or IOMMU group the host does not have fails the module; so does a selection that names nothing.
   - Addresses must exist when the module runs; the udev rule then also binds them when they appear again, such as
     SR-IOV VFs that a boot-time unit creates (create the VFs first, then call this module).
   - "If driverctl is installed, its own udev rule applies the same C(/etc/driverctl.d) files as well; both end with

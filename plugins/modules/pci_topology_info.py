@@ -30,31 +30,12 @@ description:
     returns what it could read and one warning that names the functions.
 extends_documentation_fragment:
   - confidential_gpu.host.info_module
+  - confidential_gpu.host.device_selection
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
-options:
-  roles:
-    description:
-      - Return only functions of these roles (and their groups). All roles when empty.
-    type: list
-    elements: str
-    choices: [gpu, nvswitch, nic, bridge, storage, other]
-    default: []
-  addresses:
-    description:
-      - Return only these functions, as C(DDDD:BB:DD.F) or C(BB:DD.F) (domain 0000).
-    type: list
-    elements: str
-    default: []
-  pci_ids:
-    description:
-      - Return only functions with these C(vendor:device) IDs in hex, like C(10de:2330);
-        C(10de:*) selects every device of a vendor.
-    type: list
-    elements: str
-    default: []
 notes:
-  - Filters select what is returned; the topology (paths, groups, affinity) is always computed
+  - The selectors choose what is returned (all functions when none is given; an address or group the host does
+    not have returns nothing); the topology (paths, groups, affinity) is always computed
     over the whole host.
   - A O(root) without C(sys/bus/pci) returns no functions with a warning that names the root. When
     O(root) is the top of a capture made by C(scripts/capture-host) (C(CAPTURE.json) beside C(root/)), the
@@ -163,6 +144,12 @@ devices:
         C(bridge) (class 06), C(storage) (class 01) or C(other).
       type: str
       sample: gpu
+    kind:
+      description: C(host_only) (host bridge 0600, ISA/LPC bridge 0601), C(bridge) (a type 1 or 2 header, or
+        class 0604/0607/0609 when the header was not readable), C(vf) (an SR-IOV virtual function) or
+        C(endpoint). Bridges and host-only functions stay with the host when their group goes to a guest.
+      type: str
+      sample: endpoint
     closest_nics:
       description: For GPUs, the NIC physical functions that are closest (see RV(gpu_nic_affinity)).
       type: list
@@ -313,7 +300,10 @@ iommu_groups:
       type: list
       elements: str
     viable:
-      description: The group can be passed to one guest as a whole once its endpoints are bound to vfio-pci.
+      description: The group can be passed to one guest as a whole once its endpoints are bound to vfio-pci. Not
+        when it holds a host or ISA/LPC bridge, only bridges, or a bridge on a driver VFIO does not accept (one
+        without C(driver_managed_dma); C(pcieport), C(pci-stub) and no driver are accepted); the same verdict
+        M(confidential_gpu.host.pci_driver) refuses a group for.
       type: bool
     reasons:
       description: Why the group is not viable, one sentence per blocking function; empty when viable.
@@ -372,12 +362,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import mark_host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import (
+    ROLES,
+    Selector,
+    invalid_filters,
+    stays_with_host,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     PCI_DEVICES,
-    ROLES,
     filter_topology,
-    invalid_filters,
-    normalize_address,
     read_topology,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import (
@@ -389,7 +382,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import
 
 def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
     roles = [dev["role"] for dev in topology["devices"]]
-    role_of = {dev["address"]: dev["role"] for dev in topology["devices"]}
+    kept = {dev["address"] for dev in topology["devices"] if stays_with_host(dev)}
     return {
         "functions": len(roles),
         "gpus": roles.count("gpu"),
@@ -397,7 +390,7 @@ def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
         "nics": roles.count("nic"),
         "iommu_groups": len(topology["iommu_groups"]),
         "groups_not_viable": sum(1 for group in topology["iommu_groups"] if not group["viable"] and any(
-            role_of.get(address, "other") != "bridge" for address in group["devices"])),
+            address not in kept for address in group["devices"])),
         "host_critical": sum(1 for dev in topology["devices"] if dev["host_critical"]),
         "groups_host_critical": sum(1 for group in topology["iommu_groups"] if group["host_critical"]),
     }
@@ -422,6 +415,7 @@ def main() -> None:
             roles=dict(type="list", elements="str", choices=list(ROLES), default=[]),
             addresses=dict(type="list", elements="str", default=[]),
             pci_ids=dict(type="list", elements="str", default=[]),
+            iommu_groups=dict(type="list", elements="int", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -441,12 +435,8 @@ def main() -> None:
     except HostRootError as error:
         module.fail_json(msg=str(error))
     mark_host_critical(host, topology)
-    topology = filter_topology(
-        topology,
-        params["roles"],
-        [normalize_address(value) for value in params["addresses"]],
-        [value.strip().lower() for value in params["pci_ids"]],
-    )
+    topology = filter_topology(topology, Selector.of(params["addresses"], params["pci_ids"], params["roles"],
+                                                     params["iommu_groups"]))
     module.exit_json(changed=False, summary=summarize(topology), **hand_over(module, host, topology))
 
 

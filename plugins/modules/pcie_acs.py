@@ -40,6 +40,8 @@ description:
   - Reads only, unless O(runtime_write) is set.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
+extends_documentation_fragment:
+  - confidential_gpu.host.device_selection
 options:
   root:
     description:
@@ -47,28 +49,6 @@ options:
       - Point it at a captured or synthetic tree to read that instead of the live host.
     type: path
     default: /
-  addresses:
-    description:
-      - Select these functions, as C(DDDD:BB:DD.F) or C(BB:DD.F) (domain 0000). An address the host does not have
-        fails the module.
-    type: list
-    elements: str
-    default: []
-  pci_ids:
-    description:
-      - Select functions with these C(vendor:device) IDs in hex, like C(10de:2330); C(10de:*) selects every device
-        of a vendor.
-    type: list
-    elements: str
-    default: []
-  roles:
-    description:
-      - Select functions of these roles (see M(confidential_gpu.host.pci_topology_info)).
-      - When O(addresses), O(pci_ids) and O(roles) are all empty, the GPUs, NVSwitches and NICs are selected.
-    type: list
-    elements: str
-    choices: [gpu, nvswitch, nic, bridge, storage, other]
-    default: []
   profile:
     description:
       - C(report) reads and judges only.
@@ -148,6 +128,8 @@ attributes:
     platforms: posix
     description: Linux hosts with sysfs and procfs, or any host given a captured tree as O(root).
 notes:
+  - With no selector at all, the GPUs, NVSwitches and NICs are selected. An address or IOMMU group the host does
+    not have fails the module.
   - Reading ACS needs the extended configuration space, which only root can read; run it with C(become).
     Bridges whose ACS could not be read are C(unknown) and, with O(profile=confidential), violations.
   - The kernel isolates the devices below some root ports without ACS through device quirks (some Intel and AMD
@@ -431,13 +413,13 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import ROLES
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import (
     DEFAULT_CONFIG_ACS_FLAGS,
     DEFAULT_P2P_MODE,
     DEVICE_FORMATS,
     P2P_MODES,
     PROFILES,
-    SELECTABLE_ROLES,
     PcieAcsError,
     build_request,
     plan,
@@ -448,7 +430,8 @@ ARGUMENT_SPEC = {
     "root": {"type": "path", "default": "/"},
     "addresses": {"type": "list", "elements": "str", "default": []},
     "pci_ids": {"type": "list", "elements": "str", "default": []},
-    "roles": {"type": "list", "elements": "str", "default": [], "choices": list(SELECTABLE_ROLES)},
+    "roles": {"type": "list", "elements": "str", "default": [], "choices": list(ROLES)},
+    "iommu_groups": {"type": "list", "elements": "int", "default": []},
     "profile": {"type": "str", "default": "report", "choices": list(PROFILES)},
     "p2p_mode": {"type": "str", "default": DEFAULT_P2P_MODE, "choices": list(P2P_MODES)},
     "config_acs_flags": {"type": "str", "default": DEFAULT_CONFIG_ACS_FLAGS},
@@ -474,7 +457,7 @@ def main() -> None:
     try:
         request = build_request(params["profile"], params["addresses"], params["pci_ids"], params["roles"],
                                 params["p2p_mode"], params["config_acs_flags"], params["device_format"],
-                                params["current_cmdline"], params["runtime_write"])
+                                params["current_cmdline"], params["runtime_write"], params["iommu_groups"])
         host = HostRoot(params["root"])
         result = plan(host, request, module.check_mode)
     except (PcieAcsError, HostRootError) as error:

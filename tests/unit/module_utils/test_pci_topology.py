@@ -8,11 +8,8 @@ from typing import Any, Dict
 
 from conftest import REPO
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
-    device_role,
-    filter_topology,
-    read_topology,
-)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import Selector, device_role
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import filter_topology, read_topology
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -127,12 +124,12 @@ def test_vf_ids_fall_back_to_sysfs_when_the_pf_is_not_decodable(tmp_path: Path) 
 def test_filters_keep_selected_devices_and_their_groups(tmp_path: Path) -> None:
     build_tree(tmp_path, gpu_server(ServerShape(gpus=2, nvswitches=2, sockets=1)))
     topology = read_topology(HostRoot(str(tmp_path)))
-    chosen = filter_topology(topology, ["nvswitch"], [], [])
+    chosen = filter_topology(topology, Selector(roles=("nvswitch",)))
     assert [dev["role"] for dev in chosen["devices"]] == ["nvswitch", "nvswitch"]
     assert sorted(group["id"] for group in chosen["iommu_groups"]) == sorted(
         dev["iommu_group"] for dev in chosen["devices"])
-    by_id = filter_topology(topology, [], [], ["10de:*"])
+    by_id = filter_topology(topology, Selector(pci_ids=("10de:*",)))
     assert {dev["device_id"] for dev in by_id["devices"]} == {"2330", "22a3"}
-    one = filter_topology(topology, [], ["0000:03:00.0"], [])
+    one = filter_topology(topology, Selector(addresses=("0000:03:00.0",)))
     assert [dev["address"] for dev in one["devices"]] == ["0000:03:00.0"]
     assert one["gpu_nic_affinity"] and all(pair["gpu"] == "0000:03:00.0" for pair in one["gpu_nic_affinity"])
