@@ -15,7 +15,7 @@ from hostile_roles import Case, role_refusal_test
 ROLE = "kernel_args"
 SPEC = "Validation of arguments failed"
 IDS_FIX = "vfio-pci reads each ID as hex vendor:device[:subvendor[:subdevice[:class[:class_mask]]]]"
-NOT_A_LIST = "must be a list (got a string, as -e or an AWX survey sends it): give a YAML or JSON list"
+NOT_A_LIST = "give a list, a comma-separated text such as \"a,b\", or a JSON list text"
 AMD_SNP_HOST = {"cpu": {"vendor": "amd", "vendor_id": "AuthenticAMD", "cc_support": {"snp": True}},
                 "iommu": {"acpi_table": "IVRS"}}
 
@@ -25,10 +25,13 @@ CASES: List[Case] = [
          ['kernel_args_vfio_pci_ids holds "zzzz:2330", "10de:*"', IDS_FIX, "nothing was changed"]),
     Case("vfio-ids-shell", {"kernel_args_vfio_pci_ids": ["10de:2330 init=/bin/sh"]},
          ['"10de:2330 init=/bin/sh"', IDS_FIX]),
-    # AWX strings where lists belong: read letter by letter, or a template error, before the fix
-    Case("vfio-ids-string", {"kernel_args_vfio_pci_ids": "10de:2330,10de:*"}, ["kernel_args_vfio_pci_ids", NOT_A_LIST]),
-    Case("extra-string", {"kernel_args_extra": "quiet splash"}, ["kernel_args_extra " + NOT_A_LIST]),
-    Case("absent-string", {"kernel_args_absent": "iommu=off"}, ["kernel_args_absent " + NOT_A_LIST]),
+    # AWX strings where lists belong are read as lists (lookup survey_inputs), then checked like lists
+    Case("vfio-ids-string", {"kernel_args_vfio_pci_ids": "10de:2330,10de:*"},
+         ['kernel_args_vfio_pci_ids holds "10de:*"', IDS_FIX]),
+    Case("extra-string", {"kernel_args_extra": "quiet init=/bin/sh"},
+         ["present: 'quiet init=/bin/sh' is not one kernel argument"]),
+    Case("absent-broken-json", {"kernel_args_absent": '["iommu=off"'},
+         ['kernel_args_absent is "[\\"iommu=off\\""', NOT_A_LIST]),
     Case("extra-newline", {"kernel_args_extra": ["quiet\ninit=/bin/sh"]},
          ["present: 'quiet\\ninit=/bin/sh' is not one kernel argument; give one argument per list item"]),
     Case("passthrough-word", {"kernel_args_iommu_passthrough": "sometimes"},
