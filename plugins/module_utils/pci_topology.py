@@ -43,6 +43,7 @@ PCI_DEVICES = "/sys/bus/pci/devices"
 PCI_DRIVERS = "/sys/bus/pci/drivers"
 HOST_BRIDGE_DIR_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
 
+
 def split_sysfs_path(real_path: str) -> Tuple[List[str], Optional[str]]:
     """PCI addresses in a device's sysfs path (root port first) and its ``pciDDDD:BB`` root complex."""
     chain: List[str] = []

@@ -16,6 +16,7 @@ SCHEMA = 1
 # Host states, worst first: the summary table is grouped in this order.
 STATES = ("failed", "not_ready", "ready_no_cc", "ready_cc")
 ENDPOINT_ROLES = ("gpu", "nvswitch", "nic", "storage")
+VERDICTS = ("vfio_ready", "snp_ready", "tdx_ready")
 Host = t.Dict[str, t.Any]
 
 
@@ -116,9 +117,8 @@ def host_entry(pci: t.Optional[t.Mapping[str, t.Any]], cc: t.Optional[t.Mapping[
         "host_critical": [{"address": dev["address"], "kind": item["kind"], "reason": item["reason"]}
                           for dev in devices for item in dev.get("host_critical") or []],
         "cc": {"iommu_enabled": bool(cc["iommu"]["enabled"]),
-               **{name: bool(verdicts[name]) for name in ("vfio_ready", "snp_ready", "tdx_ready")},
-               "reasons": {name: list(verdicts[name + "_reasons"]) for name in ("vfio_ready", "snp_ready",
-                                                                                  "tdx_ready")}},
+               **{name: bool(verdicts[name]) for name in VERDICTS},
+               "reasons": {name: list(verdicts[name + "_reasons"]) for name in VERDICTS}},
         "validate": validate,
         "prepare_would_change": [{"check": c["name"], "detail": c["detail"], "fix": c["fix"]}
                                  for c in (validate or {}).get("checks", []) if c["state"] == "fail"],

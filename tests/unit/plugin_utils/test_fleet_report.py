@@ -38,8 +38,8 @@ def kinds(report: Dict[str, Any], host: str) -> List[str]:
     return [change["kind"] for change in report["hosts"][host]["changes"]]
 
 
-def test_sd665_pairs_each_h100_with_the_connectx7_of_its_root_port(shared_fixtures: Path,
-                                                                    sd665_entry: Dict[str, Any]) -> None:
+def test_sd665_pairs_each_h100_with_the_connectx7_of_its_root_port(
+        shared_fixtures: Path, sd665_entry: Dict[str, Any]) -> None:
     entry = sd665_entry
     expected = sd665_expected_pairs(shared_fixtures)
     assert len(expected) == 4 and None not in expected.values()
