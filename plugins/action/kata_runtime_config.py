@@ -2,14 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action for confidential_gpu.host.kata_runtime_config: a Kata shim's settings, written on the target.
 
-Controller side, because Kata's configuration is TOML and the hosts' Python
-(3.8, standard library) has no TOML parser: the shim's base configuration and
-its ``config.d/`` drop-ins are read from the target (``stat``, ``find``,
-``slurp``), parsed here with tomlkit, and the files are written back through
-the ``copy`` action and the ``file`` module, which bring check mode, diff mode
-and idempotence (plugin_utils/remote_files.py).  The Kata configuration model
-and its merge rule are in plugin_utils/kata_model.py, the PCIe planning in
-module_utils/kata_pcie_plan.py.
+Controller side, because Kata's configuration is TOML and the hosts' Python (3.8, standard library) has no TOML
+parser: the shim's files are read and written through plugin_utils/remote_files.py (the ``copy`` action brings
+check mode, diff mode and idempotence) and understood by plugin_utils/kata_model.py (the configuration model and
+its merge rule); the PCIe plan is module_utils/kata_pcie_plan.py.
 """
 
 from __future__ import annotations

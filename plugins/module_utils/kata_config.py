@@ -3,9 +3,7 @@
 """The argument spec of the kata_runtime_config module, which its action plugin validates against.
 
 The module itself runs nowhere (its action plugin does the work on the controller, with tomlkit); the Kata
-configuration model, paths, versions and merge rules are in ``plugin_utils/kata_model.py``.
-
-Standard library only (Python >= 3.8).
+configuration model, paths, versions and merge rules are in ``plugin_utils/kata_model.py``. Standard library only.
 """
 
 from __future__ import annotations

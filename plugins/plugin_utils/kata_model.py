@@ -17,9 +17,8 @@ Used by the action ``kata_runtime_config`` (which writes a shim's drop-ins), the
   name; ``updateFromDropIn`` decodes each over the configuration so that every key it sets replaces the value
   before it (arrays and strings alike, so a ``kernel_params`` drop-in must repeat the base parameters) and the
   ``[hypervisor.<name>]`` / ``[agent.<name>]`` tables keep the keys it does not set (``applyKey``);
-- the checks a user's ``settings`` must pass before anything is written, and the TOML the action writes.
-
-TOML is parsed through plugin_utils/toml_file.py only.
+- the checks a user's ``settings`` must pass before anything is written, and the TOML the action writes
+  (parsed and dumped through plugin_utils/toml_file.py only).
 """
 
 from __future__ import annotations
