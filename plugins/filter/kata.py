@@ -11,24 +11,20 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_config import (
-    effective_config,
-    parse_version,
-    runs_on_runtime_rs,
-    shims_for_host,
-)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_pcie_plan import (
     PlanError,
     plan_lines,
     plan_pcie,
 )
-
-try:
-    import tomlkit
-    from tomlkit.exceptions import TOMLKitError
-except ImportError:  # reported when kata_pod_overhead is used
-    tomlkit = None
-    TOMLKitError = Exception
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
+    dropins_beside,
+    effective_config,
+    parse,
+    parse_version,
+    runs_on_runtime_rs,
+    shims_for_host,
+)
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import TomlError
 
 # Release asset names, from kata-containers tools/packaging/release/release.sh (_upload_kata_static_tarball,
 # _upload_kata_go_static_tarball): kata-static-<v>-<arch>.tar.xz up to 3.20.0 (line 167), .tar.zst from 3.21.0
@@ -164,13 +160,6 @@ def guest_size(merged: Dict[str, Any], where: str) -> Tuple[Optional[int], Optio
     return memory, vcpus, why
 
 
-def dropins_of(files: Mapping[str, str], config: str) -> List[Tuple[str, str]]:
-    """(name, text) of the files of ``files`` in the config.d/ beside ``config``, in name order."""
-    config_d = posixpath.join(posixpath.dirname(config), "config.d")
-    return sorted((posixpath.basename(path), text) for path, text in files.items()
-                  if posixpath.dirname(path) == config_d)
-
-
 def kata_pod_overhead(files: Mapping[str, str], config: str, vmm: Mapping[str, Any]) -> Dict[str, Any]:
     """``overhead.podFixed`` of a RuntimeClass from the Kata configuration its handler loads.
 
@@ -179,17 +168,15 @@ def kata_pod_overhead(files: Mapping[str, str], config: str, vmm: Mapping[str, A
     fixed at boot (a confidential guest, or VFIO devices cold-plugged) adds its default_memory and default_vcpus to
     ``vmm`` (the VMM's own share); any other guest takes ``vmm`` as it is. Returns {"podFixed": {...}, "why": "..."}.
     """
-    if tomlkit is None:
-        raise AnsibleFilterError("kata_pod_overhead needs the Python library tomlkit on the controller")
     if config not in files:
         raise AnsibleFilterError("kata_pod_overhead: %s is not among the files read" % config)
     vmm = dict(vmm or {})
-    dropins = dropins_of(files, config)
+    dropins = dropins_beside(files, config)
     try:
-        base = tomlkit.parse(files[config]).unwrap()
-        layers = [(name, tomlkit.parse(text).unwrap()) for name, text in dropins]
-    except TOMLKitError as error:
-        raise AnsibleFilterError("%s (or a file of its config.d/) is not valid TOML: %s" % (config, error)) from None
+        base = parse(files[config], config)
+        layers = [(name, parse(text, "%s/config.d/%s" % (posixpath.dirname(config), name))) for name, text in dropins]
+    except TomlError as error:
+        raise AnsibleFilterError("kata_pod_overhead: %s" % error) from None
     memory, vcpus, why = guest_size(effective_config(base, layers), config)
     if memory is None or vcpus is None:
         return {"podFixed": vmm, "why": why}

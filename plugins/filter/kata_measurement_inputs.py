@@ -22,14 +22,12 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_config import parse_version
-
-try:
-    import tomlkit
-    from tomlkit.exceptions import TOMLKitError
-    HAS_TOMLKIT = True
-except ImportError:  # pragma: no cover - tomlkit is pinned in requirements.txt
-    HAS_TOMLKIT = False
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
+    apply_dropins,
+    parse,
+    parse_version,
+)
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import TomlError
 
 # The Go runtime's composition of the guest kernel command line (QEMU -append), read at the release tags
 # 3.9.0 to 4.1.0 of github.com/kata-containers/kata-containers (docs/attestation.md lists what changed when).
@@ -76,31 +74,9 @@ def _fail(name: Optional[str], message: str) -> AnsibleFilterError:
     return AnsibleFilterError(prefix + message)
 
 
-def _parse_toml(text: Any, what: str, name: Optional[str]) -> Dict[str, Any]:
-    if not HAS_TOMLKIT:
-        raise _fail(name, "the tomlkit Python library is missing on the controller: pip install tomlkit")
-    if not isinstance(text, str):
-        raise _fail(name, "%s must be TOML text, got %s" % (what, type(text).__name__))
-    try:
-        return tomlkit.parse(text).unwrap()
-    except TOMLKitError as exc:
-        raise _fail(name, "%s is not valid TOML: %s" % (what, exc)) from None
-
-
-def _merge(base: Dict[str, Any], dropin: Mapping[str, Any]) -> Dict[str, Any]:
-    """Kata's drop-in rule: tables merge key by key, a key set in a drop-in replaces the base value."""
-    merged = dict(base)
-    for key, value in dropin.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _dropin_texts(dropins: Any, name: Optional[str]) -> List[Tuple[str, str]]:
-    """Drop-ins as (label, text): a list of TOML texts, or of {path, content} dicts or slurp results
-    ({source, content, encoding: base64}), taken in path order."""
+    """Drop-ins as (label, text): a list of TOML texts (in list order), or of {path, content} dicts or slurp
+    results ({source, content, encoding: base64}), taken in path order as the runtime reads config.d."""
     if dropins is None:
         return []
     if not isinstance(dropins, (list, tuple)):
@@ -329,9 +305,11 @@ def _compose_cmdline(hv: Mapping[str, Any], agent: Mapping[str, Any], version: T
 
 
 def _merged_config(config: Any, dropins: Any, name: Optional[str]) -> Tuple[Dict[str, Any], Mapping[str, Any]]:
-    merged = _parse_toml(config, "the configuration", name)
-    for label, text in _dropin_texts(dropins, name):
-        merged = _merge(merged, _parse_toml(text, label, name))
+    try:
+        merged = apply_dropins(parse(config, "the configuration"),
+                               [(label, parse(text, label)) for label, text in _dropin_texts(dropins, name)])
+    except TomlError as error:
+        raise _fail(name, str(error)) from None
     hypervisor = merged.get("hypervisor")
     if not isinstance(hypervisor, Mapping) or not isinstance(hypervisor.get("qemu"), Mapping):
         others = ", ".join(sorted(hypervisor)) if isinstance(hypervisor, Mapping) else "none"

@@ -16,15 +16,8 @@ from __future__ import annotations
 import re
 import typing as t
 
-try:
-    import tomlkit
-    from tomlkit.exceptions import TOMLKitError
-    from tomlkit.items import Table
-except ImportError as exc:  # the controller lacks it: say so when it is needed, not at import time
-    TOMLKIT_IMPORT_ERROR: t.Optional[ImportError] = exc
-    TOMLKitError = Table = ()  # type: ignore[assignment,misc]
-else:
-    TOMLKIT_IMPORT_ERROR = None
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import Table, TomlError, tomlkit
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import parse as parse_toml
 
 # First line of every containerd file the collection writes in full; a main file that starts with it is ours.
 MARKER = "# Managed by confidential_gpu.host"
@@ -49,19 +42,10 @@ class ConfigError(Exception):
 
 def parse(text: str, path: str) -> tomlkit.TOMLDocument:
     """Parse a containerd configuration file, or raise ConfigError naming the file and the position."""
-    if TOMLKIT_IMPORT_ERROR is not None:
-        raise ConfigError("editing %s needs the tomlkit Python library on the controller (pip install tomlkit): %s"
-                          % (path, TOMLKIT_IMPORT_ERROR))
     try:
-        return tomlkit.parse(text)
-    except TOMLKitError as exc:
-        raise ConfigError("%s is not valid TOML (%s); fix the file, containerd cannot read it either"
-                          % (path, exc)) from None
-
-
-def dumps(doc: tomlkit.TOMLDocument) -> str:
-    """The document as text, with everything not edited as it was."""
-    return tomlkit.dumps(doc)
+        return parse_toml(text, path, "containerd")
+    except TomlError as error:
+        raise ConfigError(str(error)) from None
 
 
 def is_ours(text: str) -> bool:

@@ -1,5 +1,5 @@
 """Hostile shim names for kata_runtime_config: the name becomes a file name below the Kata prefix, so each is
-refused with the rule and an example before any path is built (module_utils/kata_config.kata_paths, which
+refused with the rule and an example before any path is built (plugin_utils/kata_model.kata_paths, which
 the action plugin calls first; no tree is read, so there is none to compare)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import List
 
 import pytest
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_config import KataConfigError, kata_paths
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import KataConfigError, kata_paths
 
 FIX = "is not a Kata shim name (lower-case letters, digits, '-', e.g. qemu-nvidia-gpu-snp)"
 

@@ -15,6 +15,7 @@ import tomlkit
 from conftest import REPO
 
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils import containerd_config as cc
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils import toml_file
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from role_play import run_tasks_batched  # noqa: E402
@@ -43,7 +44,7 @@ KATA = {"runtime_type": "io.containerd.kata-qemu-nvidia-gpu.v2",
 def test_imports_added_after_the_top_level_keys_and_only_once() -> None:
     doc = cc.parse(MAIN, "config.toml")
     assert cc.edit_imports(doc, ["/etc/containerd/conf.d/kata.toml"], [], "config.toml") is True
-    text = cc.dumps(doc)
+    text = toml_file.dumps(doc)
     assert text.startswith('# node config\nversion = 2\nroot = "/var/lib/containerd"\n'
                            'imports = ["/etc/containerd/conf.d/kata.toml"]\n\n[plugins.')
     assert text.replace('imports = ["/etc/containerd/conf.d/kata.toml"]\n', "") == MAIN
@@ -54,7 +55,7 @@ def test_imports_keep_the_others_in_order_and_remove_only_the_absent() -> None:
     doc = cc.parse('version = 3\nimports = ["/a.toml", "/kata.toml", "/b.toml"]  # mine\n', "c")
     assert cc.edit_imports(doc, ["/c.toml"], ["/kata.toml"], "c") is True
     assert cc.imports_of(doc) == ["/a.toml", "/b.toml", "/c.toml"]
-    assert "# mine" in cc.dumps(doc)
+    assert "# mine" in toml_file.dumps(doc)
     assert cc.edit_imports(doc, [], ["/kata.toml"], "c") is False
 
 
@@ -69,7 +70,7 @@ def test_runtime_table_added_next_to_runc_with_everything_else_kept() -> None:
     doc = cc.parse(MAIN, "config.toml")
     assert cc.edit_runtimes(doc, "io.containerd.grpc.v1.cri", {"kata-qemu-nvidia-gpu": KATA}, [], "c") == \
         ["kata-qemu-nvidia-gpu"]
-    text = cc.dumps(doc)
+    text = toml_file.dumps(doc)
     assert '  sandbox_image = "pause"  # pinned\n' in text and "# node config" in text
     plain = tomlkit.parse(text).unwrap()
     runtimes = plain["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
@@ -86,14 +87,14 @@ def test_runtime_table_that_differs_is_replaced_whole_and_absent_ones_removed() 
     doc = cc.parse(stale, "c")
     changed = cc.edit_runtimes(doc, "io.containerd.grpc.v1.cri", {"kata-qemu-nvidia-gpu": KATA}, ["kata-old"], "c")
     assert changed == ["kata-qemu-nvidia-gpu", "kata-old"]
-    runtimes = cc.runtimes_in(cc.parse(cc.dumps(doc), "c"), "io.containerd.grpc.v1.cri")
+    runtimes = cc.runtimes_in(cc.parse(toml_file.dumps(doc), "c"), "io.containerd.grpc.v1.cri")
     assert runtimes == {"runc": {"runtime_type": "io.containerd.runc.v2"}, "kata-qemu-nvidia-gpu": KATA}
 
 
 def test_runtime_tables_created_in_a_file_without_a_cri_section() -> None:
     doc = cc.parse("version = 3\n", "c")
     cc.edit_runtimes(doc, "io.containerd.cri.v1.runtime", {"kata-qemu-nvidia-gpu": KATA}, [], "c")
-    text = cc.dumps(doc)
+    text = toml_file.dumps(doc)
     assert '\n[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.kata-qemu-nvidia-gpu]\n' in text
     assert "\n[plugins]\n" not in text, "intermediate tables are not written as empty headers"
     assert tomlkit.parse(text).unwrap()["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"] == \
@@ -177,7 +178,7 @@ def test_tables_set_single_keys_and_keep_the_rest() -> None:
                "values": {"disable_snapshot_annotations": False}}]
     assert cc.edit_tables(doc, tables, "config.toml") == [
         "proxy_plugins.nydus", 'plugins."io.containerd.grpc.v1.cri".containerd']
-    text = cc.dumps(doc)
+    text = toml_file.dumps(doc)
     assert 'default_runtime_name = "runc"  # ours' in text
     data = tomlkit.parse(text).unwrap()
     assert data["proxy_plugins"] == {"nydus": {"type": "snapshot", "address": "/run/n.sock"}}

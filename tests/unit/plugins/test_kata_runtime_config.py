@@ -23,26 +23,23 @@ from conftest import REPO
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.confidential_gpu.host.plugins.action.kata_runtime_config import (
-    edit_copy,
-    plain,
-    render_dropin,
-    vfio_mode,
-)
 from ansible_collections.confidential_gpu.host.plugins.filter.kata import kata_pcie_plan, kata_shims_for_host
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_config import (
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
     KataConfigError,
     check_settings,
     choose_method,
     deep_merge,
+    edit_copy,
     effective_config,
     kata_paths,
     merge_kernel_params,
     overridden_later,
     parse_version,
     pcie_keys,
+    render_dropin,
     shims_for_host,
     tokens,
+    vfio_mode,
 )
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -123,7 +120,7 @@ def test_confidential_classes_plan_ports_as_kata_counts_them_with_iommufd(shared
     """Kata's confidential guests take their devices through IOMMUFD (3.26.0 and later refuse the group path), and
     then count one port per device handed over, not per group member: the action plans with that count for the
     real NVIDIA TEE configurations, and with whole groups once a drop-in turns confidential_guest off."""
-    base = plain(tomlkit.parse(kata_file(shared_fixtures, name)))
+    base = tomlkit.parse(kata_file(shared_fixtures, name)).unwrap()
     assert base["hypervisor"]["qemu"]["confidential_guest"] is True
     assert vfio_mode(base, "qemu") == "iommufd"
     assert vfio_mode(deep_merge(base, {"hypervisor": {"qemu": {"confidential_guest": False}}}), "qemu") == "group"
