@@ -26,8 +26,8 @@ notes:
   - C(vfio_ready) needs the IOMMU on, IOMMU groups, and vfio-pci loaded, built in, or installed for the
     running kernel. C(snp_ready) needs an AMD CPU, the IOMMU on, C(kvm_amd) with C(sev_snp) enabled and
     C(/dev/sev). C(tdx_ready) needs an Intel CPU, C(kvm_intel) with C(tdx) enabled and the IOMMU on.
-  - O(root) may be the top of an unpacked capture (C(playbooks/capture.yml), C(scripts/capture-host)):
-    C(CAPTURE.json) beside C(root/). The module then reads C(root/) and says so in a warning.
+  - O(root) may be the top of an unpacked capture made by C(playbooks/capture.yml) or C(scripts/capture-host)
+    (C(CAPTURE.json) beside C(root/)). The module then reads C(root/) and says so in a warning.
 seealso:
   - module: confidential_gpu.host.pci_topology_info
 """
