@@ -94,7 +94,7 @@ class Capture:
             return local_path[len(self.prefix):]
         return None
 
-    def _info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    def tar_info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
         info.type = kind
         info.mode = mode
@@ -107,14 +107,14 @@ class Capture:
             name = "/".join(parts[:depth])
             if name not in self.seen:
                 self.seen.add(name)
-                self.tar.addfile(self._info(name, tarfile.DIRTYPE, 0o755))
+                self.tar.addfile(self.tar_info(name, tarfile.DIRTYPE, 0o755))
 
     def add_bytes(self, arc_path: str, data: bytes) -> None:
         if arc_path in self.seen:
             return
         self.add_dirs(arc_path)
         self.seen.add(arc_path)
-        info = self._info(arc_path, tarfile.REGTYPE, 0o644)
+        info = self.tar_info(arc_path, tarfile.REGTYPE, 0o644)
         info.size = len(data)
         self.tar.addfile(info, io.BytesIO(data))
         self.files[arc_path] = hashlib.sha256(data).hexdigest()
@@ -124,7 +124,7 @@ class Capture:
             return
         self.add_dirs(arc_path)
         self.seen.add(arc_path)
-        info = self._info(arc_path, tarfile.SYMTYPE, 0o777)
+        info = self.tar_info(arc_path, tarfile.SYMTYPE, 0o777)
         info.linkname = target
         self.tar.addfile(info)
         self.links[arc_path] = target
@@ -330,7 +330,7 @@ def capture_host(tar: tarfile.TarFile, root: str, name: str, commands: Sequence[
         "links": dict(sorted(capture.links.items())),
     }
     data = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    info = capture._info(MANIFEST, tarfile.REGTYPE, 0o644)
+    info = capture.tar_info(MANIFEST, tarfile.REGTYPE, 0o644)
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
     return manifest

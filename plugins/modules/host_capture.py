@@ -166,5 +166,6 @@ def main() -> None:
         module.fail_json(msg="cannot write %s: %s" % (dest, error.strerror or error))
     module.exit_json(changed=True, dest=dest, manifest=manifest)
 
+
 if __name__ == "__main__":
     main()
