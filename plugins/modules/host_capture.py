@@ -56,6 +56,7 @@ attributes:
   platform:
     support: full
     platforms: posix
+    description: Linux hosts with sysfs and procfs, or any host given a host tree as O(root).
 notes:
   - Run it as root (C(become)); unprivileged readers see only the first 64 bytes of a function's config space.
   - Every run writes a new snapshot (its time differs), so the task reports C(changed).
