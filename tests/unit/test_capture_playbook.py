@@ -208,16 +208,16 @@ def test_the_capture_holds_everything_the_module_reads(captured: Dict[str, Path]
 
 
 def test_a_real_machine_from_an_lspci_dump_replays(shared_fixtures: Path, tmp_path: Path) -> None:
-    """The pciutils corpus's whole X58 machine (53 functions, ACS on 4): every config space byte replays."""
+    """The pciutils corpus's whole X58 machine (53 functions, ACS on 4), captured by the playbook: every config
+    space byte replays."""
     source = build_tree(tmp_path / "host", functions_from_dump(
         (shared_fixtures / "lspci-dumps" / "tree-asus-p6t6.txt").read_text()))
-    written = run_module_process("host_capture", {"root": str(source), "name": "asus-p6t6",
-                                                  "dest": str(tmp_path / "c.tar.xz")}, tmp_path)
-    assert written["rc"] == 0, written
-    top = extract(tmp_path / "c.tar.xz", tmp_path / "unpacked")
+    proc = capture_playbook("-e", "confidential_gpu_root=%s" % source, "-e", "capture_dir=%s" % (tmp_path / "out"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    top = extract(tmp_path / "out" / "localhost.tar.xz", tmp_path / "unpacked")
     live = run_module_process("pci_topology_info", {"root": str(source)}, tmp_path)
     replay = run_module_process("pci_topology_info", {"root": str(top)}, tmp_path)
-    assert replay["summary"]["functions"] == written["manifest"]["pci_functions"] == 53
+    assert replay["summary"]["functions"] == manifest_of(top)["pci_functions"] == 53
     assert replay["devices"] == live["devices"] and replay["iommu_groups"] == live["iommu_groups"]
     assert missing_from_capture(source, top, paths_read("pci_topology_info", source, tmp_path)) == []
 
