@@ -90,6 +90,14 @@ TEMPLATES: Tuple[Template, ...] = (
         description="Check each host is as prepare left it, one line per check; changes nothing (docs/validate.md).",
         surveyed=("validate_parts", "validate_fail_on_fail"),
     ),
+    Template(
+        name="%s capture" % COLLECTION,
+        playbook="playbooks/capture.yml",
+        job_type="run",
+        description="A replayable capture of what the info modules read from each host, fetched to capture_dir "
+                    "(an extra var; docs/capture.md).",
+        surveyed=("capture_commands",),
+    ),
 )
 
 

@@ -26,6 +26,8 @@ notes:
   - C(vfio_ready) needs the IOMMU on, IOMMU groups, and vfio-pci loaded, built in, or installed for the
     running kernel. C(snp_ready) needs an AMD CPU, the IOMMU on, C(kvm_amd) with C(sev_snp) enabled and
     C(/dev/sev). C(tdx_ready) needs an Intel CPU, C(kvm_intel) with C(tdx) enabled and the IOMMU on.
+  - O(root) may be the top of an unpacked capture made by C(playbooks/capture.yml) or C(scripts/capture-host)
+    (C(CAPTURE.json) beside C(root/)). The module then reads C(root/) and says so in a warning.
 seealso:
   - module: confidential_gpu.host.pci_topology_info
 """
@@ -430,7 +432,8 @@ verdicts:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import gather_facts
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
-from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import (HostRoot, HostRootError,
+                                                                                  capture_inner_root)
 
 
 def main() -> None:
@@ -438,10 +441,15 @@ def main() -> None:
         argument_spec={"root": {"type": "path", "default": "/"}},
         supports_check_mode=True,
     )
+    root = module.params["root"] or "/"
+    inner = capture_inner_root(root, "/proc")
     try:
-        host = HostRoot(module.params["root"])
+        host = HostRoot(inner or root)
     except HostRootError as error:
         module.fail_json(msg=str(error), root=module.params["root"])
+    if inner:
+        host.warn("root %s is the top of a capture made by scripts/capture-host (CAPTURE.json, root/), not a host "
+                  "root: read %s instead; pass that as root to silence this" % (root, inner))
     module.exit_json(changed=False, **hand_over(module, host, gather_facts(host)))
 
 
