@@ -269,7 +269,8 @@ kernel_args:
   elements: str
   sample: ["hugepagesz=1G", "hugepages=0:2,1:2"]
 files:
-  description: Files written or removed (in check mode, that would be), as host paths.
+  description: Files and the unit's enablement link written or removed (in check mode, that would be), as host
+    paths.
   returned: always
   type: list
   elements: str

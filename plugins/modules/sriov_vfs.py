@@ -227,7 +227,8 @@ vfs:
   elements: str
   sample: ["0000:01:00.1", "0000:01:00.2"]
 files:
-  description: Persistence files written or removed (in check mode, that would be), as host paths.
+  description: Persistence files and enablement links written or removed (in check mode, that would be), as
+    host paths.
   returned: always
   type: list
   elements: str
