@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import pytest
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import daemon_reload
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -103,3 +104,18 @@ def test_a_bare_module_without_its_files_fails_and_changes_nothing(run_module, t
     result = run_module(case["module"], dict(case["args"], root=str(case["root"]), _shipped_files={}))
     assert result["rc"] == 1 and "confidential-gpu-hugepages.sh did not reach the module" in result["msg"], result
     assert not (case["root"] / UNIT_DIR).exists()
+
+
+def test_daemon_reload_runs_only_on_a_running_systemd_host(tmp_path: Path) -> None:
+    calls: List[List[str]] = []
+
+    def record(argv) -> Tuple[int, str, str]:
+        calls.append(list(argv))
+        return 1, "", "Failed to connect to bus"
+
+    assert daemon_reload(record, str(tmp_path)) is None and calls == [], "never below a tree"
+    if os.path.isdir("/run/systemd/system"):  # sd_booted(3): this machine runs systemd
+        assert daemon_reload(record, "/") == "systemctl daemon-reload failed (1): Failed to connect to bus"
+        assert calls == [["systemctl", "daemon-reload"]]
+    else:
+        assert daemon_reload(record, "/") is None and calls == [], "no systemd running here: nothing to reload"
