@@ -25,7 +25,7 @@ description:
     its program (C(/usr/local/sbin/confidential-gpu-hugepages), a POSIX shell script) and its pool list
     (C(/etc/confidential-gpu/hugepages.conf)), which set the same pools early at boot, before C(sysinit.target),
     C(kubelet.service) and C(containerd.service). Program and unit are the collection's C(files/), handed over by
-    the action plugin of the same name. The module owns the unit's whole lifecycle: it enables it (the
+    the action plugin of the same name. The module owns the unit's whole lifecycle; it enables it (the
     C(sysinit.target.wants) link that C(systemctl enable) makes, below O(root) too), runs C(systemctl
     daemon-reload) after a change when O(root) is the running host's, and removes unit and link.
   - With O(persist), returns in RV(kernel_args) the boot arguments that reserve the pools of the sizes in
