@@ -9,8 +9,8 @@
 :func:`memory_budget` refuse what the host cannot hold, :func:`plan` compares
 the request with the current pools and :func:`apply_pools` writes
 ``nr_hugepages`` and reads back what the kernel gave.  :func:`shortfalls`,
-:func:`boot_kernel_args`, :func:`render_config` and :func:`render_unit` are
-pure.  :func:`manage` runs the whole sequence for the module.
+:func:`boot_kernel_args` and :func:`render_config` are pure; the boot program and unit are the
+collection's ``files/`` (see systemd_units).  :func:`manage` runs the whole sequence for the module.
 
 Standard library only: this runs on target hosts with Python >= 3.8.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import (
     read_hugepages,
@@ -28,6 +28,11 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host impo
     size_label,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import (
+    link_changes,
+    set_link,
+    shipped_text,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 GIB_KB = 1 << 20
@@ -36,6 +41,8 @@ MIB_KB = 1 << 10
 UNIT_NAME = "confidential-gpu-hugepages.service"
 UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
 UNIT_WANTS_LINK = "/etc/systemd/system/sysinit.target.wants/" + UNIT_NAME
+SHIPPED_SCRIPT = "confidential-gpu-hugepages.sh"  # the collection's files/, with UNIT_NAME: from the action plugin
+LINK = 0o120000  # FileChange.mode of an enablement link (S_IFLNK)
 CONFIG_PATH = "/etc/confidential-gpu/hugepages.conf"
 SCRIPT_PATH = "/usr/local/sbin/confidential-gpu-hugepages"
 
@@ -434,77 +441,6 @@ def render_config(requests: Sequence[PoolRequest]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_unit() -> str:
-    """The boot-time unit: early (before sysinit.target, like systemd-sysctl), after the file systems."""
-    return """# Written by confidential_gpu.host.hugepages
-[Unit]
-Description=Hugepage pools per NUMA node (confidential_gpu.host)
-DefaultDependencies=no
-After=systemd-modules-load.service local-fs.target
-Before=sysinit.target shutdown.target kubelet.service containerd.service
-Conflicts=shutdown.target
-ConditionPathExists=%s
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=%s %s
-
-[Install]
-WantedBy=sysinit.target
-""" % (CONFIG_PATH, SCRIPT_PATH, CONFIG_PATH)
-
-
-SCRIPT = r"""#!/bin/sh
-# Written by confidential_gpu.host.hugepages: sets hugepage pools early at boot.
-# Usage: confidential-gpu-hugepages [CONFIG [ROOT]]
-# CONFIG lines: <page size in kB> <NUMA node, or all> <number of pages>; # starts a comment.
-# ROOT (default empty) is put before /sys, for trying it on a copy of sysfs.
-# Exits 1 when a pool is missing or the kernel gave fewer pages than asked for.
-config=${1:-/etc/confidential-gpu/hugepages.conf}
-root=${2:-}
-me=confidential-gpu-hugepages
-if [ ! -r "$config" ]; then
-    echo "$me: cannot read $config" >&2
-    exit 1
-fi
-status=0
-bad() {
-    echo "$me: $config: $1" >&2
-    status=1
-}
-while read -r size node count rest; do
-    case $size in ''|'#'*) continue ;; esac
-    case $size in *[!0-9]*) bad "bad page size '$size'"; continue ;; esac
-    case $count in ''|*[!0-9]*) bad "bad page count '$count' for ${size}kB pages"; continue ;; esac
-    if [ -n "$rest" ]; then
-        bad "more than three fields in '$size $node $count $rest'"; continue
-    fi
-    if [ "$node" = all ]; then
-        dir=$root/sys/kernel/mm/hugepages/hugepages-${size}kB
-        where="system-wide"
-    else
-        case $node in ''|*[!0-9]*) bad "bad node '$node' for ${size}kB pages"; continue ;; esac
-        dir=$root/sys/devices/system/node/node$node/hugepages/hugepages-${size}kB
-        where="node $node"
-    fi
-    if [ ! -e "$dir/nr_hugepages" ]; then
-        echo "$me: $dir/nr_hugepages does not exist: no ${size}kB pages on $where" >&2; status=1; continue
-    fi
-    if ! echo "$count" > "$dir/nr_hugepages"; then
-        echo "$me: cannot write $count to $dir/nr_hugepages" >&2; status=1; continue
-    fi
-    got=$(cat "$dir/nr_hugepages")
-    if [ "$got" -lt "$count" ]; then
-        echo "$me: ${size}kB pages on $where: asked for $count, the kernel gave $got" >&2; status=1
-    else
-        echo "$me: ${size}kB pages on $where: $got"
-    fi
-done < "$config"
-exit $status
-"""
-
-
 def read_file(host: HostRoot, host_path: str) -> Optional[str]:
     """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
     try:
@@ -514,9 +450,13 @@ def read_file(host: HostRoot, host_path: str) -> Optional[str]:
 
 
 def write_file(host: HostRoot, change: FileChange) -> None:
-    """Replace a file atomically with ``change.after`` at ``change.mode``, or remove it when that is None."""
+    """Replace a file atomically with ``change.after`` at ``change.mode``, or remove it when that is None; an
+    enablement link (mode ``LINK``) is pointed at ``change.after``."""
     try:
-        replace_file(host.path(change.host_path), change.after, change.mode)
+        if change.mode == LINK:
+            set_link(host, change.host_path, change.after)
+        else:
+            replace_file(host.path(change.host_path), change.after, change.mode)
     except OSError as error:
         raise HugepagesError("cannot write %s: %s" % (change.host_path, error)) from None
 
@@ -528,24 +468,26 @@ def _mode(host: HostRoot, host_path: str) -> Optional[int]:
         return None
 
 
-def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: bool) -> List[FileChange]:
-    """Files that differ from what they should be (content or mode); with ``persist`` false, the ones to remove.
-
-    With ``persist`` and no pools at all, no file is touched (a run without pools changes nothing).
-    """
+def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: bool,
+                     shipped: Mapping[str, str]) -> List[FileChange]:
+    """Files and enablement links that differ from what they should be (content, mode, target); with ``persist``
+    false, the ones to remove.  With ``persist`` and no pools at all, no file is touched (such a run changes
+    nothing).  The program and unit are the collection's ``files/`` (``shipped``, from the action plugin)."""
     if persist and not requests:
         return []
-    wanted: List[Tuple[str, Optional[str], int]] = [
-        (SCRIPT_PATH, SCRIPT, 0o755), (CONFIG_PATH, render_config(requests), 0o644), (UNIT_PATH, render_unit(), 0o644)]
+    try:
+        script, unit = (shipped_text(shipped, SHIPPED_SCRIPT), shipped_text(shipped, UNIT_NAME)) if persist else (
+            None, None)
+    except ValueError as error:
+        raise HugepagesError(str(error)) from None
     changes = []
-    for host_path, content, mode in wanted:
-        after = content if persist else None
+    for host_path, after, mode in ((SCRIPT_PATH, script, 0o755), (CONFIG_PATH, render_config(requests), 0o644),
+                                   (UNIT_PATH, unit, 0o644)):
+        after = after if persist else None
         before = read_file(host, host_path)
         if before != after or (after is not None and _mode(host, host_path) != mode):
             changes.append(FileChange(host_path, before, after, mode))
-    if not persist and os.path.lexists(host.path(UNIT_WANTS_LINK)):
-        changes.append(FileChange(UNIT_WANTS_LINK, host.readlink(UNIT_WANTS_LINK), None))
-    return changes
+    return changes + [FileChange(link, now, target, LINK) for link, now, target in link_changes(host, UNIT_NAME, unit)]
 
 
 def file_diff(change: FileChange) -> Dict[str, str]:
@@ -585,7 +527,8 @@ def validate_options(options: Options) -> Tuple[List[PoolRequest], List[int]]:
     return build_requests(options.pools), [parse_size(size) for size in options.kernel_args_sizes]
 
 
-def manage(host: HostRoot, options: Options, check_mode: bool) -> Dict[str, Any]:
+def manage(host: HostRoot, options: Options, check_mode: bool, shipped: Optional[Mapping[str, str]] = None
+           ) -> Dict[str, Any]:
     """Check, persist, apply and read back; the module's result (``diff`` always included, ``warnings`` too).
 
     Raises :class:`HugepagesError` before any change on bad input, an unknown node or size, or a request
@@ -599,7 +542,7 @@ def manage(host: HostRoot, options: Options, check_mode: bool) -> Dict[str, Any]
     release = (host.read_text("/proc/sys/kernel/osrelease") or "").strip() or None
     memory_nodes = [node for node, mem_kb in sorted(state.node_mem_kb.items()) if mem_kb != 0]
     kernel_args = boot_kernel_args(requests, boot_sizes, release, memory_nodes) if options.persist else []
-    files = persistent_files(host, requests, options.persist)
+    files = persistent_files(host, requests, options.persist, shipped or {})
     if not check_mode:
         for change in files:
             write_file(host, change)
@@ -617,7 +560,7 @@ def manage(host: HostRoot, options: Options, check_mode: bool) -> Dict[str, Any]
         "pools": pools, "shortfall": short, "memory": memory, "kernel_args": kernel_args,
         "files": [change.host_path for change in files],
         "unit_name": UNIT_NAME,
-        "unit_changed": any(change.host_path in (UNIT_PATH, UNIT_WANTS_LINK) for change in files),
+        "unit_changed": any(change.host_path == UNIT_PATH or change.mode == LINK for change in files),
         "persist": options.persist, "diff": diff,
     }
     error, warnings = shortfall_outcome(short, kernel_args, options.on_shortfall)

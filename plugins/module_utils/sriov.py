@@ -36,11 +36,19 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     virtual_function_addresses,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import replace_file
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import (
+    UNIT_DIR,
+    LinkChange,
+    link_changes,
+    set_link,
+    shipped_text,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 CONFIG_FILE = "/etc/confidential-gpu/sriov.conf"
 SCRIPT_FILE = "/usr/local/libexec/confidential-gpu/sriov-apply"
-UNIT_DIR = "/etc/systemd/system"
+SHIPPED_SCRIPT = "sriov-apply.sh"  # the collection's files/, handed over by the action plugin
+SHIPPED_UNIT = "confidential-gpu-sriov.service"
 DEFAULT_UNIT = "confidential-gpu-sriov.service"
 DEFAULT_TIMEOUT = 60
 # The longest wait taken: past an hour a write to sriov_numvfs is hung, not slow, and the boot unit's start
@@ -126,7 +134,7 @@ class PfPlan(NamedTuple):
 
 
 class FileChange(NamedTuple):
-    """One persistence file: content before and after (None: absent), its mode, or a link to remove."""
+    """One persistence file: content before and after (None: absent) and its mode."""
 
     host_path: str
     before: Optional[str]
@@ -447,116 +455,6 @@ def state_diff(plan: PfPlan) -> Dict[str, str]:
 # Persistence: configuration, script, unit
 # --------------------------------------------------------------------------
 
-SCRIPT_TEXT = r"""#!/bin/sh
-# sriov-apply: create the SR-IOV virtual functions listed in a configuration file.
-# Installed by confidential_gpu.host.sriov_vfs, which rewrites it; run at boot by its systemd unit.
-#
-# Usage: sriov-apply [CONFIG [TIMEOUT]]
-# CONFIG lines: "PF_ADDRESS NUM_VFS DRIVERS_AUTOPROBE" (autoprobe 1, 0, or - to leave it); '#' comments.
-# For each PF: wait up to TIMEOUT seconds for the PF and its driver (PF drivers load from udev), write
-# sriov_drivers_autoprobe when given and different, then sriov_numvfs only when it differs: 0 first when
-# VFs exist (the kernel refuses to go from N to M directly), then the number; then wait up to TIMEOUT
-# seconds for the VFs' virtfnN links. A PF that fails is reported and the others are still done; the
-# exit status is 1 when any failed.
-set -u
-conf=${1:-/etc/confidential-gpu/sriov.conf}
-timeout=${2:-60}
-devices=${SRIOV_APPLY_SYSFS:-/sys}/bus/pci/devices
-status=0
-
-say() { printf 'sriov-apply: %s\n' "$*"; }
-fail() { printf 'sriov-apply: %s\n' "$*" >&2; status=1; }
-
-# wait_until SECONDS COMMAND [ARG...]: run COMMAND once a second until it succeeds; false after SECONDS.
-wait_until() {
-    left=$1
-    shift
-    until "$@"; do
-        [ "$left" -gt 0 ] || return 1
-        sleep 1
-        left=$((left - 1))
-    done
-}
-
-pf_ready() { [ -e "$1/sriov_numvfs" ] && [ -e "$1/driver" ]; }
-
-vfs_present() {
-    i=0
-    while [ "$i" -lt "$2" ]; do
-        [ -e "$1/virtfn$i" ] || return 1
-        i=$((i + 1))
-    done
-}
-
-# put FILE VALUE: write VALUE to a sysfs attribute; the error text in $err when it fails.
-put() { err=$( { printf '%s\n' "$2" > "$1"; } 2>&1 ); }
-
-apply_pf() {
-    pf=$1 want=$2 probe=$3 dev=$devices/$1
-    if ! wait_until "$timeout" pf_ready "$dev"; then
-        if [ ! -e "$dev" ]; then
-            fail "$pf: no such PCI device after ${timeout}s"
-        elif [ ! -e "$dev/sriov_numvfs" ]; then
-            fail "$pf: not an SR-IOV physical function (no sriov_numvfs)"
-        else
-            fail "$pf: no driver bound after ${timeout}s; the kernel creates VFs only through the PF's driver"
-        fi
-        return
-    fi
-    read -r total < "$dev/sriov_totalvfs" || total=0
-    if [ "$want" -gt "$total" ]; then
-        fail "$pf: $want VFs wanted, sriov_totalvfs is $total"
-        return
-    fi
-    if [ "$probe" != - ]; then
-        read -r was < "$dev/sriov_drivers_autoprobe" || was=
-        if [ "$was" != "$probe" ]; then
-            put "$dev/sriov_drivers_autoprobe" "$probe" || { fail "$pf: sriov_drivers_autoprobe $probe: $err"; return; }
-            say "$pf: sriov_drivers_autoprobe $was -> $probe"
-        fi
-    fi
-    read -r now < "$dev/sriov_numvfs" || now=
-    if [ "$now" = "$want" ]; then
-        say "$pf: $want VFs, as configured"
-        return
-    fi
-    steps=$now
-    if [ "$now" != 0 ]; then
-        put "$dev/sriov_numvfs" 0 || { fail "$pf: sriov_numvfs 0: $err (see the kernel log)"; return; }
-        steps="$steps -> 0"
-    fi
-    if [ "$want" != 0 ]; then
-        put "$dev/sriov_numvfs" "$want" || { fail "$pf: sriov_numvfs $want: $err (see the kernel log)"; return; }
-        steps="$steps -> $want"
-    fi
-    say "$pf: sriov_numvfs $steps"
-    if ! wait_until "$timeout" vfs_present "$dev" "$want"; then
-        fail "$pf: sriov_numvfs is $want but not all VFs appeared within ${timeout}s"
-    fi
-}
-
-if [ ! -r "$conf" ]; then
-    fail "cannot read $conf"
-    exit 1
-fi
-while read -r address num probe _rest; do
-    case $address in
-        '' | '#'*) continue ;;
-        *[!0-9a-f:.]*) fail "$conf: bad PF address '$address'"; continue ;;
-    esac
-    case $num in
-        '' | *[!0-9]*) fail "$conf: $address: bad VF count '$num'"; continue ;;
-    esac
-    case ${probe:--} in
-        0 | 1 | -) ;;
-        *) fail "$conf: $address: bad drivers_autoprobe '$probe' (1, 0 or -)"; continue ;;
-    esac
-    apply_pf "$address" "$num" "${probe:--}"
-done < "$conf"
-exit "$status"
-"""
-
-
 def config_text(wants: Sequence[Want], unit_name: str) -> str:
     lines = ["# Managed by confidential_gpu.host.sriov_vfs (rewritten on every run); read at boot by %s." % unit_name,
              "# PF address, number of VFs, sriov_drivers_autoprobe (1, 0, or - to leave it as the kernel has it)."]
@@ -566,30 +464,10 @@ def config_text(wants: Sequence[Want], unit_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def unit_text(pf_count: int, timeout: int) -> str:
-    """The oneshot unit.  See docs/sriov.md for the ordering decisions and their sources."""
-    start_limit = 2 * timeout * max(pf_count, 1) + 30
-    return """# Managed by confidential_gpu.host.sriov_vfs (rewritten on every run).
-# Creates the SR-IOV virtual functions listed in %(config)s at boot, before the network is
-# configured and before containerd and kubelet start.
-[Unit]
-Description=SR-IOV virtual functions (confidential_gpu.host)
-ConditionPathExists=%(config)s
-DefaultDependencies=no
-Wants=network-pre.target
-After=local-fs.target systemd-modules-load.service systemd-udev-trigger.service
-Before=network-pre.target containerd.service kubelet.service shutdown.target
-Conflicts=shutdown.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=%(script)s %(config)s %(timeout)d
-TimeoutStartSec=%(limit)d
-
-[Install]
-WantedBy=multi-user.target
-""" % {"config": CONFIG_FILE, "script": SCRIPT_FILE, "timeout": timeout, "limit": start_limit}
+def unit_text(shipped: Mapping[str, str], pf_count: int, timeout: int) -> str:
+    """The oneshot unit (files/confidential-gpu-sriov.service).  See docs/sriov.md for its ordering decisions."""
+    values = {"TIMEOUT": str(timeout), "START_TIMEOUT": str(2 * timeout * max(pf_count, 1) + 30)}
+    return shipped_text(shipped, SHIPPED_UNIT, values)
 
 
 def read_file(host: HostRoot, host_path: str) -> Tuple[Optional[str], Optional[int]]:
@@ -605,34 +483,25 @@ def read_file(host: HostRoot, host_path: str) -> Tuple[Optional[str], Optional[i
         raise SriovError("cannot read %s: %s" % (host_path, error)) from None
 
 
-def enablement_links(host: HostRoot, unit_name: str) -> List[str]:
-    """``/etc/systemd/system/*.wants/<unit>`` links (what ``systemctl enable`` made)."""
-    links = []
-    for entry in host.listdir(UNIT_DIR):
-        if entry.endswith((".wants", ".requires")):
-            link = "%s/%s/%s" % (UNIT_DIR, entry, unit_name)
-            if os.path.islink(host.path(link)):
-                links.append(link)
-    return links
-
-
-def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, unit_name: str,
-                        timeout: int) -> Tuple[List[FileChange], List[str]]:
-    """Files to write or remove, and enablement links to remove (persistence off, or no PF left)."""
-    unit_path = "%s/%s" % (UNIT_DIR, unit_name)
+def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, unit_name: str, timeout: int,
+                        shipped: Mapping[str, str]) -> Tuple[List[FileChange], List[LinkChange]]:
+    """Files to write or remove, and the unit's enablement links to make or remove (persistence off, no PF)."""
     keep = persist and bool(wants)
-    desired = (
-        (CONFIG_FILE, config_text(wants, unit_name) if keep else None, 0o644),
-        (SCRIPT_FILE, SCRIPT_TEXT if keep else None, 0o755),
-        (unit_path, unit_text(len(wants), timeout) if keep else None, 0o644),
-    )
+    unit = script = None
+    if keep:
+        try:
+            unit = unit_text(shipped, len(wants), timeout)
+            script = shipped_text(shipped, SHIPPED_SCRIPT)
+        except ValueError as error:
+            raise SriovError(str(error)) from None
+    desired = ((CONFIG_FILE, config_text(wants, unit_name) if keep else None, 0o644), (SCRIPT_FILE, script, 0o755),
+               ("%s/%s" % (UNIT_DIR, unit_name), unit, 0o644))
     changes = []
     for host_path, after, mode in desired:
         before, mode_before = read_file(host, host_path)
         if before != after or (after is not None and mode_before != mode):
             changes.append(FileChange(host_path, before, after, mode, mode_before))
-    links = [] if keep else enablement_links(host, unit_name)
-    return changes, links
+    return changes, link_changes(host, unit_name, unit)
 
 
 def write_file(host: HostRoot, change: FileChange) -> None:
@@ -641,15 +510,6 @@ def write_file(host: HostRoot, change: FileChange) -> None:
         replace_file(host.path(change.host_path), change.after, change.mode)
     except OSError as error:
         raise SriovError("cannot write %s: %s" % (change.host_path, error)) from None
-
-
-def remove_link(host: HostRoot, host_path: str) -> None:
-    try:
-        os.unlink(host.path(host_path))
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        raise SriovError("cannot remove %s: %s" % (host_path, error)) from None
 
 
 def file_diff(change: FileChange) -> Dict[str, str]:
@@ -666,7 +526,8 @@ def file_diff(change: FileChange) -> Dict[str, str]:
 # --------------------------------------------------------------------------
 
 def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_name: str = DEFAULT_UNIT,
-           timeout: int = DEFAULT_TIMEOUT, force: bool = False, check_mode: bool = False) -> Dict[str, Any]:
+           timeout: int = DEFAULT_TIMEOUT, force: bool = False, check_mode: bool = False,
+           shipped: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Plan, apply (unless check mode) and persist; the module's result with ``diff``."""
     # fullmatch: a trailing newline is no name; systemd takes names of at most 255 bytes
     # (systemd src/basic/unit-name.h, v255: UNIT_NAME_MAX 256, the NUL included)
@@ -677,23 +538,26 @@ def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_nam
         raise SriovError("timeout %r: give a number of seconds above 0 and at most %d (one hour)"
                          % (timeout, MAX_TIMEOUT))
     plans = read_and_plan(host, wants, force)
-    changes, links = persistence_changes(host, wants, persist, unit_name, timeout)
+    changes, links = persistence_changes(host, wants, persist, unit_name, timeout, shipped or {})
     results = apply_plans(host, plans, timeout, check_mode)
     if not check_mode:
         for change in changes:
             write_file(host, change)
-        for link in links:
-            remove_link(host, link)
+        for link, _now, target in links:
+            try:
+                set_link(host, link, target)
+            except OSError as error:
+                raise SriovError("cannot %s %s: %s" % ("link" if target else "remove", link, error)) from None
     unit_path = "%s/%s" % (UNIT_DIR, unit_name)
-    diff = [state_diff(plan) for plan in plans if plan.writes]
-    diff += [file_diff(change) for change in changes]
-    diff += [{"before_header": link, "after_header": link + " (absent)", "before": "symlink\n", "after": ""}
-             for link in links]
+    diff = [state_diff(plan) for plan in plans if plan.writes] + [file_diff(change) for change in changes]
+    diff += [{"before_header": link, "after_header": link + ("" if target else " (absent)"),
+              "before": "symlink -> %s\n" % now if now else "", "after": "symlink -> %s\n" % target if target else ""}
+             for link, now, target in links]
     return {
         "changed": any(plan.writes for plan in plans) or bool(changes) or bool(links),
         "pfs": results,
         "vfs": [vf for result in results for vf in result["vfs"]],
-        "files": [change.host_path for change in changes] + links,
+        "files": [change.host_path for change in changes] + [link[0] for link in links],
         "unit_name": unit_name,
         "unit_path": unit_path,
         "unit_changed": any(change.host_path == unit_path for change in changes) or bool(links),

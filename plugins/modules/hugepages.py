@@ -24,8 +24,10 @@ description:
   - With O(persist), writes a boot-time systemd unit (C(/etc/systemd/system/confidential-gpu-hugepages.service)),
     its program (C(/usr/local/sbin/confidential-gpu-hugepages), a POSIX shell script) and its pool list
     (C(/etc/confidential-gpu/hugepages.conf)), which set the same pools early at boot, before C(sysinit.target),
-    C(kubelet.service) and C(containerd.service). It does not enable the unit (role C(confidential_gpu.host.hugepages)
-    does, with C(ansible.builtin.systemd_service)); RV(unit_changed) says when systemd must reload.
+    C(kubelet.service) and C(containerd.service). Program and unit are the collection's C(files/), handed over by
+    the action plugin of the same name. The module owns the unit's whole lifecycle; it enables it (the
+    C(sysinit.target.wants) link that C(systemctl enable) makes, below O(root) too), runs C(systemctl
+    daemon-reload) after a change when O(root) is the running host's, and removes unit and link.
   - With O(persist), returns in RV(kernel_args) the boot arguments that reserve the pools of the sizes in
     O(kernel_args_sizes) (C(1G) by default) at boot, when memory is not fragmented yet, for the
     C(confidential_gpu.host.kernel_args) role to write.
@@ -92,6 +94,10 @@ options:
     type: list
     elements: str
     default: [1G]
+  _shipped_files:
+    description: Internal, set by the action plugin; the collection's C(files/) by name. Do not set it.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -263,7 +269,8 @@ kernel_args:
   elements: str
   sample: ["hugepagesz=1G", "hugepages=0:2,1:2"]
 files:
-  description: Files written or removed (in check mode, that would be), as host paths.
+  description: Files and the unit's enablement link written or removed (in check mode, that would be), as host
+    paths.
   returned: always
   type: list
   elements: str
@@ -275,7 +282,8 @@ unit_name:
   type: str
   sample: confidential-gpu-hugepages.service
 unit_changed:
-  description: Whether the unit file or its C(sysinit.target.wants) link was written or removed (systemd must reload).
+  description: Whether the unit file or its C(sysinit.target.wants) link was written or removed (or would be); the
+    module then ran C(systemctl daemon-reload) when O(root) is the running host's.
   returned: always
   type: bool
   sample: true
@@ -295,6 +303,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.hugepages im
     manage,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import daemon_reload
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -309,6 +318,7 @@ ARGUMENT_SPEC = {
     "on_shortfall": {"type": "str", "default": "fail", "choices": ["fail", "warn"]},
     "persist": {"type": "bool", "default": True},
     "kernel_args_sizes": {"type": "list", "elements": "str", "default": ["1G"]},
+    "_shipped_files": {"type": "dict", "default": {}},
 }
 
 
@@ -320,7 +330,11 @@ def main() -> None:
     host = None
     try:
         host = HostRoot(params["root"])
-        result = manage(host, options, module.check_mode)
+        result = manage(host, options, module.check_mode, params["_shipped_files"])
+        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(module.run_command,
+                                                                                         params["root"])
+        if reload_error:
+            raise HugepagesError(reload_error)
     except ShortfallError as error:
         module.fail_json(msg=str(error), **hand_over(module, host, error.result))
     except (HugepagesError, HostRootError) as error:

@@ -25,8 +25,10 @@ description:
     C(/usr/local/libexec/confidential-gpu/sriov-apply) that applies it the same way (autoprobe, then 0 and N
     only when different, then waits for the VFs), and the systemd oneshot unit
     C(/etc/systemd/system/<unit_name>) ordered before C(network-pre.target), C(containerd.service) and
-    C(kubelet.service). The module does not run systemctl: RV(unit_changed) tells when a C(daemon-reload) is due,
-    and the C(confidential_gpu.host.sriov) role enables the unit."
+    C(kubelet.service). The script and unit are the collection's C(files/), which the action plugin of the same
+    name hands over. The module owns the unit's whole lifecycle: it enables it (the C(WantedBy=) links that
+    C(systemctl enable) makes, below O(root) too), runs C(systemctl daemon-reload) after a change when O(root)
+    is the running host's, and removes unit and links."
   - The files describe exactly the PFs of this call, so give every PF of the host in one call.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
@@ -90,6 +92,10 @@ options:
         the module waits for VFs that never come and fails after O(timeout).
     type: path
     default: /
+  _shipped_files:
+    description: Internal, set by the action plugin; the collection's C(files/) by name. Do not set it.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -142,11 +148,6 @@ EXAMPLES = r"""
       - {address: "0000:41:00.0", num_vfs: 8, drivers_autoprobe: false}
       - {address: "0000:41:00.1", num_vfs: 8, drivers_autoprobe: false}
   register: sriov
-
-- name: Reload systemd when the unit changed (the sriov role does this and enables the unit)
-  ansible.builtin.systemd_service:
-    daemon_reload: true
-  when: sriov.unit_changed
 
 - name: Preview a change on a captured tree
   confidential_gpu.host.sriov_vfs:
@@ -226,7 +227,8 @@ vfs:
   elements: str
   sample: ["0000:01:00.1", "0000:01:00.2"]
 files:
-  description: Persistence files written or removed (in check mode, that would be), as host paths.
+  description: Persistence files and enablement links written or removed (in check mode, that would be), as
+    host paths.
   returned: always
   type: list
   elements: str
@@ -243,8 +245,8 @@ unit_path:
   type: str
   sample: /etc/systemd/system/confidential-gpu-sriov.service
 unit_changed:
-  description: Whether the unit file or its enablement links changed (or would); systemd needs a
-    C(daemon-reload) then.
+  description: Whether the unit file or its enablement links changed (or would); the module then ran
+    C(systemctl daemon-reload) when O(root) is the running host's.
   returned: always
   type: bool
   sample: true
@@ -270,6 +272,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sriov import
     manage,
     parse_pfs,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import daemon_reload
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -283,6 +286,7 @@ ARGUMENT_SPEC = {
     "timeout": {"type": "int", "default": DEFAULT_TIMEOUT},
     "force": {"type": "bool", "default": False},
     "root": {"type": "path", "default": "/"},
+    "_shipped_files": {"type": "dict", "default": {}},
 }
 
 
@@ -294,7 +298,11 @@ def main() -> None:
         wants = parse_pfs(params["pfs"])
         host = HostRoot(params["root"])
         result = manage(host, wants, params["persist"], params["unit_name"], params["timeout"], params["force"],
-                        module.check_mode)
+                        module.check_mode, params["_shipped_files"])
+        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(module.run_command,
+                                                                                         params["root"])
+        if reload_error:
+            raise SriovError(reload_error)
     except SriovError as error:
         module.fail_json(msg=str(error), problems=error.problems, pfs=error.results)
     except HostRootError as error:

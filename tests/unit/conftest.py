@@ -21,6 +21,8 @@ FIXTURES = SHARED / "fixtures"
 
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from shipped_files import added_args  # noqa: E402  (the files a module's action plugin hands over)
 
 
 def requirement_lines(path: Path) -> Dict[str, Requirement]:
@@ -39,12 +41,13 @@ def module_path(name: str) -> Path:
 
 
 def run_module_process(name: str, args: Dict[str, Any], tmp_path: Path) -> Dict[str, Any]:
-    """Run a module the way a host runs it: a Python process given a JSON args file.
+    """Run a module the way a host runs it: a Python process given a JSON args file, with the arguments its
+    action plugin adds in a task (a test may override them).
 
     Returns the module's JSON result; ``rc`` is added with the exit status.
     """
     args_file = tmp_path / ("%s-args.json" % name)
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(added_args(name), **args)}))
     env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
     proc = subprocess.run(
         [sys.executable, str(module_path(name)), str(args_file)],

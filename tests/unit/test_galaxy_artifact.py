@@ -30,6 +30,8 @@ ALLOWED = (
     "meta/", "meta/runtime.yml", "meta/execution-environment.yml", "meta/ee-requirements.txt",
     "playbooks/", "playbooks/*.yml",
     "plugins/", "plugins/*",
+    # The boot programs and systemd units that modules install (their action plugins read them here).
+    "files/", "files/*",
     "roles/", "roles/*",
     # The execution environment definition and AWX job templates, when they exist.
     "extensions/", "extensions/ee/*", "extensions/ee/", "extensions/awx/*", "extensions/awx/",
@@ -38,6 +40,7 @@ ALLOWED = (
 NEVER = ("*/__pycache__*", "*.pyc", "*/.*", ".*")
 REQUIRED = ("LICENSE", "MANIFEST.json", "FILES.json", "README.md", "meta/runtime.yml",
             "playbooks/discover.yml", "playbooks/prepare.yml", "plugins/modules/pci_topology_info.py",
+            "files/sriov-apply.sh", "files/confidential-gpu-hugepages.service",
             "extensions/ee/execution-environment.yml", "extensions/ee/requirements.yml",
             "extensions/awx/job_templates.json", "extensions/awx/inventory.example.yml")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from ansible_collections.confidential_gpu.host.plugins.module_utils.hugepages import (
     CONFIG_PATH,
-    SCRIPT,
     SCRIPT_PATH,
+    SHIPPED_SCRIPT,
+    UNIT_NAME,
     UNIT_PATH,
     UNIT_WANTS_LINK,
     HugepagesError,
@@ -33,7 +34,6 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.hugepages im
     plan,
     read_host,
     render_config,
-    render_unit,
     reserve_kb,
     shortfall_outcome,
     shortfalls,
@@ -43,6 +43,9 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from hugepages_tree import GIB_KB, SIZE_1G, SIZE_2M, HugepagesTree  # noqa: E402
+from shipped_files import shipped_for  # noqa: E402
+
+SHIPPED = shipped_for("hugepages")
 
 MIB_KB = 1024
 
@@ -208,14 +211,16 @@ def test_plan_shrinks_first_then_largest_pages(tree: HugepagesTree) -> None:
 
 def test_manage_applies_reads_back_and_is_idempotent(tree: HugepagesTree) -> None:
     pools = [{"size": "2M", "count": 256, "node": 0}, {"size": "2M", "count": 128, "node": 1}]
-    result = manage(HostRoot(str(tree.root)), options(pools), check_mode=False)
+    result = manage(HostRoot(str(tree.root)), options(pools), check_mode=False, shipped=SHIPPED)
     assert result["changed"] is True and result["shortfall"] == [] and result["warnings"] == []
     assert [(p["node"], p["before"], p["allocated"], p["changed"]) for p in result["pools"]] == [
         (0, 0, 256, True), (1, 0, 128, True)]
     assert tree.count(SIZE_2M, 0) == 256 and tree.count(SIZE_2M, 1) == 128
-    assert result["files"] == [SCRIPT_PATH, CONFIG_PATH, UNIT_PATH] and result["unit_changed"] is True
+    assert result["files"] == [SCRIPT_PATH, CONFIG_PATH, UNIT_PATH, UNIT_WANTS_LINK]
+    assert result["unit_changed"] is True
+    assert os.readlink(tree.root / UNIT_WANTS_LINK.lstrip("/")) == UNIT_PATH, "enabled as systemctl enable does"
     assert result["kernel_args"] == []
-    again = manage(HostRoot(str(tree.root)), options(pools), check_mode=False)
+    again = manage(HostRoot(str(tree.root)), options(pools), check_mode=False, shipped=SHIPPED)
     assert again["changed"] is False and again["files"] == [] and again["unit_changed"] is False
     assert [p["changed"] for p in again["pools"]] == [False, False]
 
@@ -230,7 +235,8 @@ def test_manage_refusal_changes_nothing(tree: HugepagesTree) -> None:
 
 def test_manage_check_mode_writes_nothing(tree: HugepagesTree) -> None:
     before = tree.snapshot()
-    result = manage(HostRoot(str(tree.root)), options([{"size": "1G", "count": 1, "node": 0}]), check_mode=True)
+    result = manage(HostRoot(str(tree.root)), options([{"size": "1G", "count": 1, "node": 0}]), check_mode=True,
+                    shipped=SHIPPED)
     assert tree.snapshot() == before
     assert result["changed"] is True and result["pools"][0]["allocated"] is None
     assert result["kernel_args"] == ["hugepagesz=1G", "hugepages=0:1"]
@@ -238,7 +244,7 @@ def test_manage_check_mode_writes_nothing(tree: HugepagesTree) -> None:
         "before": "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages: 0\n",
         "after": "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages: 1\n",
         "before_header": "hugepage pools", "after_header": "hugepage pools"}
-    assert [d["after_header"] for d in result["diff"][1:]] == [SCRIPT_PATH, CONFIG_PATH, UNIT_PATH]
+    assert [d["after_header"] for d in result["diff"][1:]] == [SCRIPT_PATH, CONFIG_PATH, UNIT_PATH, UNIT_WANTS_LINK]
     assert result["diff"][2]["before_header"] == CONFIG_PATH + " (absent)"
 
 
@@ -250,7 +256,7 @@ def test_manage_refuses_bad_options_before_reading(tmp_path: Path) -> None:
                          (options([], on_shortfall="ignore"), "on_shortfall is 'ignore'"),
                          (options([], kernel_args_sizes=["1024"]), "has no unit")):
         with pytest.raises(HugepagesError, match=message):
-            manage(HostRoot(str(empty)), bad, check_mode=False)
+            manage(HostRoot(str(empty)), bad, check_mode=False, shipped=SHIPPED)
     assert list(empty.iterdir()) == []
 
 
@@ -330,10 +336,10 @@ def test_manage_on_an_old_kernel_refuses_uneven_boot_pools_before_any_change(tre
     before = tree.snapshot()
     uneven = [{"size": "1G", "count": 1, "node": 0}, {"size": "1G", "count": 2, "node": 1}]
     with pytest.raises(HugepagesError, match="predates the per-node form"):
-        manage(HostRoot(str(tree.root)), options(uneven), check_mode=False)
+        manage(HostRoot(str(tree.root)), options(uneven), check_mode=False, shipped=SHIPPED)
     assert tree.snapshot() == before
     even = [{"size": "1G", "count": 1, "node": 0}, {"size": "1G", "count": 1, "node": 1}]
-    result = manage(HostRoot(str(tree.root)), options(even), check_mode=True)
+    result = manage(HostRoot(str(tree.root)), options(even), check_mode=True, shipped=SHIPPED)
     assert result["kernel_args"] == ["hugepagesz=1G", "hugepages=2"]
 
 
@@ -342,7 +348,7 @@ def test_render_config_and_unit() -> None:
                                            {"size": "2M", "count": 7, "node": 0}]))
     assert [line for line in config.splitlines() if not line.startswith("#")] == [
         "1048576 all 2", "2048 0 7", "2048 1 5"]
-    unit = render_unit()
+    unit = SHIPPED[UNIT_NAME]
     for line in ("DefaultDependencies=no", "After=systemd-modules-load.service local-fs.target",
                  "Before=sysinit.target shutdown.target kubelet.service containerd.service",
                  "Type=oneshot", "RemainAfterExit=yes", "ConditionPathExists=" + CONFIG_PATH,
@@ -353,16 +359,17 @@ def test_render_config_and_unit() -> None:
 def test_persistent_files_modes_idempotence_and_removal(tree: HugepagesTree) -> None:
     host = HostRoot(str(tree.root))
     requests = build_requests([{"size": "2M", "count": 5, "node": 0}])
-    manage(host, options([{"size": "2M", "count": 5, "node": 0}]), check_mode=False)
+    manage(host, options([{"size": "2M", "count": 5, "node": 0}]), check_mode=False, shipped=SHIPPED)
     assert os.stat(tree.root / SCRIPT_PATH.lstrip("/")).st_mode & 0o777 == 0o755
     assert os.stat(tree.root / UNIT_PATH.lstrip("/")).st_mode & 0o777 == 0o644
-    assert persistent_files(host, requests, persist=True) == []
+    assert persistent_files(host, requests, True, SHIPPED) == []
     os.chmod(tree.root / SCRIPT_PATH.lstrip("/"), 0o644)
-    assert [c.host_path for c in persistent_files(host, requests, persist=True)] == [SCRIPT_PATH]
-
+    assert [c.host_path for c in persistent_files(host, requests, True, SHIPPED)] == [SCRIPT_PATH]
     link = tree.root / UNIT_WANTS_LINK.lstrip("/")
-    link.parent.mkdir(parents=True)
-    link.symlink_to(UNIT_PATH)  # what systemctl enable leaves
+    link.unlink()
+    link.symlink_to("/elsewhere/" + UNIT_NAME)
+    assert [(c.host_path, c.after) for c in persistent_files(host, requests, True, SHIPPED)][1:] == [
+        (UNIT_WANTS_LINK, UNIT_PATH)], "a link pointing elsewhere is put back"
     result = manage(host, options([{"size": "2M", "count": 5, "node": 0}], persist=False), check_mode=False)
     assert result["files"] == [SCRIPT_PATH, CONFIG_PATH, UNIT_PATH, UNIT_WANTS_LINK] and result["unit_changed"]
     assert result["kernel_args"] == []
@@ -373,7 +380,7 @@ def test_persistent_files_modes_idempotence_and_removal(tree: HugepagesTree) -> 
 
 def run_script(tree: HugepagesTree, config: str) -> subprocess.CompletedProcess:
     script = tree.root.parent / "confidential-gpu-hugepages"
-    script.write_text(SCRIPT)
+    script.write_text(SHIPPED[SHIPPED_SCRIPT])
     (tree.root.parent / "hugepages.conf").write_text(config)
     return subprocess.run(["sh", str(script), str(tree.root.parent / "hugepages.conf"), str(tree.root)],
                           capture_output=True, text=True, timeout=30, check=False)

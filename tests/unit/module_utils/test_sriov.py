@@ -20,7 +20,7 @@ from conftest import REPO
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sriov import (
     CONFIG_FILE,
     SCRIPT_FILE,
-    SCRIPT_TEXT,
+    SHIPPED_SCRIPT,
     PfState,
     SriovError,
     Want,
@@ -38,6 +38,11 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sriov import LAB_PF, KernelStandIn, lab_tree, snapshot  # noqa: E402
+from shipped_files import shipped_for  # noqa: E402
+
+SHIPPED = shipped_for("sriov_vfs")
+UNIT_PATH = "/etc/systemd/system/confidential-gpu-sriov.service"
+WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/confidential-gpu-sriov.service"
 
 NUMVFS = "/sys/bus/pci/devices/%s/sriov_numvfs" % LAB_PF
 AUTOPROBE = "/sys/bus/pci/devices/%s/sriov_drivers_autoprobe" % LAB_PF
@@ -283,7 +288,7 @@ def test_a_failing_write_names_the_file_the_value_and_the_reason(tmp_path: Path)
 def test_check_mode_writes_nothing_and_predicts_the_vfs(tmp_path: Path) -> None:
     root = lab_tree(tmp_path / "root")
     before = snapshot(root)
-    result = manage(HostRoot(str(root)), [Want(LAB_PF, 3, False)], check_mode=True)
+    result = manage(HostRoot(str(root)), [Want(LAB_PF, 3, False)], check_mode=True, shipped=SHIPPED)
     assert snapshot(root) == before
     pf = result["pfs"][0]
     assert pf["vfs"] == ["0000:01:00.1", "0000:01:00.2", "0000:01:00.3"] and pf["applied"] is False
@@ -299,10 +304,9 @@ def test_persistence_files_then_idempotent(tmp_path: Path) -> None:
     root = lab_tree(tmp_path / "root", num_vfs=2)
     host = HostRoot(str(root))
     wants = [Want(LAB_PF, 2, None), Want("0000:41:00.0", 0, False)]
-    changes, links = persistence_changes(host, wants, True, "confidential-gpu-sriov.service", 30)
-    assert [change.host_path for change in changes] == [
-        CONFIG_FILE, SCRIPT_FILE, "/etc/systemd/system/confidential-gpu-sriov.service"]
-    assert links == []
+    changes, links = persistence_changes(host, wants, True, "confidential-gpu-sriov.service", 30, SHIPPED)
+    assert [change.host_path for change in changes] == [CONFIG_FILE, SCRIPT_FILE, UNIT_PATH]
+    assert links == [(WANTS_LINK, None, UNIT_PATH)], "enabled as systemctl enable does: WantedBy=multi-user.target"
     config = changes[0].after
     assert config.splitlines()[2:] == ["0000:01:00.0 2 -", "0000:41:00.0 0 0"]
     unit = changes[2].after
@@ -312,19 +316,19 @@ def test_persistence_files_then_idempotent(tmp_path: Path) -> None:
                  "ExecStart=%s %s 30" % (SCRIPT_FILE, CONFIG_FILE), "TimeoutStartSec=150",
                  "WantedBy=multi-user.target", "ConditionPathExists=%s" % CONFIG_FILE):
         assert line in unit.splitlines()
-    assert unit == unit_text(2, 30)
+    assert unit == unit_text(SHIPPED, 2, 30) and changes[1].after == SHIPPED[SHIPPED_SCRIPT]
 
 
 def test_persist_false_removes_files_and_enablement_links(tmp_path: Path) -> None:
     root = lab_tree(tmp_path / "root", num_vfs=2)
     host = HostRoot(str(root))
-    result = manage(host, [Want(LAB_PF, 2, None)], persist=True)
+    result = manage(host, [Want(LAB_PF, 2, None)], persist=True, shipped=SHIPPED)
     assert result["changed"] is True and result["vfs"] == ["0000:01:00.1", "0000:01:00.2"]
+    assert result["files"][-1] == WANTS_LINK and result["unit_changed"] is True
     assert os.stat(root / SCRIPT_FILE.lstrip("/")).st_mode & 0o777 == 0o755
     wants_dir = root / "etc/systemd/system/multi-user.target.wants"
-    wants_dir.mkdir(parents=True)
-    (wants_dir / "confidential-gpu-sriov.service").symlink_to("/etc/systemd/system/confidential-gpu-sriov.service")
-    assert manage(host, [Want(LAB_PF, 2, None)], persist=True)["changed"] is False
+    assert os.readlink(wants_dir / "confidential-gpu-sriov.service") == UNIT_PATH, "what systemctl enable leaves"
+    assert manage(host, [Want(LAB_PF, 2, None)], persist=True, shipped=SHIPPED)["changed"] is False
     removed = manage(host, [Want(LAB_PF, 2, None)], persist=False)
     assert removed["files"] == [CONFIG_FILE, SCRIPT_FILE, "/etc/systemd/system/confidential-gpu-sriov.service",
                                 "/etc/systemd/system/multi-user.target.wants/confidential-gpu-sriov.service"]
@@ -338,9 +342,9 @@ def test_persist_false_removes_files_and_enablement_links(tmp_path: Path) -> Non
 def test_a_script_with_the_wrong_mode_is_fixed(tmp_path: Path) -> None:
     root = lab_tree(tmp_path / "root", num_vfs=1)
     host = HostRoot(str(root))
-    manage(host, [Want(LAB_PF, 1, None)])
+    manage(host, [Want(LAB_PF, 1, None)], shipped=SHIPPED)
     os.chmod(root / SCRIPT_FILE.lstrip("/"), 0o644)
-    again = manage(host, [Want(LAB_PF, 1, None)])
+    again = manage(host, [Want(LAB_PF, 1, None)], shipped=SHIPPED)
     assert again["files"] == [SCRIPT_FILE] and again["unit_changed"] is False
     assert os.stat(root / SCRIPT_FILE.lstrip("/")).st_mode & 0o777 == 0o755
 
@@ -351,7 +355,7 @@ def test_a_script_with_the_wrong_mode_is_fixed(tmp_path: Path) -> None:
 
 def run_script(tmp_path: Path, root: Path, config: str, timeout: int) -> subprocess.CompletedProcess:
     script = tmp_path / "sriov-apply"
-    script.write_text(SCRIPT_TEXT)
+    script.write_text(SHIPPED[SHIPPED_SCRIPT])
     conf = tmp_path / "sriov.conf"
     conf.write_text(config)
     env = dict(os.environ, SRIOV_APPLY_SYSFS=str(root / "sys"))

@@ -20,6 +20,7 @@ MODULE = "hugepages"
 CONF = "etc/confidential-gpu/hugepages.conf"
 UNIT = "etc/systemd/system/confidential-gpu-hugepages.service"
 SCRIPT = "usr/local/sbin/confidential-gpu-hugepages"
+WANTS_LINK = "etc/systemd/system/sysinit.target.wants/confidential-gpu-hugepages.service"
 BOTH_NODES_2M = [{"size": "2M", "count": 256, "node": 0}, {"size": "2M", "count": 256, "node": 1}]
 
 
@@ -67,9 +68,9 @@ def test_module_check_and_diff_mode_write_nothing(run_module, tree: HugepagesTre
     assert result["rc"] == 0 and result["changed"] is True, result
     assert tree.snapshot() == before
     assert [p["allocated"] for p in result["pools"]] == [None, None]
-    assert result["files"] == ["/" + SCRIPT, "/" + CONF, "/" + UNIT]
+    assert result["files"] == ["/" + SCRIPT, "/" + CONF, "/" + UNIT, "/" + WANTS_LINK]
     headers = [d["after_header"] for d in result["diff"]]
-    assert headers == ["hugepage pools", "/" + SCRIPT, "/" + CONF, "/" + UNIT]
+    assert headers == ["hugepage pools", "/" + SCRIPT, "/" + CONF, "/" + UNIT, "/" + WANTS_LINK]
     assert result["diff"][0]["after"] == "".join("/sys/devices/system/node/node%d/hugepages/hugepages-2048kB/"
                                                  "nr_hugepages: 256\n" % node for node in (0, 1))
     assert "WantedBy=sysinit.target" in result["diff"][3]["after"] and result["diff"][3]["before"] == ""
@@ -190,7 +191,7 @@ def test_role_hands_1g_boot_arguments_to_kernel_args(tmp_path: Path, tree: Hugep
     assert tree.count(SIZE_1G, 0) == 1 and tree.count(SIZE_2M, 0) == 64
     assert "1G node 0: 1 of 1; 1G node 1: 1 of 1; 2M node 0: 64 of 64; boot arguments: hugepagesz=1G " \
            "hugepages=0:1,1:1" in proc.stdout, proc.stdout
-    assert "Enable the boot-time unit" in proc.stdout and "skipping" in proc.stdout, "no systemctl below a tree"
+    assert os.readlink(tree.root / WANTS_LINK) == "/" + UNIT, "the module enables the unit below the tree too"
 
     again = run_play(tmp_path, tree, bin_dir, pools)
     assert again.returncode == 0 and recap_changed(again) == 0, again.stdout

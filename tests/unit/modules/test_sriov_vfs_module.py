@@ -22,6 +22,7 @@ MODULE = "sriov_vfs"
 CONFIG = "etc/confidential-gpu/sriov.conf"
 SCRIPT = "usr/local/libexec/confidential-gpu/sriov-apply"
 UNIT = "etc/systemd/system/confidential-gpu-sriov.service"
+WANTS_LINK = "etc/systemd/system/multi-user.target.wants/confidential-gpu-sriov.service"
 NUMVFS = "sys/bus/pci/devices/%s/sriov_numvfs" % LAB_PF
 
 
@@ -40,7 +41,8 @@ def test_check_mode_with_diff_changes_nothing(run_module, tmp_path: Path) -> Non
     assert pf["address"] == LAB_PF and pf["num_vfs_before"] == 0 and pf["num_vfs"] == 2
     assert pf["vfs"] == ["0000:01:00.1", "0000:01:00.2"] and pf["applied"] is False
     assert [write["value"] for write in pf["writes"]] == ["0", "2"]
-    assert result["files"] == ["/" + CONFIG, "/" + SCRIPT, "/" + UNIT] and result["unit_changed"] is True
+    assert result["files"] == ["/" + CONFIG, "/" + SCRIPT, "/" + UNIT, "/" + WANTS_LINK]
+    assert result["unit_changed"] is True
     diff = result["diff"]
     assert diff[0] == {"before_header": "/sys/bus/pci/devices/0000:01:00.0",
                        "after_header": "/sys/bus/pci/devices/0000:01:00.0",
@@ -48,6 +50,8 @@ def test_check_mode_with_diff_changes_nothing(run_module, tmp_path: Path) -> Non
                        "after": "sriov_drivers_autoprobe: 0\nsriov_numvfs: 2\n"}
     assert diff[1]["before_header"] == "/%s (absent)" % CONFIG and "0000:01:00.0 2 0" in diff[1]["after"]
     assert diff[3]["after_header"] == "/%s (mode 0644)" % UNIT and "Type=oneshot" in diff[3]["after"]
+    assert diff[4] == {"before_header": "/" + WANTS_LINK, "after_header": "/" + WANTS_LINK, "before": "",
+                       "after": "symlink -> /%s\n" % UNIT}
 
 
 def test_creates_vfs_persists_then_is_idempotent(run_module, tmp_path: Path) -> None:
@@ -192,7 +196,7 @@ def test_role_persists_existing_vfs_then_changes_nothing(tmp_path: Path) -> None
     assert recap_changed(first) == 1
     assert "0000:01:00.0 (nvme): 2 of 4 VFs 0000:01:00.1 0000:01:00.2" in first.stdout
     assert (root / CONFIG).read_text().splitlines()[-1] == "0000:01:00.0 2 0"
-    assert "Reload systemd after the unit changed" in first.stdout and "skipping" in first.stdout
+    assert os.readlink(root / WANTS_LINK) == "/" + UNIT, "the module enables the unit below the tree too"
     again = run_role(tmp_path, root, pfs)
     assert again.returncode == 0 and recap_changed(again) == 0, again.stdout
 

@@ -1,0 +1,98 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A systemd unit's whole life on the host, for the modules that install one with its boot program.
+
+The unit and the program are files of the collection (``files/``) that the module's action plugin hands over
+(``_shipped_files``); :func:`shipped_text` takes one and fills its ``@NAME@`` placeholders.  Enabling is what
+``systemctl enable`` does for a unit in /etc/systemd/system: one symlink ``<target>.wants/<unit>`` (or
+``.requires``) per ``WantedBy=`` (``RequiredBy=``) of the ``[Install]`` section, pointing at the unit's path
+(systemd man/systemd.unit.xml and src/shared/install.c, v252), so it works below any root, as
+``systemctl --root`` does.  After a change on the running host, :func:`daemon_reload` has systemd read the units
+again.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import make_directories
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+
+UNIT_DIR = "/etc/systemd/system"
+INSTALL_LINK_DIRS = {"WantedBy": ".wants", "RequiredBy": ".requires"}
+_PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+LinkChange = Tuple[str, Optional[str], Optional[str]]  # link, its target now, the target wanted (None: absent)
+
+
+def shipped_text(texts: Mapping[str, str], name: str, values: Optional[Mapping[str, str]] = None) -> str:
+    """File ``name`` of the collection with its placeholders filled; ValueError when it did not come or a
+    placeholder is left (the file and this code out of step)."""
+    if name not in texts:
+        raise ValueError("the collection's file %s did not reach the module: run it as a task (its action plugin "
+                         "hands the file over), not as a bare module" % name)
+    text = texts[name]
+    for key, value in (values or {}).items():
+        text = text.replace("@%s@" % key, value)
+    left = _PLACEHOLDER.findall(text)
+    if left:
+        raise ValueError("the collection's file %s still has %s after rendering" % (name, ", ".join(left)))
+    return text
+
+
+def install_links(unit_name: str, unit_text: str) -> Dict[str, str]:
+    """The links ``systemctl enable`` makes for the unit (link path -> target), from its ``[Install]`` section."""
+    links = {}
+    section = ""
+    unit_path = "%s/%s" % (UNIT_DIR, unit_name)
+    for line in unit_text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif section == "Install" and "=" in line and not line.startswith(("#", ";")):
+            key, value = (part.strip() for part in line.split("=", 1))
+            for target in value.split() if key in INSTALL_LINK_DIRS else []:
+                links["%s/%s%s/%s" % (UNIT_DIR, target, INSTALL_LINK_DIRS[key], unit_name)] = unit_path
+    return links
+
+
+def present_links(host: HostRoot, unit_name: str) -> List[str]:
+    """``/etc/systemd/system/*.wants/<unit>`` and ``*.requires/<unit>`` links there now."""
+    links = []
+    for entry in host.listdir(UNIT_DIR):
+        if entry.endswith(tuple(INSTALL_LINK_DIRS.values())):
+            link = "%s/%s/%s" % (UNIT_DIR, entry, unit_name)
+            if os.path.islink(host.path(link)):
+                links.append(link)
+    return links
+
+
+def link_changes(host: HostRoot, unit_name: str, unit_text: Optional[str]) -> List[LinkChange]:
+    """(link, target now, target wanted) for each enablement link to make, fix or remove (unit_text None)."""
+    wanted = install_links(unit_name, unit_text) if unit_text is not None else {}
+    changes = []
+    for link in sorted(set(wanted) | set(present_links(host, unit_name))):
+        now = host.readlink(link)
+        if now != wanted.get(link):
+            changes.append((link, now, wanted.get(link)))
+    return changes
+
+
+def set_link(host: HostRoot, link: str, target: Optional[str]) -> None:
+    """Point ``link`` at ``target`` (a host path), or remove it when ``target`` is None; OSError on failure."""
+    path = host.path(link)
+    if os.path.lexists(path):
+        os.unlink(path)
+    if target is not None:
+        make_directories(os.path.dirname(path))
+        os.symlink(target, path)
+
+
+def daemon_reload(run_command: Callable[[Sequence[str]], Tuple[int, str, str]], root: str) -> Optional[str]:
+    """``systemctl daemon-reload`` on the running host (root /, systemd booted: /run/systemd/system, as
+    sd_booted(3) tells); the error text when it fails, None otherwise or when there is nothing to reload."""
+    if os.path.realpath(root) != "/" or not os.path.isdir("/run/systemd/system"):
+        return None
+    code, out, err = run_command(["systemctl", "daemon-reload"])
+    return None if code == 0 else "systemctl daemon-reload failed (%d): %s" % (code, (err or out).strip())

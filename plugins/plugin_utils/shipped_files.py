@@ -1,0 +1,48 @@
+# Copyright: contributors to confidential_gpu.host
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The shell programs and systemd units a module installs, kept as real files in the collection's ``files/``.
+
+A module runs on the target from an AnsiballZ payload that carries only Python, so the module's action plugin
+(same name) reads the files here, on the controller, and hands their text over in the module's internal option
+``_shipped_files`` (name -> text).  The tests run shellcheck and ``systemd-analyze verify`` on the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+FILES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "files")
+OPTION = "_shipped_files"
+
+
+def read_shipped(names: Iterable[str]) -> Dict[str, str]:
+    """The text of each named file of ``files/``; an error naming the file when one cannot be read."""
+    texts = {}
+    for name in names:
+        path = os.path.join(FILES_DIR, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                texts[name] = handle.read()
+        except (OSError, UnicodeDecodeError) as error:
+            raise AnsibleActionFail("cannot read %s, a file of the collection confidential_gpu.host (%s): "
+                                    "reinstall the collection" % (path, error)) from None
+    return texts
+
+
+class ShippedFilesAction(ActionBase):
+    """Runs ``MODULE`` on the target with the texts of ``SHIPPED`` in its ``_shipped_files`` option."""
+
+    MODULE = ""
+    SHIPPED: Tuple[str, ...] = ()
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+
+    def run(self, tmp: Optional[str] = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args, **{OPTION: read_shipped(self.SHIPPED)})
+        result.update(self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars))
+        return result
