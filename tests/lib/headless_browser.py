@@ -2,8 +2,8 @@
 
 For the reports the collection writes (the fleet report, validate's HTML report): the page is loaded from a
 ``file://`` URL with every host name resolving to nothing and a dead proxy, so a page that needs the network
-shows it by missing parts. ``require_tool`` skips a test when a tool is missing on a developer's machine and
-fails it in CI (``CI=true``), where scripts/apt-packages.txt installs it.
+shows it by missing parts. A missing Chromium skips the test on a developer's machine and fails it in CI
+(``CI=true``), where scripts/apt-packages.txt installs it (tests/lib/required_tools.py).
 """
 
 from __future__ import annotations
@@ -13,19 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from required_tools import require_tool
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
-
-
-def require_tool(name: str, why: str) -> None:
-    """Fail (CI) or skip (elsewhere) when ``name`` is not on PATH; ``why`` says what the test needs it for."""
-    if shutil.which(name):
-        return
-    message = "%s is not on PATH (Debian package in scripts/apt-packages.txt): %s" % (name, why)
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def chromium() -> str:

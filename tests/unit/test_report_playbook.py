@@ -17,7 +17,8 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import ServerShape, build_tree, gpu_server  # noqa: E402
 from fleet_hosts import entry_of, sd665_expected_pairs, sd665_functions  # noqa: E402
-from headless_browser import dump_dom, require_tool  # noqa: E402
+from headless_browser import dump_dom  # noqa: E402
+from required_tools import require_tool  # noqa: E402
 from prepare_run import playbook  # noqa: E402
 
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils.fleet_report import fleet_report  # noqa: E402
