@@ -105,8 +105,8 @@ def cases() -> Dict[str, Dict[str, Any]]:
             continue
         accepted = {name: accepted_form(number, option) for number, (name, option) in enumerate(options.items())}
         table["%s-%s-accepted" % (role, entry)] = {
-            "role": role, "entry": entry, "variables": {name: text for name, (text, _) in accepted.items()},
-            "expected": {name: value for name, (_, value) in accepted.items()}}
+            "role": role, "entry": entry, "variables": {name: form[0] for name, form in accepted.items()},
+            "expected": {name: form[1] for name, form in accepted.items()}}
         for kind, names in (("spec", [name for name, option in options.items() if spec_refused(option)]),
                             ("lookup", [name for name, option in options.items() if not spec_refused(option)])):
             if names:
