@@ -135,6 +135,48 @@ def cross_test_imports(root: Path) -> List[str]:
     return problems
 
 
+# Which layer of plugins/ may import which (docs/design.md, "Layers"): host code (modules, module_utils) runs on
+# the target with the standard library and ansible.module_utils only; controller code may use both host helpers and
+# plugin_utils; nothing imports upward.
+LAYER_IMPORTS = {
+    "module_utils": ("module_utils",),
+    "modules": ("module_utils",),
+    "doc_fragments": (),
+    "plugin_utils": ("plugin_utils", "module_utils"),
+    "action": ("plugin_utils", "module_utils"),
+    "filter": ("plugin_utils", "module_utils"),
+    "lookup": ("plugin_utils", "module_utils"),
+}
+HOST_LAYERS = ("module_utils", "modules")
+COLLECTION_PREFIX = "ansible_collections.confidential_gpu.host.plugins."
+
+
+def _import_problem(layer: str, name: str) -> str:
+    if name.startswith(COLLECTION_PREFIX):
+        target = name[len(COLLECTION_PREFIX):].split(".")[0]
+        return "" if target in LAYER_IMPORTS[layer] else "imports %s (layer %s may import %s)" % (
+            name, layer, ", ".join(LAYER_IMPORTS[layer]) or "nothing of the collection")
+    top = name.split(".")[0]
+    if layer in HOST_LAYERS and top not in sys.stdlib_module_names and top not in ("ansible", "__future__") \
+            and not name.startswith("ansible_collections."):
+        return "imports %s, which is not in the standard library (host code runs on the target)" % name
+    if layer in HOST_LAYERS and top == "ansible" and not name.startswith("ansible.module_utils"):
+        return "imports %s: host code may use ansible.module_utils only" % name
+    return ""
+
+
+def layer_violations(root: Path) -> List[str]:
+    """Imports in plugins/ that break the layer rules of LAYER_IMPORTS."""
+    problems = []
+    for layer in LAYER_IMPORTS:
+        for path in sorted((root / "plugins" / layer).glob("*.py")):
+            for name in _imported_modules(ast.parse(path.read_text(), str(path))):
+                problem = _import_problem(layer, name)
+                if problem:
+                    problems.append("%s %s" % (path.relative_to(root), problem))
+    return problems
+
+
 DOC_BLOCKS = ("DOCUMENTATION", "EXAMPLES", "RETURN")
 
 

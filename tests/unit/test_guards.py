@@ -20,6 +20,7 @@ from collection_guards import (  # noqa: E402
     ansible_version_disagreements,
     changelog_lint,
     cross_test_imports,
+    layer_violations,
     plugin_doc_errors,
     role_default_mismatches,
 )
@@ -153,6 +154,27 @@ def test_a_test_file_importing_another_is_reported(tmp_path: Path, statement: st
         '"""Borrows from another test file."""\n\n' + statement)
     problems = cross_test_imports(root)
     assert len(problems) == 1 and problems[0].startswith("tests/unit/roles/test_borrowing.py imports"), problems
+
+
+def test_plugins_import_only_the_layers_below_them() -> None:
+    assert layer_violations(REPO) == []
+
+
+@pytest.mark.parametrize(("where", "statement", "expected"), [
+    ("module_utils/pci_device.py",
+     "from ansible_collections.confidential_gpu.host.plugins.plugin_utils import toml_file\n",
+     "may import module_utils"),
+    ("modules/hugepages.py", "import tomlkit\n", "not in the standard library"),
+    ("module_utils/sysfs.py", "from ansible.plugins.action import ActionBase\n", "ansible.module_utils only"),
+    ("plugin_utils/toml_file.py", "from ansible_collections.confidential_gpu.host.plugins.action import hugepages\n",
+     "may import plugin_utils, module_utils"),
+])
+def test_an_import_against_the_layers_is_reported(tmp_path: Path, where: str, statement: str, expected: str) -> None:
+    root = copy_paths(tmp_path, "plugins")
+    target = root / "plugins" / where
+    target.write_text(target.read_text() + "\n" + statement)
+    problems = layer_violations(root)
+    assert len(problems) == 1 and problems[0].startswith("plugins/" + where) and expected in problems[0], problems
 
 
 def test_every_plugin_documentation_block_is_yaml() -> None:
