@@ -40,7 +40,7 @@ import subprocess
 import tempfile
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import next_cmdline_token
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import next_cmdline_token
 from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import (
     GrubSettingsError,
     SettingsState,

@@ -50,7 +50,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks i
     acs_quirk,
     reads_header,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import parse_cmdline
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import parse_cmdline
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     ACS_FLAGS,
     ECAP_ID_ACS,
