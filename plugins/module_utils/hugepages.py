@@ -27,6 +27,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host impo
     read_numa,
     size_label,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SysfsWriteError, write_attribute
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
@@ -302,19 +303,13 @@ def plan(requests: Sequence[PoolRequest], state: HostPools) -> List[PoolPlan]:
                                         -p.request.size_kb, -1 if p.request.node is None else p.request.node))
 
 
-def write_count(host: HostRoot, host_path: str, count: int) -> None:
-    """Write a page count to an existing ``nr_hugepages`` file (never creates one)."""
+def write_count(host: HostRoot, host_path: str, count: int, timeout: float = 60.0) -> None:
+    """Write a page count to an existing ``nr_hugepages`` file (never creates one) through the one writer."""
     try:
-        fd = os.open(host.path(host_path), os.O_WRONLY | os.O_TRUNC)
-    except OSError as error:
-        raise HugepagesError("cannot open %s for writing: %s (run as root, with sysfs mounted read-write)"
-                             % (host_path, error.strerror or error)) from None
-    try:
-        os.write(fd, ("%d\n" % count).encode("ascii"))
-    except OSError as error:
-        raise HugepagesError("writing %d to %s failed: %s" % (count, host_path, error.strerror or error)) from None
-    finally:
-        os.close(fd)
+        write_attribute(host, host_path, "%d\n" % count, timeout)
+    except SysfsWriteError as error:
+        hint = " (run as root, with sysfs mounted read-write)" if error.stage == "open" else ""
+        raise HugepagesError("%s%s" % (error, hint)) from None
 
 
 def apply_pools(host: HostRoot, plans: Sequence[PoolPlan], check_mode: bool) -> List[Dict[str, Any]]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -45,6 +44,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_setting
     GrubSettingsError,
     SettingsState,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import CommandRunner
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
@@ -61,10 +61,6 @@ PROTECTED_KEYS = ("root", "ro", "rw", "console", "rootflags", "rootfstype", "ost
 
 # Set by the boot loader or by the deployment itself, not by configuration.
 LOADER_KEYS = ("BOOT_IMAGE", "initrd", "ostree")
-
-SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-ROOT_ENV = "KERNEL_CMDLINE_ROOT"
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\"'\\$`\x00-\x1f\x7f]")
@@ -433,56 +429,11 @@ def pending_changes(configured: Sequence[Arg], active: Sequence[Arg], request: R
 # Commands and files
 # --------------------------------------------------------------------------
 
-class Runner:
-    """Runs commands found on ``search_path``; in check mode, changing commands are only recorded."""
+class Runner(CommandRunner):
+    """Boot-loader tools, failures as :class:`KernelCmdlineError`."""
 
-    def __init__(self, search_path: Sequence[str], check_mode: bool, root: str) -> None:
-        self.search_path = list(search_path)
-        self.check_mode = check_mode
-        self.env = dict(os.environ)
-        self.env[ROOT_ENV] = root
-        self.commands: List[List[str]] = []
-
-    def find(self, name: str) -> Optional[str]:
-        if os.path.isabs(name):
-            return name if os.access(name, os.X_OK) else None
-        for directory in self.search_path:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and os.access(path, os.X_OK):
-                return path
-        return None
-
-    def _run(self, argv: List[str], env: Dict[str, str]) -> subprocess.CompletedProcess:
-        path = self.find(argv[0])
-        if path is None:
-            raise KernelCmdlineError("%s not found in %s; install it or pass command_path"
-                                     % (argv[0], ":".join(self.search_path)))
-        try:
-            return subprocess.run([path] + argv[1:], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  env=env, check=False)
-        except OSError as error:
-            raise KernelCmdlineError("cannot run %s: %s" % (path, error)) from None
-
-    def read(self, argv: List[str]) -> str:
-        """Run a command that changes nothing (also in check mode, in the C locale); its output, or an error."""
-        proc = self._run(argv, dict(self.env, LC_ALL="C"))
-        if proc.returncode != 0:
-            raise KernelCmdlineError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, _tail(proc)))
-        return proc.stdout
-
-    def change(self, argv: List[str]) -> None:
-        """Record a changing command and run it unless in check mode."""
-        self.commands.append(list(argv))
-        if self.check_mode:
-            return
-        proc = self._run(argv, self.env)
-        if proc.returncode != 0:
-            raise KernelCmdlineError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, _tail(proc)))
-
-
-def _tail(proc: subprocess.CompletedProcess) -> str:
-    text = (proc.stderr or "").strip() or (proc.stdout or "").strip() or "no output"
-    return text[-2000:]
+    error = KernelCmdlineError
+    missing_hint = "install it or pass command_path"
 
 
 class FileChange(NamedTuple):

@@ -57,12 +57,11 @@ import functools
 import os
 import re
 import shlex
-import shutil
-import subprocess
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SYSTEM_PATH, CommandRunner
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges, what
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     ADDRESS_RE,
@@ -822,19 +821,11 @@ def initramfs_command(setting: str, host: HostRoot, os_ids: Set[str]) -> Optiona
                          % (" ".join(sorted(os_ids)) or "unreadable"))
 
 
-def run_initramfs(argv: List[str], host: HostRoot) -> None:
-    path = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if path is None:
-        raise PciDriverError("%s not found; install it or give initramfs_command" % argv[0])
-    env = dict(os.environ, **{HELPER_ROOT_ENV: host.root})
-    try:
-        proc = subprocess.run([path] + argv[1:], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              env=env, check=False)
-    except OSError as error:
-        raise PciDriverError("cannot run %s: %s" % (path, error)) from None
-    if proc.returncode != 0:
-        output = ((proc.stderr or "") + (proc.stdout or "")).strip()[-1500:]
-        raise PciDriverError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, output))
+class InitramfsRunner(CommandRunner):
+    """The initramfs generator and modprobe, failures as :class:`PciDriverError`."""
+
+    error = PciDriverError
+    missing_hint = "install it or give initramfs_command"
 
 
 def initramfs_changes(changes: Sequence[FileChange]) -> List[FileChange]:
@@ -843,12 +834,12 @@ def initramfs_changes(changes: Sequence[FileChange]) -> List[FileChange]:
 
 
 def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Optional[List[str]],
-                check_mode: bool, result: Dict[str, Any]) -> None:
+                runner: CommandRunner, result: Dict[str, Any]) -> None:
     """Write the files; update the initramfs when a file it carries changed (those rolled back if that fails)."""
     carried = initramfs_changes(changes)
-    if carried and initramfs is not None:
-        result["commands"].append(initramfs)
-    if check_mode:
+    if runner.check_mode:
+        if carried and initramfs is not None:
+            runner.change(initramfs)
         return
     for change in changes:
         write_file(host, change)
@@ -860,7 +851,7 @@ def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Option
                       % ", ".join(change.host_path for change in carried))
         return
     try:
-        run_initramfs(initramfs, host)
+        runner.change(initramfs)
     except PciDriverError:
         for change in carried:
             write_file(host, FileChange(change.host_path, None, change.before, change.mode))
@@ -897,14 +888,14 @@ def move(host: HostRoot, entry: Dict[str, Any], intent: Intent, timeout: float) 
                   "it); it leaves %s at the next boot" % (entry["address"], intent.driver, intent.driver))
 
 
-def ensure_driver(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float, check_mode: bool,
-                  result: Dict[str, Any]) -> None:
+def ensure_driver(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float,
+                  runner: CommandRunner) -> None:
     """Load the target driver when functions are to be bound to it; runs before any file is written, so that a
     driver that is not there refuses the run with nothing changed (no persistent file naming it)."""
     moving = any(entry["action"] in ("bind", "release") for entry in plan["devices"])
     if intent.state == "present" and moving:
         try:
-            pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
+            pci_bind.load_driver(host, intent.driver, timeout, runner)
         except pci_bind.BindError as error:  # a message naming the driver, not a traceback
             raise PciDriverError("%s; nothing was changed" % error) from None
 
@@ -931,13 +922,14 @@ def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30
     """Facts, plan, refusal or apply: the module's result (``diff`` included; the module drops it unless asked)."""
     facts = gather_facts(host, intent)
     plan = make_plan(facts, intent)
+    runner = InitramfsRunner(SYSTEM_PATH, check_mode, host.root)
     for warning in plan["warnings"]:
         host.warn(warning)
     if plan["refused"]:
         raise PciDriverRefused(refusal_message(plan["refused"]), plan["refused"])
     changes: List[FileChange] = plan["file_changes"]
     result: Dict[str, Any] = {"changed": False, "devices": plan["devices"], "groups": plan["groups"],
-                              "files": [change.host_path for change in changes], "commands": [],
+                              "files": [change.host_path for change in changes], "commands": runner.commands,
                               "vfio_nodes": [], "initramfs_updated": False, "refused": [],
                               "diff": [file_diff(change) for change in changes]}
     initramfs = None
@@ -946,8 +938,8 @@ def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30
             host.warn("root is %s: the initramfs is not updated (give initramfs_command to run one)" % host.root)
         else:
             initramfs = initramfs_command(initramfs_setting, host, facts.os_ids)
-    ensure_driver(host, plan, intent, timeout, check_mode, result)
-    apply_files(host, changes, initramfs, check_mode, result)
+    ensure_driver(host, plan, intent, timeout, runner)
+    apply_files(host, changes, initramfs, runner, result)
     try:
         apply_runtime(host, plan, intent, timeout, check_mode, result)
     except PciDriverError as error:

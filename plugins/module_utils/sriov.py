@@ -25,8 +25,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import subprocess
-import sys
 import time
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -36,7 +34,9 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     normalize_address,
     virtual_function_addresses,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_write
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import replace_file
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import seconds
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 CONFIG_FILE = "/etc/confidential-gpu/sriov.conf"
@@ -50,23 +50,6 @@ MAX_TIMEOUT = 3600
 MAX_VFS = 0xFFFF  # sriov_numvfs takes a u16 (kstrtou16)
 UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.\-]+\.service$")
 POLL_SECONDS = 0.1
-
-# The write runs in a child process: a write to sriov_numvfs that removes a VF held by a VFIO user
-# (a guest) waits in the kernel until the user lets go (vfio_unregister_group_dev: "Device is currently
-# in use, task ... blocked until device is released"), and a thread blocked there would keep the module
-# from exiting.  The child can be left waiting; the module reports it and returns.
-_WRITER = """
-import os, sys
-try:
-    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
-    try:
-        os.write(fd, sys.argv[2].encode())
-    finally:
-        os.close(fd)
-except OSError as error:
-    sys.stderr.write("%d %s" % (error.errno or 0, error.strerror or error))
-    sys.exit(1)
-"""
 
 _WRITE_HINTS = {
     errno.ERANGE: "more VFs than sriov_totalvfs allows",
@@ -324,39 +307,29 @@ def read_and_plan(host: HostRoot, wants: Sequence[Want], force: bool = False) ->
 # --------------------------------------------------------------------------
 
 def write_attribute(host: HostRoot, host_path: str, value: str, timeout: float, address: str) -> None:
-    """Write ``value`` to a sysfs attribute from a child process that may wait at most ``timeout`` seconds."""
+    """Write ``value`` to a sysfs attribute through the one writer (host_write: its timeout policy).
+
+    A write to sriov_numvfs that removes a VF held by a VFIO user (a guest) waits in the kernel until the user
+    lets go (vfio_unregister_group_dev: "Device is currently in use, task ... blocked until device is released").
+    """
     refuse_links_outside_root(host, [host_path], address)
     try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WRITER, host.path(host_path), value + "\n"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
-    except OSError as error:
-        raise SriovError("%s: cannot start a writer for %s: %s" % (address, host_path, error)) from None
-    try:
-        _out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        host_write.write_attribute(host, host_path, value + "\n", timeout)
+    except host_write.SysfsWriteTimeout as error:
         raise SriovError(
-            "%s: writing %s to %s did not return within %s s; the kernel still holds it (process %d waits), most "
-            "likely because a VF is in use by a VFIO user (a guest): the kernel log says 'Device is currently in "
-            "use ... blocked until device is released'. Stop the guest, or wait and run again"
-            % (address, value, host_path, _seconds(timeout), proc.pid)) from None
-    if proc.returncode == 0:
-        return
-    text = (err or b"").decode("utf-8", "replace").strip()
-    code_text, _space, reason = text.partition(" ")
-    code = int(code_text) if code_text.isdigit() else 0
-    if code == errno.ENOENT and not host.exists(host_path):
-        hint = "the file does not exist"
-    elif host_path.endswith("/sriov_numvfs") and value != "0":
-        hint = _WRITE_HINTS.get(code, _ENABLE_HINT)
-    else:
-        hint = _WRITE_HINTS.get(code, "see the kernel log")
-    raise SriovError("%s: writing %s to %s failed: %s (%s); see the kernel log (dmesg)"
-                     % (address, value, host_path, reason or text or "rc %d" % proc.returncode, hint))
-
-
-def _seconds(value: float) -> str:
-    return ("%d" % value) if float(value).is_integer() else ("%g" % value)
+            "%s: writing %s to %s did not return within %s s; the kernel still holds it (process %d, killed, ends "
+            "when the kernel lets it go), most likely because a VF is in use by a VFIO user (a guest): the kernel "
+            "log says 'Device is currently in use ... blocked until device is released'. Stop the guest, or wait "
+            "and run again" % (address, value, host_path, seconds(timeout), error.pid)) from None
+    except host_write.SysfsWriteError as error:
+        if error.errno == errno.ENOENT and not host.exists(host_path):
+            hint = "the file does not exist"
+        elif host_path.endswith("/sriov_numvfs") and value != "0":
+            hint = _WRITE_HINTS.get(error.errno, _ENABLE_HINT)
+        else:
+            hint = _WRITE_HINTS.get(error.errno, "see the kernel log")
+        raise SriovError("%s: writing %s to %s failed: %s (%s); see the kernel log (dmesg)"
+                         % (address, value, host_path, error.reason, hint)) from None
 
 
 def wait_for_vfs(host: HostRoot, address: str, count: int, timeout: float) -> List[str]:
@@ -377,7 +350,7 @@ def wait_for_vfs(host: HostRoot, address: str, count: int, timeout: float) -> Li
             raise SriovError(
                 "%s: sriov_numvfs is %d, but VF(s) %s did not appear in %s within %s s; the PF driver may have "
                 "failed to enable them (see dmesg), or they come up slowly: raise timeout"
-                % (address, count, names, PCI_DEVICES, _seconds(timeout)))
+                % (address, count, names, PCI_DEVICES, seconds(timeout)))
         time.sleep(POLL_SECONDS)
 
 
