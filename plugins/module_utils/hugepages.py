@@ -28,7 +28,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host impo
     size_label,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SysfsWriteError, write_attribute
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 GIB_KB = 1 << 20
@@ -85,13 +86,6 @@ class PoolPlan(NamedTuple):
     @property
     def changes(self) -> bool:
         return self.before != self.request.count
-
-
-class FileChange(NamedTuple):
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]  # None: remove the file
-    mode: int = 0o644
 
 
 # --------------------------------------------------------------------------
@@ -500,29 +494,6 @@ exit $status
 """
 
 
-def read_file(host: HostRoot, host_path: str) -> Optional[str]:
-    """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
-    try:
-        return read_text(host.path(host_path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise HugepagesError("cannot read %s: %s" % (host_path, error)) from None
-
-
-def write_file(host: HostRoot, change: FileChange) -> None:
-    """Replace a file atomically with ``change.after`` at ``change.mode``, or remove it when that is None."""
-    try:
-        replace_file(host.path(change.host_path), change.after, change.mode)
-    except OSError as error:
-        raise HugepagesError("cannot write %s: %s" % (change.host_path, error)) from None
-
-
-def _mode(host: HostRoot, host_path: str) -> Optional[int]:
-    try:
-        return os.stat(host.path(host_path)).st_mode & 0o7777
-    except OSError:
-        return None
-
-
 def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: bool) -> List[FileChange]:
     """Files that differ from what they should be (content or mode); with ``persist`` false, the ones to remove.
 
@@ -534,17 +505,12 @@ def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: b
         (SCRIPT_PATH, SCRIPT, 0o755), (CONFIG_PATH, render_config(requests), 0o644), (UNIT_PATH, render_unit(), 0o644)]
     changes = []
     for host_path, content, mode in wanted:
-        after = content if persist else None
-        before = read_file(host, host_path)
-        if before != after or (after is not None and _mode(host, host_path) != mode):
-            changes.append(FileChange(host_path, before, after, mode))
+        change = host_files.plan_file(host, host_path, content if persist else None, mode, HugepagesError)
+        if change is not None:
+            changes.append(change)
     if not persist and os.path.lexists(host.path(UNIT_WANTS_LINK)):
         changes.append(FileChange(UNIT_WANTS_LINK, host.readlink(UNIT_WANTS_LINK), None))
     return changes
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    return text_diff(change.host_path, change.before, change.after)
 
 
 def pools_diff(plans: Sequence[PoolPlan]) -> Optional[Dict[str, str]]:
@@ -597,13 +563,13 @@ def manage(host: HostRoot, options: Options, check_mode: bool) -> Dict[str, Any]
     files = persistent_files(host, requests, options.persist)
     if not check_mode:
         for change in files:
-            write_file(host, change)
+            host_files.write_file(host, change, HugepagesError)
     pools = apply_pools(host, plans, check_mode)
     order = {(r.size_kb, r.node): i for i, r in enumerate(requests)}
     pools.sort(key=lambda p: order[(p["size_kb"], p["node"])])
     boot_covered = {r.size_kb for r in requests if r.size_kb in boot_sizes and r.count > 0 and options.persist}
     short = shortfalls(pools, boot_covered)
-    diff = [file_diff(change) for change in files]
+    diff = [change.diff() for change in files]
     runtime_diff = pools_diff(plans)
     if runtime_diff:
         diff.insert(0, runtime_diff)

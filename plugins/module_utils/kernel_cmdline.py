@@ -45,7 +45,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_setting
     SettingsState,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import CommandRunner
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 BACKENDS = ("grub", "grubby", "systemd_boot", "rpm_ostree")
@@ -436,26 +437,14 @@ class Runner(CommandRunner):
     missing_hint = "install it or pass command_path"
 
 
-class FileChange(NamedTuple):
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]
-
-
 def read_file(host: HostRoot, host_path: str) -> Optional[str]:
     """Content of a configuration file; ``None`` when it does not exist; an error when it cannot be read."""
-    try:
-        return read_text(host.path(host_path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise KernelCmdlineError("cannot read %s: %s" % (host_path, error)) from None
+    return host_files.read_file(host, host_path, KernelCmdlineError)[0]
 
 
 def write_file(host: HostRoot, host_path: str, content: Optional[str]) -> None:
     """Replace a file atomically (keeping its mode, 0644 when new), or remove it when ``content`` is None."""
-    try:
-        replace_file(host.path(host_path), content)
-    except OSError as error:
-        raise KernelCmdlineError("cannot write %s: %s" % (host_path, error)) from None
+    host_files.write_file(host, FileChange(host_path, None, content), KernelCmdlineError)
 
 
 def restore_after_failure(host: HostRoot, change: Optional[FileChange], error: KernelCmdlineError,
@@ -469,10 +458,6 @@ def restore_after_failure(host: HostRoot, change: Optional[FileChange], error: K
         return KernelCmdlineError("%s; restoring %s failed too (%s): put it back by hand"
                                   % (error, change.host_path, restore_error))
     return KernelCmdlineError("%s; %s was restored to what it was before this run" % (error, change.host_path))
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    return text_diff(change.host_path, change.before, change.after)
 
 
 def line_diff(header: str, before: Sequence[Arg], after: Sequence[Arg]) -> Dict[str, str]:
@@ -682,7 +667,7 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
             self._write_and_regenerate(change, self._regenerate_command())
             changed = True
         return Outcome(changed, [a for a, _t in self._tagged(final_before)], [a for a, _t in configured],
-                       [self.dropin] if current != content else [], [file_diff(change)] if current != content else [])
+                       [self.dropin] if current != content else [], [change.diff()] if current != content else [])
 
     def _write_and_regenerate(self, change: FileChange, regenerate: List[str]) -> None:
         if not self.runner.check_mode:
@@ -786,7 +771,7 @@ class GrubbyBackend(Backend):
         diff = [line_diff("grubby entry %s" % e["kernel"], e["parsed"], apply_request(e["parsed"], request))
                 for e in entries if not satisfied(e["parsed"], request)]
         if file_change:
-            diff.append(file_diff(file_change))
+            diff.append(file_change.diff())
             if not self.runner.check_mode:
                 write_file(self.host, file_change.host_path, file_change.after)
         if argv:
@@ -890,7 +875,7 @@ class SystemdBootBackend(Backend):
         stale = [path for path, _version, args in self.entries() if not satisfied(args, request)]
         if not change and not stale:
             return Outcome(False, before, configured, [], [])
-        files, diff = ([self.KERNEL_CMDLINE], [file_diff(change)]) if change else ([], [])
+        files, diff = ([self.KERNEL_CMDLINE], [change.diff()]) if change else ([], [])
         if change and not stale and [a.pair for a in configured] == [a.pair for a in before]:
             # Only pins what kernel-install already uses (its fallback) in /etc/kernel/cmdline.
             if not self.runner.check_mode:

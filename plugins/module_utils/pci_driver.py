@@ -73,7 +73,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     normalize_address,
     read_topology,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 DEFAULT_DRIVER = "vfio-pci"
@@ -221,13 +222,6 @@ class Intent(NamedTuple):
     allow_group_members: Tuple[str, ...] = ()
 
 
-class FileChange(NamedTuple):
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]
-    mode: int
-
-
 class Facts(NamedTuple):
     """Everything the plan needs from the host, read once."""
 
@@ -295,10 +289,7 @@ def build_intent(params: Dict[str, Any]) -> Intent:
 
 def read_file(host: HostRoot, host_path: str) -> Optional[str]:
     """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
-    try:
-        return read_text(host.path(host_path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise PciDriverError("cannot read %s: %s" % (host_path, error)) from None
+    return host_files.read_file(host, host_path, PciDriverError)[0]
 
 
 def driverctl_path(address: str) -> str:
@@ -794,18 +785,6 @@ def refusal_message(refused: Sequence[Dict[str, Any]]) -> str:
 # Apply
 # --------------------------------------------------------------------------
 
-def write_file(host: HostRoot, change: FileChange) -> None:
-    """Replace a file atomically with its mode, or remove it when ``after`` is None."""
-    try:
-        replace_file(host.path(change.host_path), change.after, change.mode)
-    except OSError as error:
-        raise PciDriverError("cannot write %s: %s" % (change.host_path, error)) from None
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    return text_diff(change.host_path, change.before, change.after)
-
-
 def initramfs_command(setting: str, host: HostRoot, os_ids: Set[str]) -> Optional[List[str]]:
     """The initramfs update command: ``auto`` by distribution, a command line as given, None for ``""``."""
     if not setting:
@@ -842,7 +821,7 @@ def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Option
             runner.change(initramfs)
         return
     for change in changes:
-        write_file(host, change)
+        host_files.write_file(host, change, PciDriverError)
     if not carried:
         return
     if initramfs is None:
@@ -854,7 +833,7 @@ def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Option
         runner.change(initramfs)
     except PciDriverError:
         for change in carried:
-            write_file(host, FileChange(change.host_path, None, change.before, change.mode))
+            host_files.write_file(host, FileChange(change.host_path, None, change.before, change.mode), PciDriverError)
         raise
     result["initramfs_updated"] = True
 
@@ -931,7 +910,7 @@ def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30
     result: Dict[str, Any] = {"changed": False, "devices": plan["devices"], "groups": plan["groups"],
                               "files": [change.host_path for change in changes], "commands": runner.commands,
                               "vfio_nodes": [], "initramfs_updated": False, "refused": [],
-                              "diff": [file_diff(change) for change in changes]}
+                              "diff": [change.diff() for change in changes]}
     initramfs = None
     if initramfs_changes(changes):
         if host.root != "/" and initramfs_setting == "auto":

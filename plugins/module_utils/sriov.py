@@ -35,7 +35,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     virtual_function_addresses,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils import host_write
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import replace_file
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import seconds
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
@@ -107,16 +108,6 @@ class PfPlan(NamedTuple):
     def recreates(self) -> bool:
         """True when the VFs are removed or created (sriov_numvfs changes)."""
         return self.want.num_vfs != self.state.num_vfs
-
-
-class FileChange(NamedTuple):
-    """One persistence file: content before and after (None: absent), its mode, or a link to remove."""
-
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]
-    mode: int
-    mode_before: Optional[int]
 
 
 # --------------------------------------------------------------------------
@@ -566,19 +557,6 @@ WantedBy=multi-user.target
 """ % {"config": CONFIG_FILE, "script": SCRIPT_FILE, "timeout": timeout, "limit": start_limit}
 
 
-def read_file(host: HostRoot, host_path: str) -> Tuple[Optional[str], Optional[int]]:
-    """Content and mode of a file; (None, None) when it does not exist; an error when it cannot be read."""
-    refuse_links_outside_root(host, [host_path], host_path)
-    path = host.path(host_path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(), os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SriovError("cannot read %s: %s" % (host_path, error)) from None
-
-
 def enablement_links(host: HostRoot, unit_name: str) -> List[str]:
     """``/etc/systemd/system/*.wants/<unit>`` links (what ``systemctl enable`` made)."""
     links = []
@@ -602,19 +580,12 @@ def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, un
     )
     changes = []
     for host_path, after, mode in desired:
-        before, mode_before = read_file(host, host_path)
-        if before != after or (after is not None and mode_before != mode):
-            changes.append(FileChange(host_path, before, after, mode, mode_before))
+        refuse_links_outside_root(host, [host_path], host_path)
+        change = host_files.plan_file(host, host_path, after, mode, SriovError)
+        if change is not None:
+            changes.append(change)
     links = [] if keep else enablement_links(host, unit_name)
     return changes, links
-
-
-def write_file(host: HostRoot, change: FileChange) -> None:
-    """Replace a file atomically with its content and mode, or remove it."""
-    try:
-        replace_file(host.path(change.host_path), change.after, change.mode)
-    except OSError as error:
-        raise SriovError("cannot write %s: %s" % (change.host_path, error)) from None
 
 
 def remove_link(host: HostRoot, host_path: str) -> None:
@@ -624,15 +595,6 @@ def remove_link(host: HostRoot, host_path: str) -> None:
         pass
     except OSError as error:
         raise SriovError("cannot remove %s: %s" % (host_path, error)) from None
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    def header(content: Optional[str], mode: Optional[int]) -> str:
-        return "%s%s" % (change.host_path, " (absent)" if content is None else " (mode %04o)" % (mode or 0))
-
-    return {"before_header": header(change.before, change.mode_before),
-            "after_header": header(change.after, change.mode),
-            "before": change.before or "", "after": change.after or ""}
 
 
 # --------------------------------------------------------------------------
@@ -655,12 +617,12 @@ def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_nam
     results = apply_plans(host, plans, timeout, check_mode)
     if not check_mode:
         for change in changes:
-            write_file(host, change)
+            host_files.write_file(host, change, SriovError)
         for link in links:
             remove_link(host, link)
     unit_path = "%s/%s" % (UNIT_DIR, unit_name)
     diff = [state_diff(plan) for plan in plans if plan.writes]
-    diff += [file_diff(change) for change in changes]
+    diff += [change.diff() for change in changes]
     diff += [{"before_header": link, "after_header": link + " (absent)", "before": "symlink\n", "after": ""}
              for link in links]
     return {

@@ -1,6 +1,7 @@
 # Copyright: contributors to confidential_gpu.host
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The write side: the one sysfs writer (its timeout policy, real blocking writes) and the one command runner."""
+"""The write side: the one sysfs writer (its timeout policy, real blocking writes), the one command runner and the
+managed-file set."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import plan_file, write_file
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import (
     ROOT_ENV,
     CommandError,
@@ -127,3 +129,34 @@ def test_failures_name_the_command_its_status_and_the_fix(tmp_path: Path) -> Non
         runner.read(["hangs"], timeout=0.5)
     with pytest.raises(CommandError, match="modprobe not found"):
         CommandRunner([str(bin_dir)], False, "/").change(["modprobe", "x"])
+
+
+# --------------------------------------------------------------------------
+# The managed-file set (host_files)
+# --------------------------------------------------------------------------
+
+def test_a_managed_file_is_written_once_then_converged_and_a_mode_change_shows(tmp_path: Path) -> None:
+    host = HostRoot(str(tmp_path))
+    created = plan_file(host, "/usr/local/libexec/tool", "#!/bin/sh\n", 0o755, ToolError)
+    assert created is not None and created.diff() == {
+        "before": "", "after": "#!/bin/sh\n", "before_header": "/usr/local/libexec/tool (absent)",
+        "after_header": "/usr/local/libexec/tool"}
+    write_file(host, created, ToolError)
+    path = tmp_path / "usr/local/libexec/tool"
+    assert path.read_text() == "#!/bin/sh\n" and path.stat().st_mode & 0o7777 == 0o755
+    assert plan_file(host, "/usr/local/libexec/tool", "#!/bin/sh\n", 0o755, ToolError) is None, "idempotent"
+    path.chmod(0o644)
+    moved = plan_file(host, "/usr/local/libexec/tool", "#!/bin/sh\n", 0o755, ToolError)
+    assert moved is not None and (moved.diff()["before_header"], moved.diff()["after_header"]) == (
+        "/usr/local/libexec/tool (mode 0644)", "/usr/local/libexec/tool (mode 0755)")
+    removed = plan_file(host, "/usr/local/libexec/tool", None, None, ToolError)
+    assert removed is not None and removed.diff()["after_header"] == "/usr/local/libexec/tool (absent)"
+    write_file(host, removed, ToolError)
+    assert not path.exists() and plan_file(host, "/usr/local/libexec/tool", None, None, ToolError) is None
+
+
+def test_an_unreadable_managed_file_fails_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/sriov.conf").write_bytes(b"\xff\xfe")
+    with pytest.raises(ToolError, match=r"^cannot read /etc/sriov.conf: 'utf-8' codec can't decode"):
+        plan_file(HostRoot(str(tmp_path)), "/etc/sriov.conf", "x\n", 0o644, ToolError)
