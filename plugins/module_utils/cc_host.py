@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from typing import Any, Set
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import parse_cmdline
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 # /proc/cpuinfo flags reported in cpu.flags (always all of them, true or false).
@@ -76,62 +77,6 @@ _FALSE_WORDS = ("n", "no", "0", "off", "false")
 # --------------------------------------------------------------------------
 # Parsers (pure)
 # --------------------------------------------------------------------------
-
-def next_cmdline_token(text: str, pos: int) -> tuple[str, str | None, int]:
-    """One kernel parameter starting at ``pos``: (key, value, end), as the kernel's next_arg() splits it.
-
-    Double quotes group spaces; a value that starts with a quote loses it and
-    its closing quote (``foo="a b"`` -> ``a b``), and so does a whole
-    argument in quotes (``"foo=a b"``).  Inner quotes are kept as written.
-    """
-    quoted = text[pos] == '"'
-    if quoted:
-        pos += 1
-    in_quote = quoted
-    equals = -1
-    end = pos
-    while end < len(text):
-        char = text[end]
-        if char.isspace() and not in_quote:
-            break
-        if equals < 0 and char == "=":
-            equals = end
-        if char == '"':
-            in_quote = not in_quote
-        end += 1
-    if equals < 0:
-        key, value = text[pos:end], None
-        if quoted and key.endswith('"'):
-            key = key[:-1]
-        return key, value, end
-    key, value = text[pos:equals], text[equals + 1:end]
-    if value.startswith('"'):
-        closed = len(value) > 1 and value.endswith('"')
-        value = value[1:-1] if closed else value[1:]
-    elif quoted and value.endswith('"'):
-        value = value[:-1]
-    return key, value, end
-
-
-def parse_cmdline(text: str | None) -> tuple[list[dict[str, str | None]], list[str]]:
-    """Kernel command line -> (``[{key, value}]`` in order with repeats, init arguments after ``--``).
-
-    A bare flag has value ``None``; ``key=`` has value ``""``.
-    """
-    args: list[dict[str, str | None]] = []
-    if not text:
-        return args, []
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            return args, []
-        key, value, pos = next_cmdline_token(text, pos)
-        if key == "--" and value is None:
-            return args, text[pos:].split()
-        args.append({"key": key, "value": value})
-
 
 def parse_bool_word(text: str) -> bool | None:
     """``Y``/``N``/``1``/``0``/``on``/``off`` -> bool; anything else ``None``."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Dict, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
+
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 
 def read_text(path: str) -> Optional[str]:
@@ -77,8 +79,52 @@ def replace_file(path: str, content: Optional[str], mode: Optional[int] = None) 
         raise
 
 
-def text_diff(host_path: str, before: Optional[str], after: Optional[str]) -> Dict[str, str]:
-    """Ansible's diff of one file; an absent side is shown as empty with "(absent)" in its header."""
-    return {"before": before or "", "after": after or "",
-            "before_header": host_path + ("" if before is not None else " (absent)"),
-            "after_header": host_path + ("" if after is not None else " (absent)")}
+class FileChange(NamedTuple):
+    """One managed file: content before and after (None: absent), the mode to give it (None: keep the file's,
+    0644 for a new one) and the mode it had."""
+
+    host_path: str
+    before: Optional[str]
+    after: Optional[str]
+    mode: Optional[int] = None
+    mode_before: Optional[int] = None
+
+    def diff(self) -> Dict[str, str]:
+        """Ansible's diff: "(absent)" marks a missing side, "(mode NNNN)" a mode that changes on a kept file."""
+        moved = None not in (self.before, self.after, self.mode, self.mode_before) and self.mode != self.mode_before
+        return {"before": self.before or "", "after": self.after or "",
+                "before_header": self.host_path + _note(self.before, self.mode_before if moved else None),
+                "after_header": self.host_path + _note(self.after, self.mode if moved else None)}
+
+
+def _note(content: Optional[str], mode: Optional[int]) -> str:
+    return " (absent)" if content is None else "" if mode is None else " (mode %04o)" % mode
+
+
+ErrorType = Callable[[str], Exception]
+
+
+def read_file(host: HostRoot, host_path: str, error: ErrorType) -> Tuple[Optional[str], Optional[int]]:
+    """A file's text and mode, (None, None) when it does not exist; ``error`` naming it when it cannot be read."""
+    path = host.path(host_path)
+    try:
+        return read_text(path), (os.stat(path).st_mode & 0o7777 if os.path.exists(path) else None)
+    except (OSError, UnicodeDecodeError) as failure:
+        raise error("cannot read %s: %s" % (host_path, failure)) from None
+
+
+def plan_file(host: HostRoot, host_path: str, after: Optional[str], mode: Optional[int],
+              error: ErrorType) -> Optional[FileChange]:
+    """The change that gives the file ``after`` (None: removed) and ``mode``; None when it is so already."""
+    before, mode_before = read_file(host, host_path, error)
+    if before == after and (after is None or mode is None or mode == mode_before):
+        return None
+    return FileChange(host_path, before, after, mode, mode_before)
+
+
+def write_file(host: HostRoot, change: FileChange, error: ErrorType) -> None:
+    """Carry out a change (replace atomically, or remove); ``error`` naming the file when it fails."""
+    try:
+        replace_file(host.path(change.host_path), change.after, change.mode)
+    except OSError as failure:
+        raise error("cannot write %s: %s" % (change.host_path, failure)) from None

@@ -27,7 +27,9 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host impo
     read_numa,
     size_label,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SysfsWriteError, write_attribute
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import (
     link_changes,
     set_link,
@@ -91,13 +93,6 @@ class PoolPlan(NamedTuple):
     @property
     def changes(self) -> bool:
         return self.before != self.request.count
-
-
-class FileChange(NamedTuple):
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]  # None: remove the file
-    mode: int = 0o644
 
 
 # --------------------------------------------------------------------------
@@ -309,19 +304,13 @@ def plan(requests: Sequence[PoolRequest], state: HostPools) -> List[PoolPlan]:
                                         -p.request.size_kb, -1 if p.request.node is None else p.request.node))
 
 
-def write_count(host: HostRoot, host_path: str, count: int) -> None:
-    """Write a page count to an existing ``nr_hugepages`` file (never creates one)."""
+def write_count(host: HostRoot, host_path: str, count: int, timeout: float = 60.0) -> None:
+    """Write a page count to an existing ``nr_hugepages`` file (never creates one) through the one writer."""
     try:
-        fd = os.open(host.path(host_path), os.O_WRONLY | os.O_TRUNC)
-    except OSError as error:
-        raise HugepagesError("cannot open %s for writing: %s (run as root, with sysfs mounted read-write)"
-                             % (host_path, error.strerror or error)) from None
-    try:
-        os.write(fd, ("%d\n" % count).encode("ascii"))
-    except OSError as error:
-        raise HugepagesError("writing %d to %s failed: %s" % (count, host_path, error.strerror or error)) from None
-    finally:
-        os.close(fd)
+        write_attribute(host, host_path, "%d\n" % count, timeout)
+    except SysfsWriteError as error:
+        hint = " (run as root, with sysfs mounted read-write)" if error.stage == "open" else ""
+        raise HugepagesError("%s%s" % (error, hint)) from None
 
 
 def apply_pools(host: HostRoot, plans: Sequence[PoolPlan], check_mode: bool) -> List[Dict[str, Any]]:
@@ -441,31 +430,15 @@ def render_config(requests: Sequence[PoolRequest]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_file(host: HostRoot, host_path: str) -> Optional[str]:
-    """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
-    try:
-        return read_text(host.path(host_path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise HugepagesError("cannot read %s: %s" % (host_path, error)) from None
-
-
 def write_file(host: HostRoot, change: FileChange) -> None:
-    """Replace a file atomically with ``change.after`` at ``change.mode``, or remove it when that is None; an
-    enablement link (mode ``LINK``) is pointed at ``change.after``."""
+    """Carry out a file change (host_files), or point an enablement link (mode ``LINK``) at ``change.after``."""
+    if change.mode != LINK:
+        host_files.write_file(host, change, HugepagesError)
+        return
     try:
-        if change.mode == LINK:
-            set_link(host, change.host_path, change.after)
-        else:
-            replace_file(host.path(change.host_path), change.after, change.mode)
+        set_link(host, change.host_path, change.after)
     except OSError as error:
         raise HugepagesError("cannot write %s: %s" % (change.host_path, error)) from None
-
-
-def _mode(host: HostRoot, host_path: str) -> Optional[int]:
-    try:
-        return os.stat(host.path(host_path)).st_mode & 0o7777
-    except OSError:
-        return None
 
 
 def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: bool,
@@ -483,15 +456,10 @@ def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: b
     changes = []
     for host_path, after, mode in ((SCRIPT_PATH, script, 0o755), (CONFIG_PATH, render_config(requests), 0o644),
                                    (UNIT_PATH, unit, 0o644)):
-        after = after if persist else None
-        before = read_file(host, host_path)
-        if before != after or (after is not None and _mode(host, host_path) != mode):
-            changes.append(FileChange(host_path, before, after, mode))
+        change = host_files.plan_file(host, host_path, after if persist else None, mode, HugepagesError)
+        if change is not None:
+            changes.append(change)
     return changes + [FileChange(link, now, target, LINK) for link, now, target in link_changes(host, UNIT_NAME, unit)]
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    return text_diff(change.host_path, change.before, change.after)
 
 
 def pools_diff(plans: Sequence[PoolPlan]) -> Optional[Dict[str, str]]:
@@ -551,7 +519,7 @@ def manage(host: HostRoot, options: Options, check_mode: bool, shipped: Optional
     pools.sort(key=lambda p: order[(p["size_kb"], p["node"])])
     boot_covered = {r.size_kb for r in requests if r.size_kb in boot_sizes and r.count > 0 and options.persist}
     short = shortfalls(pools, boot_covered)
-    diff = [file_diff(change) for change in files]
+    diff = [change.diff() for change in files]
     runtime_diff = pools_diff(plans)
     if runtime_diff:
         diff.insert(0, runtime_diff)

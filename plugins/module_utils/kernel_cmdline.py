@@ -36,16 +36,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import next_cmdline_token
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import next_cmdline_token
 from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import (
     GrubSettingsError,
     SettingsState,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import CommandRunner
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 BACKENDS = ("grub", "grubby", "systemd_boot", "rpm_ostree")
@@ -61,10 +62,6 @@ PROTECTED_KEYS = ("root", "ro", "rw", "console", "rootflags", "rootfstype", "ost
 
 # Set by the boot loader or by the deployment itself, not by configuration.
 LOADER_KEYS = ("BOOT_IMAGE", "initrd", "ostree")
-
-SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-ROOT_ENV = "KERNEL_CMDLINE_ROOT"
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\"'\\$`\x00-\x1f\x7f]")
@@ -433,78 +430,21 @@ def pending_changes(configured: Sequence[Arg], active: Sequence[Arg], request: R
 # Commands and files
 # --------------------------------------------------------------------------
 
-class Runner:
-    """Runs commands found on ``search_path``; in check mode, changing commands are only recorded."""
+class Runner(CommandRunner):
+    """Boot-loader tools, failures as :class:`KernelCmdlineError`."""
 
-    def __init__(self, search_path: Sequence[str], check_mode: bool, root: str) -> None:
-        self.search_path = list(search_path)
-        self.check_mode = check_mode
-        self.env = dict(os.environ)
-        self.env[ROOT_ENV] = root
-        self.commands: List[List[str]] = []
-
-    def find(self, name: str) -> Optional[str]:
-        if os.path.isabs(name):
-            return name if os.access(name, os.X_OK) else None
-        for directory in self.search_path:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and os.access(path, os.X_OK):
-                return path
-        return None
-
-    def _run(self, argv: List[str], env: Dict[str, str]) -> subprocess.CompletedProcess:
-        path = self.find(argv[0])
-        if path is None:
-            raise KernelCmdlineError("%s not found in %s; install it or pass command_path"
-                                     % (argv[0], ":".join(self.search_path)))
-        try:
-            return subprocess.run([path] + argv[1:], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  env=env, check=False)
-        except OSError as error:
-            raise KernelCmdlineError("cannot run %s: %s" % (path, error)) from None
-
-    def read(self, argv: List[str]) -> str:
-        """Run a command that changes nothing (also in check mode, in the C locale); its output, or an error."""
-        proc = self._run(argv, dict(self.env, LC_ALL="C"))
-        if proc.returncode != 0:
-            raise KernelCmdlineError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, _tail(proc)))
-        return proc.stdout
-
-    def change(self, argv: List[str]) -> None:
-        """Record a changing command and run it unless in check mode."""
-        self.commands.append(list(argv))
-        if self.check_mode:
-            return
-        proc = self._run(argv, self.env)
-        if proc.returncode != 0:
-            raise KernelCmdlineError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, _tail(proc)))
-
-
-def _tail(proc: subprocess.CompletedProcess) -> str:
-    text = (proc.stderr or "").strip() or (proc.stdout or "").strip() or "no output"
-    return text[-2000:]
-
-
-class FileChange(NamedTuple):
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]
+    error = KernelCmdlineError
+    missing_hint = "install it or pass command_path"
 
 
 def read_file(host: HostRoot, host_path: str) -> Optional[str]:
     """Content of a configuration file; ``None`` when it does not exist; an error when it cannot be read."""
-    try:
-        return read_text(host.path(host_path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise KernelCmdlineError("cannot read %s: %s" % (host_path, error)) from None
+    return host_files.read_file(host, host_path, KernelCmdlineError)[0]
 
 
 def write_file(host: HostRoot, host_path: str, content: Optional[str]) -> None:
     """Replace a file atomically (keeping its mode, 0644 when new), or remove it when ``content`` is None."""
-    try:
-        replace_file(host.path(host_path), content)
-    except OSError as error:
-        raise KernelCmdlineError("cannot write %s: %s" % (host_path, error)) from None
+    host_files.write_file(host, FileChange(host_path, None, content), KernelCmdlineError)
 
 
 def restore_after_failure(host: HostRoot, change: Optional[FileChange], error: KernelCmdlineError,
@@ -518,10 +458,6 @@ def restore_after_failure(host: HostRoot, change: Optional[FileChange], error: K
         return KernelCmdlineError("%s; restoring %s failed too (%s): put it back by hand"
                                   % (error, change.host_path, restore_error))
     return KernelCmdlineError("%s; %s was restored to what it was before this run" % (error, change.host_path))
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    return text_diff(change.host_path, change.before, change.after)
 
 
 def line_diff(header: str, before: Sequence[Arg], after: Sequence[Arg]) -> Dict[str, str]:
@@ -731,7 +667,7 @@ printf '%s\0%s\0%s\0%s\0' "$base_l" "$base_d" "${GRUB_CMDLINE_LINUX-}" "${GRUB_C
             self._write_and_regenerate(change, self._regenerate_command())
             changed = True
         return Outcome(changed, [a for a, _t in self._tagged(final_before)], [a for a, _t in configured],
-                       [self.dropin] if current != content else [], [file_diff(change)] if current != content else [])
+                       [self.dropin] if current != content else [], [change.diff()] if current != content else [])
 
     def _write_and_regenerate(self, change: FileChange, regenerate: List[str]) -> None:
         if not self.runner.check_mode:
@@ -835,7 +771,7 @@ class GrubbyBackend(Backend):
         diff = [line_diff("grubby entry %s" % e["kernel"], e["parsed"], apply_request(e["parsed"], request))
                 for e in entries if not satisfied(e["parsed"], request)]
         if file_change:
-            diff.append(file_diff(file_change))
+            diff.append(file_change.diff())
             if not self.runner.check_mode:
                 write_file(self.host, file_change.host_path, file_change.after)
         if argv:
@@ -939,7 +875,7 @@ class SystemdBootBackend(Backend):
         stale = [path for path, _version, args in self.entries() if not satisfied(args, request)]
         if not change and not stale:
             return Outcome(False, before, configured, [], [])
-        files, diff = ([self.KERNEL_CMDLINE], [file_diff(change)]) if change else ([], [])
+        files, diff = ([self.KERNEL_CMDLINE], [change.diff()]) if change else ([], [])
         if change and not stale and [a.pair for a in configured] == [a.pair for a in before]:
             # Only pins what kernel-install already uses (its fallback) in /etc/kernel/cmdline.
             if not self.runner.check_mode:

@@ -27,37 +27,17 @@ Standard library only: this runs on target hosts with Python >= 3.8.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import subprocess
-import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_write
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 PCI_DEVICES = "/sys/bus/pci/devices"
 PCI_DRIVERS = "/sys/bus/pci/drivers"
 DRIVERS_PROBE = "/sys/bus/pci/drivers_probe"
 POLL_INTERVAL = 0.05
-MODPROBE_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
-
-# Writes one value to one file and nothing else; run as a child so that a
-# write the kernel blocks can be abandoned.  No site import: it starts fast.
-_WRITER = (
-    "import os, sys\n"
-    "try:\n"
-    "    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)\n"
-    "    try:\n"
-    "        os.write(fd, sys.argv[2].encode())\n"
-    "    finally:\n"
-    "        os.close(fd)\n"
-    "except OSError as error:\n"
-    "    sys.stderr.write(error.strerror or str(error))\n"
-    "    sys.exit(1)\n"
-)
-
 
 class BindError(Exception):
     """A runtime driver change that failed or did not finish in time; the message names the device."""
@@ -95,47 +75,14 @@ def driver_module(host: HostRoot, driver: str) -> Optional[str]:
     return link.rstrip("/").rsplit("/", 1)[-1] if link else None
 
 
-def write_attribute(host: HostRoot, host_path: str, value: str) -> None:
-    """Write a sysfs attribute that returns at once (``driver_override``); never creates a file.
-
-    ``O_TRUNC`` as a shell's ``>`` uses it: sysfs ignores it, a file in a tree gets exactly the value.
-    """
+def write_attribute(host: HostRoot, host_path: str, value: str, timeout: float = 5.0) -> None:
+    """Write a sysfs attribute through the collection's one writer (host_write: its timeout policy)."""
     try:
-        fd = os.open(host.path(host_path), os.O_WRONLY | os.O_TRUNC)
-    except OSError as error:
-        raise BindError("cannot open %s for writing: %s" % (host_path, error.strerror or error)) from None
-    try:
-        os.write(fd, value.encode())
-    except OSError as error:
-        raise BindError("writing %r to %s failed: %s" % (value.strip(), host_path, error.strerror or error)) from None
-    finally:
-        os.close(fd)
-
-
-def write_with_timeout(host: HostRoot, host_path: str, value: str, timeout: float) -> None:
-    """Write ``value`` to a sysfs file from a child process; :class:`WriteTimeout` when it is still blocked.
-
-    A blocked child is killed and not waited for: a task stuck in the kernel
-    may not die until the kernel lets it go, and the module must return.
-    """
-    try:
-        child = subprocess.Popen([sys.executable or "python3", "-S", "-c", _WRITER, host.path(host_path), value],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 start_new_session=True)
-    except OSError as error:
-        raise BindError("cannot start a writer for %s: %s" % (host_path, error)) from None
-    try:
-        _out, err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=1)
-        raise WriteTimeout("writing %r to %s did not return within %g s" % (value.strip(), host_path, timeout)) \
-            from None
-    if child.returncode != 0:
-        raise BindError("writing %r to %s failed: %s" % (value.strip(), host_path,
-                                                         err.decode("utf-8", "replace").strip() or
-                                                         "exit status %d" % child.returncode))
+        host_write.write_attribute(host, host_path, value, timeout)
+    except host_write.SysfsWriteTimeout as error:
+        raise WriteTimeout(str(error)) from None
+    except host_write.SysfsWriteError as error:
+        raise BindError(str(error)) from None
 
 
 def holder_hint(address: str, driver: Optional[str], group: Optional[int]) -> str:
@@ -154,7 +101,7 @@ def unbind(host: HostRoot, address: str, timeout: float, group: Optional[int] = 
     if driver is None:
         return None
     try:
-        write_with_timeout(host, "%s/%s/unbind" % (PCI_DRIVERS, driver), address, timeout)
+        write_attribute(host, "%s/%s/unbind" % (PCI_DRIVERS, driver), address, timeout)
     except WriteTimeout:
         raise WriteTimeout("%s: unbinding it from %s did not finish within %g s; %s. Its driver_override "
                            "stays set, so the device goes to the new driver once it is released and probed "
@@ -167,7 +114,7 @@ def unbind(host: HostRoot, address: str, timeout: float, group: Optional[int] = 
 def probe(host: HostRoot, address: str, timeout: float) -> None:
     """Ask the kernel to bind the function to a driver that matches it (``drivers_probe``)."""
     try:
-        write_with_timeout(host, DRIVERS_PROBE, address, timeout)
+        write_attribute(host, DRIVERS_PROBE, address, timeout)
     except BindError as error:
         raise BindError("%s: probing a driver for it failed: %s" % (address, error)) from None
 
@@ -192,41 +139,31 @@ def wait_for_driver(host: HostRoot, address: str, driver: str, timeout: float) -
                     "probe failed" % (address, driver, timeout, shown or "none"))
 
 
-def find_modprobe() -> Optional[str]:
-    found = shutil.which("modprobe")
-    if found:
-        return found
-    for directory in MODPROBE_DIRS:
-        path = os.path.join(directory, "modprobe")
-        if os.access(path, os.X_OK):
-            return path
-    return None
+class ModprobeRunner(host_write.CommandRunner):
+    """modprobe, failures as :class:`BindError`."""
+
+    error = BindError
+    missing_hint = "install kmod"
 
 
-def load_driver(host: HostRoot, driver: str, timeout: float, commands: List[List[str]], check_mode: bool) -> None:
+def load_driver(host: HostRoot, driver: str, timeout: float, runner: host_write.CommandRunner) -> None:
     """Load the module of ``driver`` when the PCI bus does not know it yet (live host only).
 
-    ``commands`` gets the command line (also in check mode, where it is not run).
+    ``runner.commands`` gets the command line (also in check mode, where it is not run).
     """
     if driver_loaded(host, driver):
         return
     if host.root != "/":
         raise BindError("driver %s is not loaded in %s (no %s/%s); modprobe runs only on the live host (root /)"
                         % (driver, host.root, PCI_DRIVERS, driver))
-    commands.append(["modprobe", driver])
-    if check_mode:
-        return
-    modprobe = find_modprobe()
-    if modprobe is None:
-        raise BindError("driver %s is not loaded and modprobe was not found; install kmod" % driver)
     try:
-        proc = subprocess.run([modprobe, driver], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BindError("modprobe %s did not finish within %g s" % (driver, timeout)) from None
-    if proc.returncode != 0 or not wait_for(lambda: driver_loaded(host, driver), min(timeout, 5.0)):
-        raise BindError("modprobe %s failed (rc=%d): %s; is the kernel module installed for this kernel?"
-                        % (driver, proc.returncode, (proc.stderr or proc.stdout or "no output").strip()[-500:]))
+        runner.change(["modprobe", driver], timeout)
+    except runner.error as error:
+        raise BindError("driver %s is not loaded: %s; is the kernel module installed for this kernel?"
+                        % (driver, error)) from None
+    if not runner.check_mode and not wait_for(lambda: driver_loaded(host, driver), min(timeout, 5.0)):
+        raise BindError("modprobe %s succeeded but %s/%s did not appear; see the kernel log (dmesg)"
+                        % (driver, PCI_DRIVERS, driver))
 
 
 def bind(host: HostRoot, address: str, driver: str, timeout: float, group: Optional[int] = None) -> Optional[str]:

@@ -48,12 +48,11 @@ import functools
 import os
 import re
 import shlex
-import shutil
-import subprocess
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SYSTEM_PATH, CommandRunner
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges, what
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_device
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import (
@@ -69,7 +68,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device i
     normalize_address,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import read_text, replace_file, text_diff
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 DEFAULT_DRIVER = "vfio-pci"
@@ -217,13 +217,6 @@ class Intent(NamedTuple):
         return Selector(self.addresses, self.pci_ids, self.roles, self.iommu_groups)
 
 
-class FileChange(NamedTuple):
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]
-    mode: int
-
-
 class Facts(NamedTuple):
     """Everything the plan needs from the host, read once."""
 
@@ -291,10 +284,7 @@ def build_intent(params: Dict[str, Any]) -> Intent:
 
 def read_file(host: HostRoot, host_path: str) -> Optional[str]:
     """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
-    try:
-        return read_text(host.path(host_path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise PciDriverError("cannot read %s: %s" % (host_path, error)) from None
+    return host_files.read_file(host, host_path, PciDriverError)[0]
 
 
 def driverctl_path(address: str) -> str:
@@ -754,18 +744,6 @@ def refusal_message(refused: Sequence[Dict[str, Any]]) -> str:
 # Apply
 # --------------------------------------------------------------------------
 
-def write_file(host: HostRoot, change: FileChange) -> None:
-    """Replace a file atomically with its mode, or remove it when ``after`` is None."""
-    try:
-        replace_file(host.path(change.host_path), change.after, change.mode)
-    except OSError as error:
-        raise PciDriverError("cannot write %s: %s" % (change.host_path, error)) from None
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    return text_diff(change.host_path, change.before, change.after)
-
-
 def initramfs_command(setting: str, host: HostRoot, os_ids: Set[str]) -> Optional[List[str]]:
     """The initramfs update command: ``auto`` by distribution, a command line as given, None for ``""``."""
     if not setting:
@@ -781,19 +759,11 @@ def initramfs_command(setting: str, host: HostRoot, os_ids: Set[str]) -> Optiona
                          % (" ".join(sorted(os_ids)) or "unreadable"))
 
 
-def run_initramfs(argv: List[str], host: HostRoot) -> None:
-    path = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if path is None:
-        raise PciDriverError("%s not found; install it or give initramfs_command" % argv[0])
-    env = dict(os.environ, **{HELPER_ROOT_ENV: host.root})
-    try:
-        proc = subprocess.run([path] + argv[1:], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              env=env, check=False)
-    except OSError as error:
-        raise PciDriverError("cannot run %s: %s" % (path, error)) from None
-    if proc.returncode != 0:
-        output = ((proc.stderr or "") + (proc.stdout or "")).strip()[-1500:]
-        raise PciDriverError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode, output))
+class InitramfsRunner(CommandRunner):
+    """The initramfs generator and modprobe, failures as :class:`PciDriverError`."""
+
+    error = PciDriverError
+    missing_hint = "install it or give initramfs_command"
 
 
 def initramfs_changes(changes: Sequence[FileChange]) -> List[FileChange]:
@@ -802,15 +772,15 @@ def initramfs_changes(changes: Sequence[FileChange]) -> List[FileChange]:
 
 
 def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Optional[List[str]],
-                check_mode: bool, result: Dict[str, Any]) -> None:
+                runner: CommandRunner, result: Dict[str, Any]) -> None:
     """Write the files; update the initramfs when a file it carries changed (those rolled back if that fails)."""
     carried = initramfs_changes(changes)
-    if carried and initramfs is not None:
-        result["commands"].append(initramfs)
-    if check_mode:
+    if runner.check_mode:
+        if carried and initramfs is not None:
+            runner.change(initramfs)
         return
     for change in changes:
-        write_file(host, change)
+        host_files.write_file(host, change, PciDriverError)
     if not carried:
         return
     if initramfs is None:
@@ -819,10 +789,10 @@ def apply_files(host: HostRoot, changes: Sequence[FileChange], initramfs: Option
                       % ", ".join(change.host_path for change in carried))
         return
     try:
-        run_initramfs(initramfs, host)
+        runner.change(initramfs)
     except PciDriverError:
         for change in carried:
-            write_file(host, FileChange(change.host_path, None, change.before, change.mode))
+            host_files.write_file(host, FileChange(change.host_path, None, change.before, change.mode), PciDriverError)
         raise
     result["initramfs_updated"] = True
 
@@ -856,14 +826,14 @@ def move(host: HostRoot, entry: Dict[str, Any], intent: Intent, timeout: float) 
                   "it); it leaves %s at the next boot" % (entry["address"], intent.driver, intent.driver))
 
 
-def ensure_driver(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float, check_mode: bool,
-                  result: Dict[str, Any]) -> None:
+def ensure_driver(host: HostRoot, plan: Dict[str, Any], intent: Intent, timeout: float,
+                  runner: CommandRunner) -> None:
     """Load the target driver when functions are to be bound to it; runs before any file is written, so that a
     driver that is not there refuses the run with nothing changed (no persistent file naming it)."""
     moving = any(entry["action"] in ("bind", "release") for entry in plan["devices"])
     if intent.state == "present" and moving:
         try:
-            pci_bind.load_driver(host, intent.driver, timeout, result["commands"], check_mode)
+            pci_bind.load_driver(host, intent.driver, timeout, runner)
         except pci_bind.BindError as error:  # a message naming the driver, not a traceback
             raise PciDriverError("%s; nothing was changed" % error) from None
 
@@ -890,23 +860,24 @@ def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30
     """Facts, plan, refusal or apply: the module's result (``diff`` included; the module drops it unless asked)."""
     facts = gather_facts(host, intent)
     plan = make_plan(facts, intent)
+    runner = InitramfsRunner(SYSTEM_PATH, check_mode, host.root)
     for warning in plan["warnings"]:
         host.warn(warning)
     if plan["refused"]:
         raise PciDriverRefused(refusal_message(plan["refused"]), plan["refused"])
     changes: List[FileChange] = plan["file_changes"]
     result: Dict[str, Any] = {"changed": False, "devices": plan["devices"], "groups": plan["groups"],
-                              "files": [change.host_path for change in changes], "commands": [],
+                              "files": [change.host_path for change in changes], "commands": runner.commands,
                               "vfio_nodes": [], "initramfs_updated": False, "refused": [],
-                              "diff": [file_diff(change) for change in changes]}
+                              "diff": [change.diff() for change in changes]}
     initramfs = None
     if initramfs_changes(changes):
         if host.root != "/" and initramfs_setting == "auto":
             host.warn("root is %s: the initramfs is not updated (give initramfs_command to run one)" % host.root)
         else:
             initramfs = initramfs_command(initramfs_setting, host, facts.os_ids)
-    ensure_driver(host, plan, intent, timeout, check_mode, result)
-    apply_files(host, changes, initramfs, check_mode, result)
+    ensure_driver(host, plan, intent, timeout, runner)
+    apply_files(host, changes, initramfs, runner, result)
     try:
         apply_runtime(host, plan, intent, timeout, check_mode, result)
     except PciDriverError as error:

@@ -50,7 +50,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks i
     acs_quirk,
     reads_header,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import parse_cmdline
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import parse_cmdline
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SysfsWriteError, write_attribute
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     ACS_FLAGS,
     ECAP_ID_ACS,
@@ -630,21 +631,15 @@ def plan_writes(host: HostRoot, bridges: Sequence[Dict[str, Any]], targets: Sequ
     return writes
 
 
-def write_control(host: HostRoot, write: Write) -> int:
-    """Write one ACS control register through sysfs ``config``; returns what reads back."""
+def write_control(host: HostRoot, write: Write, timeout: float = 10.0) -> int:
+    """Write one ACS control register through sysfs ``config`` (the one writer, at an offset); what reads back."""
     path = "%s/%s/config" % (PCI_DEVICES, write.address)
     fmt = "<I" if write.width == 4 else "<H"
     try:
-        fd = os.open(host.path(path), os.O_RDWR)
-        try:
-            if os.pwrite(fd, struct.pack(fmt, write.after), write.offset) != write.width:
-                raise OSError("short write")
-            data = os.pread(fd, write.width, write.offset)
-        finally:
-            os.close(fd)
-    except OSError as error:
+        data = write_attribute(host, path, struct.pack(fmt, write.after), timeout, write.offset, write.width)
+    except SysfsWriteError as error:
         raise PcieAcsError("cannot write the ACS control register of %s (%s at offset 0x%x): %s; runtime_write needs "
-                           "root (become: true)" % (write.address, path, write.offset, error)) from None
+                           "root (become: true)" % (write.address, path, write.offset, error.reason)) from None
     return struct.unpack(fmt, data)[0] if len(data) == write.width else -1
 
 

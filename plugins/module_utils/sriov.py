@@ -23,10 +23,7 @@ Standard library only: this runs on target hosts with Python >= 3.8.
 from __future__ import annotations
 
 import errno
-import os
 import re
-import subprocess
-import sys
 import time
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -35,7 +32,10 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     PCI_DEVICES,
     virtual_function_addresses,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import replace_file
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_write
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import seconds
 from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import (
     UNIT_DIR,
     LinkChange,
@@ -57,23 +57,6 @@ MAX_TIMEOUT = 3600
 MAX_VFS = 0xFFFF  # sriov_numvfs takes a u16 (kstrtou16)
 UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.\-]+\.service$")
 POLL_SECONDS = 0.1
-
-# The write runs in a child process: a write to sriov_numvfs that removes a VF held by a VFIO user
-# (a guest) waits in the kernel until the user lets go (vfio_unregister_group_dev: "Device is currently
-# in use, task ... blocked until device is released"), and a thread blocked there would keep the module
-# from exiting.  The child can be left waiting; the module reports it and returns.
-_WRITER = """
-import os, sys
-try:
-    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
-    try:
-        os.write(fd, sys.argv[2].encode())
-    finally:
-        os.close(fd)
-except OSError as error:
-    sys.stderr.write("%d %s" % (error.errno or 0, error.strerror or error))
-    sys.exit(1)
-"""
 
 _WRITE_HINTS = {
     errno.ERANGE: "more VFs than sriov_totalvfs allows",
@@ -131,16 +114,6 @@ class PfPlan(NamedTuple):
     def recreates(self) -> bool:
         """True when the VFs are removed or created (sriov_numvfs changes)."""
         return self.want.num_vfs != self.state.num_vfs
-
-
-class FileChange(NamedTuple):
-    """One persistence file: content before and after (None: absent) and its mode."""
-
-    host_path: str
-    before: Optional[str]
-    after: Optional[str]
-    mode: int
-    mode_before: Optional[int]
 
 
 # --------------------------------------------------------------------------
@@ -331,39 +304,29 @@ def read_and_plan(host: HostRoot, wants: Sequence[Want], force: bool = False) ->
 # --------------------------------------------------------------------------
 
 def write_attribute(host: HostRoot, host_path: str, value: str, timeout: float, address: str) -> None:
-    """Write ``value`` to a sysfs attribute from a child process that may wait at most ``timeout`` seconds."""
+    """Write ``value`` to a sysfs attribute through the one writer (host_write: its timeout policy).
+
+    A write to sriov_numvfs that removes a VF held by a VFIO user (a guest) waits in the kernel until the user
+    lets go (vfio_unregister_group_dev: "Device is currently in use, task ... blocked until device is released").
+    """
     refuse_links_outside_root(host, [host_path], address)
     try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WRITER, host.path(host_path), value + "\n"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
-    except OSError as error:
-        raise SriovError("%s: cannot start a writer for %s: %s" % (address, host_path, error)) from None
-    try:
-        _out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        host_write.write_attribute(host, host_path, value + "\n", timeout)
+    except host_write.SysfsWriteTimeout as error:
         raise SriovError(
-            "%s: writing %s to %s did not return within %s s; the kernel still holds it (process %d waits), most "
-            "likely because a VF is in use by a VFIO user (a guest): the kernel log says 'Device is currently in "
-            "use ... blocked until device is released'. Stop the guest, or wait and run again"
-            % (address, value, host_path, _seconds(timeout), proc.pid)) from None
-    if proc.returncode == 0:
-        return
-    text = (err or b"").decode("utf-8", "replace").strip()
-    code_text, _space, reason = text.partition(" ")
-    code = int(code_text) if code_text.isdigit() else 0
-    if code == errno.ENOENT and not host.exists(host_path):
-        hint = "the file does not exist"
-    elif host_path.endswith("/sriov_numvfs") and value != "0":
-        hint = _WRITE_HINTS.get(code, _ENABLE_HINT)
-    else:
-        hint = _WRITE_HINTS.get(code, "see the kernel log")
-    raise SriovError("%s: writing %s to %s failed: %s (%s); see the kernel log (dmesg)"
-                     % (address, value, host_path, reason or text or "rc %d" % proc.returncode, hint))
-
-
-def _seconds(value: float) -> str:
-    return ("%d" % value) if float(value).is_integer() else ("%g" % value)
+            "%s: writing %s to %s did not return within %s s; the kernel still holds it (process %d, killed, ends "
+            "when the kernel lets it go), most likely because a VF is in use by a VFIO user (a guest): the kernel "
+            "log says 'Device is currently in use ... blocked until device is released'. Stop the guest, or wait "
+            "and run again" % (address, value, host_path, seconds(timeout), error.pid)) from None
+    except host_write.SysfsWriteError as error:
+        if error.errno == errno.ENOENT and not host.exists(host_path):
+            hint = "the file does not exist"
+        elif host_path.endswith("/sriov_numvfs") and value != "0":
+            hint = _WRITE_HINTS.get(error.errno, _ENABLE_HINT)
+        else:
+            hint = _WRITE_HINTS.get(error.errno, "see the kernel log")
+        raise SriovError("%s: writing %s to %s failed: %s (%s); see the kernel log (dmesg)"
+                         % (address, value, host_path, error.reason, hint)) from None
 
 
 def wait_for_vfs(host: HostRoot, address: str, count: int, timeout: float) -> List[str]:
@@ -384,7 +347,7 @@ def wait_for_vfs(host: HostRoot, address: str, count: int, timeout: float) -> Li
             raise SriovError(
                 "%s: sriov_numvfs is %d, but VF(s) %s did not appear in %s within %s s; the PF driver may have "
                 "failed to enable them (see dmesg), or they come up slowly: raise timeout"
-                % (address, count, names, PCI_DEVICES, _seconds(timeout)))
+                % (address, count, names, PCI_DEVICES, seconds(timeout)))
         time.sleep(POLL_SECONDS)
 
 
@@ -470,19 +433,6 @@ def unit_text(shipped: Mapping[str, str], pf_count: int, timeout: int) -> str:
     return shipped_text(shipped, SHIPPED_UNIT, values)
 
 
-def read_file(host: HostRoot, host_path: str) -> Tuple[Optional[str], Optional[int]]:
-    """Content and mode of a file; (None, None) when it does not exist; an error when it cannot be read."""
-    refuse_links_outside_root(host, [host_path], host_path)
-    path = host.path(host_path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(), os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SriovError("cannot read %s: %s" % (host_path, error)) from None
-
-
 def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, unit_name: str, timeout: int,
                         shipped: Mapping[str, str]) -> Tuple[List[FileChange], List[LinkChange]]:
     """Files to write or remove, and the unit's enablement links to make or remove (persistence off, no PF)."""
@@ -498,27 +448,11 @@ def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, un
                ("%s/%s" % (UNIT_DIR, unit_name), unit, 0o644))
     changes = []
     for host_path, after, mode in desired:
-        before, mode_before = read_file(host, host_path)
-        if before != after or (after is not None and mode_before != mode):
-            changes.append(FileChange(host_path, before, after, mode, mode_before))
+        refuse_links_outside_root(host, [host_path], host_path)
+        change = host_files.plan_file(host, host_path, after, mode, SriovError)
+        if change is not None:
+            changes.append(change)
     return changes, link_changes(host, unit_name, unit)
-
-
-def write_file(host: HostRoot, change: FileChange) -> None:
-    """Replace a file atomically with its content and mode, or remove it."""
-    try:
-        replace_file(host.path(change.host_path), change.after, change.mode)
-    except OSError as error:
-        raise SriovError("cannot write %s: %s" % (change.host_path, error)) from None
-
-
-def file_diff(change: FileChange) -> Dict[str, str]:
-    def header(content: Optional[str], mode: Optional[int]) -> str:
-        return "%s%s" % (change.host_path, " (absent)" if content is None else " (mode %04o)" % (mode or 0))
-
-    return {"before_header": header(change.before, change.mode_before),
-            "after_header": header(change.after, change.mode),
-            "before": change.before or "", "after": change.after or ""}
 
 
 # --------------------------------------------------------------------------
@@ -542,14 +476,14 @@ def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_nam
     results = apply_plans(host, plans, timeout, check_mode)
     if not check_mode:
         for change in changes:
-            write_file(host, change)
+            host_files.write_file(host, change, SriovError)
         for link, _now, target in links:
             try:
                 set_link(host, link, target)
             except OSError as error:
                 raise SriovError("cannot %s %s: %s" % ("link" if target else "remove", link, error)) from None
     unit_path = "%s/%s" % (UNIT_DIR, unit_name)
-    diff = [state_diff(plan) for plan in plans if plan.writes] + [file_diff(change) for change in changes]
+    diff = [state_diff(plan) for plan in plans if plan.writes] + [change.diff() for change in changes]
     diff += [{"before_header": link, "after_header": link + ("" if target else " (absent)"),
               "before": "symlink -> %s\n" % now if now else "", "after": "symlink -> %s\n" % target if target else ""}
              for link, now, target in links]

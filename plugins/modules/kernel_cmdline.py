@@ -109,7 +109,7 @@ options:
       - Directories searched for C(update-grub), C(grub-mkconfig), C(grubby), C(kernel-install) and
         C(rpm-ostree). Default C(/usr/local/sbin), C(/usr/local/bin), C(/usr/sbin), C(/usr/bin), C(/sbin),
         C(/bin).
-      - Commands run with C(KERNEL_CMDLINE_ROOT) set to O(root) in their environment (stand-in tools for tests
+      - Commands run with C(CONFIDENTIAL_GPU_ROOT) set to O(root) in their environment (stand-in tools for tests
         use it; the real tools ignore it).
     type: list
     elements: path
@@ -260,9 +260,9 @@ files:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SYSTEM_PATH
 from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import (
     DEFAULT_MULTI_VALUE_KEYS,
-    SYSTEM_PATH,
     KernelCmdlineError,
     Runner,
     build_request,

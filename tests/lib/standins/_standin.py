@@ -3,7 +3,7 @@
 The stand-ins replace grubby, rpm-ostree, update-grub, grub-mkconfig and
 kernel-install in tests: the real tools act on the running machine (and grubby
 and rpm-ostree are not in Debian at all).  Each one works on the tree named by
-the KERNEL_CMDLINE_ROOT environment variable (the kernel_cmdline module sets it
+the CONFIDENTIAL_GPU_ROOT environment variable (the kernel_cmdline module sets it
 to its ``root``), behaves as its tool's documentation says for the options the
 module uses, refuses anything else, and appends its arguments as one JSON line
 to ``<root>/.standin-calls`` so that tests can check what ran.  A file
@@ -21,9 +21,9 @@ from typing import List, NoReturn, Optional, Tuple
 
 
 def root() -> Path:
-    value = os.environ.get("KERNEL_CMDLINE_ROOT")
+    value = os.environ.get("CONFIDENTIAL_GPU_ROOT")
     if not value:
-        die("KERNEL_CMDLINE_ROOT is not set: stand-ins only act on a test tree")
+        die("CONFIDENTIAL_GPU_ROOT is not set: stand-ins only act on a test tree")
     return Path(value)
 
 

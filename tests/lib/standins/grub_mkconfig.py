@@ -1,7 +1,7 @@
 """Stand-in for grub-mkconfig (test use only).
 
 Follows grub-mkconfig(8) for the one option the module uses: ``-o FILE``
-writes the generated configuration to FILE (below KERNEL_CMDLINE_ROOT). The
+writes the generated configuration to FILE (below CONFIDENTIAL_GPU_ROOT). The
 kernel arguments come from /etc/default/grub and /etc/default/grub.d/*.cfg,
 sourced as Debian's grub-mkconfig sources them. See _standin.py.
 """

@@ -2,7 +2,7 @@
 
 grubby is not packaged for Debian, so tests run this instead. It follows
 grubby(8) and the grubby-bls script for the options the module uses, on
-BootLoaderSpec entries in <KERNEL_CMDLINE_ROOT>/boot/loader/entries/*.conf:
+BootLoaderSpec entries in <CONFIDENTIAL_GPU_ROOT>/boot/loader/entries/*.conf:
 
 - entries are listed newest version first (grubby-bls sorts with rpm-sort, then tac);
   the default is the entry whose id (file name without .conf) or title is

@@ -2,7 +2,7 @@
 
 The real kernel-install acts on this machine's /boot. This one follows
 kernel-install(8) and the Boot Loader Specification for ``add KERNEL-VERSION
-KERNEL-IMAGE`` below KERNEL_CMDLINE_ROOT: the kernel command line comes from
+KERNEL-IMAGE`` below CONFIDENTIAL_GPU_ROOT: the kernel command line comes from
 /etc/kernel/cmdline, else /usr/lib/kernel/cmdline, else /proc/cmdline (without
 BOOT_IMAGE= and initrd=); the entry is written as
 $BOOT/loader/entries/<machine-id>-<version>.conf (title, version, machine-id,

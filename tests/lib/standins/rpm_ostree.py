@@ -1,7 +1,7 @@
 """Stand-in for ``rpm-ostree kargs`` (test use only).
 
 rpm-ostree is not packaged for Debian, so tests run this instead. It keeps the
-default deployment's kernel arguments in <KERNEL_CMDLINE_ROOT>/.standin-rpm-ostree-kargs
+default deployment's kernel arguments in <CONFIDENTIAL_GPU_ROOT>/.standin-rpm-ostree-kargs
 (one line) and follows rpm-ostree(1) ``kargs`` and libostree's OstreeKernelArgs:
 
 - without options it prints the kernel arguments of the default deployment (the

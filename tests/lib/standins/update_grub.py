@@ -2,7 +2,7 @@
 
 Follows update-grub(8): "update-grub is a stub for running grub-mkconfig -o
 /boot/grub/grub.cfg". It sources /etc/default/grub and /etc/default/grub.d/*.cfg
-below KERNEL_CMDLINE_ROOT the way Debian's grub-mkconfig does and writes a
+below CONFIDENTIAL_GPU_ROOT the way Debian's grub-mkconfig does and writes a
 grub.cfg whose linux lines carry GRUB_CMDLINE_LINUX (and _DEFAULT for the normal
 entry). See _standin.py for the conventions shared by all stand-ins.
 """

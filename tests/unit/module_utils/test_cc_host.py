@@ -12,10 +12,10 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host impo
     evaluate,
     gather_facts,
     iommu_vendor,
-    parse_cmdline,
     parse_id_list,
     size_label,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import parse_cmdline
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 AMD_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic svm sme sev sev_es sev_snp"

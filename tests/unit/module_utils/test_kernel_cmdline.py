@@ -339,7 +339,7 @@ def test_grub_dropin_after_a_later_edit_of_etc_default_grub(tmp_path: Path, bin_
     grub = root / "etc/default/grub"
     grub.write_text(LAB_GRUB.replace("iommu=pt", "iommu=pt mitigations=off"))
 
-    env = dict(os.environ, KERNEL_CMDLINE_ROOT=str(root))
+    env = dict(os.environ, CONFIDENTIAL_GPU_ROOT=str(root))
     proc = __import__("subprocess").run([str(bin_dir / "update-grub")], env=env, capture_output=True, text=True)
     assert proc.returncode == 0
     assert "GRUB_CMDLINE_LINUX changed since this file was written" in proc.stderr

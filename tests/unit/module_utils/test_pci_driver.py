@@ -23,6 +23,7 @@ from conftest import REPO
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SYSTEM_PATH
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import (
     DRACUT_CONF,
     HELPER,
@@ -638,11 +639,11 @@ def test_sysfs_writes_never_create_files(tmp_path: Path) -> None:
 def test_a_missing_driver_is_loaded_only_on_the_live_host(tmp_path: Path) -> None:
     lab_vm(tmp_path)
     host = HostRoot(str(tmp_path))
-    commands: List[List[str]] = []
-    pci_bind.load_driver(host, "vfio-pci", 1, commands, check_mode=False)
-    assert commands == [], "vfio-pci is there"
+    runner = pci_bind.ModprobeRunner(SYSTEM_PATH, False, host.root)
+    pci_bind.load_driver(host, "vfio-pci", 1, runner)
+    assert runner.commands == [], "vfio-pci is there"
     with pytest.raises(pci_bind.BindError, match="driver pci-stub is not loaded in .* modprobe runs only on the live"):
-        pci_bind.load_driver(host, "pci-stub", 1, commands, check_mode=False)
+        pci_bind.load_driver(host, "pci-stub", 1, runner)
     assert pci_bind.driver_module(host, "bochs-drm") == "bochs" and pci_bind.driver_module(host, "pcieport") is None
 
 

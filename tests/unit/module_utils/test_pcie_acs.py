@@ -7,7 +7,7 @@ installed it reads the same trees as an independent decoder.
 
 from __future__ import annotations
 
-import os
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -425,19 +425,21 @@ def test_lspci_reads_what_the_runtime_write_wrote(tmp_path: Path) -> None:
     assert not any(records["0000:02:01.0"]["ACSCtl"].values()), "ports above unselected devices stay as they were"
 
 
-def test_runtime_write_failure_names_the_port_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runtime_write_failure_names_the_port_and_the_fix(tmp_path: Path) -> None:
+    """A real refused write: the file-size limit (RLIMIT_FSIZE, inherited by the writer) ends below the register,
+    so the kernel answers the pwrite with EFBIG, as sysfs answers a user without CAP_SYS_ADMIN with EPERM."""
     root = tmp_path / "root"
     host = tree(root, switch_host(root_acs=(ACS_ALL, 0x00)), "")
     before = config_bytes(root, "0000:00:01.0")
-
-    def refused(fd: int, data: bytes, offset: int) -> int:
-        raise PermissionError(13, "Permission denied")  # what sysfs answers a user without CAP_SYS_ADMIN
-
-    monkeypatch.setattr(os, "pwrite", refused)
-    with pytest.raises(PcieAcsError, match=r"cannot write the ACS control register of 0000:00:01\.0 "
-                                           r"\(/sys/bus/pci/devices/0000:00:01\.0/config at offset 0x106\): "
-                                           r"\[Errno 13\] Permission denied; runtime_write needs root"):
-        run(host, "confidential", ("03:00.0",), runtime_write=True)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0x100, limits[1]))
+    try:
+        with pytest.raises(PcieAcsError, match=r"cannot write the ACS control register of 0000:00:01\.0 "
+                                               r"\(/sys/bus/pci/devices/0000:00:01\.0/config at offset 0x106\): "
+                                               r"File too large; runtime_write needs root"):
+            run(host, "confidential", ("03:00.0",), runtime_write=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
     assert config_bytes(root, "0000:00:01.0") == before
 
 

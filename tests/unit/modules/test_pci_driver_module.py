@@ -176,10 +176,10 @@ def test_an_unbind_that_blocks_fails_the_run_with_the_holder_hint(run_module, tm
 def test_early_binding_updates_the_initramfs_only_when_the_file_changes(run_module, tmp_path: Path) -> None:
     root = bound_lab(tmp_path / "root")
     calls = tmp_path / "calls"
-    command = "sh -c 'echo \"$PCI_OVERRIDE_ROOT\" >> %s'" % calls
+    command = "sh -c 'echo \"$CONFIDENTIAL_GPU_ROOT\" >> %s'" % calls
     first = run_module(MODULE, args(root, addresses=["02:00.0"], early_binding=True, initramfs_command=command))
-    assert first["initramfs_updated"] is True and first["commands"] == [["sh", "-c", 'echo "$PCI_OVERRIDE_ROOT" >> %s'
-                                                                         % calls]]
+    assert first["initramfs_updated"] is True
+    assert first["commands"] == [["sh", "-c", 'echo "$CONFIDENTIAL_GPU_ROOT" >> %s' % calls]]
     assert calls.read_text() == "%s\n" % root
     assert "options vfio-pci ids=1234:1111,8086:293e" in (root / MODPROBE).read_text()
     second = run_module(MODULE, args(root, addresses=["02:00.0"], early_binding=True, initramfs_command=command))

@@ -49,7 +49,7 @@ def test_check_mode_with_diff_changes_nothing(run_module, tmp_path: Path) -> Non
                        "before": "sriov_drivers_autoprobe: 1\nsriov_numvfs: 0\n",
                        "after": "sriov_drivers_autoprobe: 0\nsriov_numvfs: 2\n"}
     assert diff[1]["before_header"] == "/%s (absent)" % CONFIG and "0000:01:00.0 2 0" in diff[1]["after"]
-    assert diff[3]["after_header"] == "/%s (mode 0644)" % UNIT and "Type=oneshot" in diff[3]["after"]
+    assert diff[3]["after_header"] == "/%s" % UNIT and "Type=oneshot" in diff[3]["after"]
     assert diff[4] == {"before_header": "/" + WANTS_LINK, "after_header": "/" + WANTS_LINK, "before": "",
                        "after": "symlink -> /%s\n" % UNIT}
 
