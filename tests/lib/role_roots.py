@@ -26,6 +26,11 @@ def attestation(folder: Path) -> Dict[str, Any]:
     return {"attestation_output_dir": str(folder / "out"), "attestation_work_dir": str(folder / "work")}
 
 
+def capture(folder: Path) -> Dict[str, Any]:
+    """The lab VM after prepare (the host of tests/unit/test_capture_playbook.py, without its TDX facts)."""
+    return {"capture_root": str(prepared_lab(folder / "root")), "capture_dir": str(folder / "captures")}
+
+
 def cc_host(folder: Path) -> Dict[str, Any]:
     """An AMD host tree without SEV-SNP firmware."""
     (folder / "root" / "proc").mkdir(parents=True)
@@ -87,5 +92,5 @@ def vfio(folder: Path) -> Dict[str, Any]:
 
 
 ROLE_ROOTS: Dict[str, Callable[[Path], Dict[str, Any]]] = {
-    build.__name__: build for build in (attestation, cc_host, discovery, gpu_cc_mode, hugepages, kata,
+    build.__name__: build for build in (attestation, capture, cc_host, discovery, gpu_cc_mode, hugepages, kata,
                                         kernel_args, pcie_acs, reboot, sriov, validate, vfio)}
