@@ -6,10 +6,10 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "attestation"
 SPEC = "Validation of arguments failed"
@@ -39,9 +39,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    (folder / "out").mkdir()
-    return {"attestation_output_dir": str(folder / "out"), "attestation_work_dir": str(folder / "work")}
-
-
-test_attestation_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_attestation_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

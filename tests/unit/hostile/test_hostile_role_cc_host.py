@@ -6,10 +6,10 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "cc_host"
 SPEC = "Validation of arguments failed"
@@ -31,9 +31,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    (folder / "root" / "proc").mkdir(parents=True)
-    return {"cc_host_root": str(folder / "root")}
-
-
-test_cc_host_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_cc_host_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

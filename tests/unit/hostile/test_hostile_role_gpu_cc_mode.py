@@ -7,11 +7,10 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
-from gpu_cc_lab import fake_host
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "gpu_cc_mode"
 SPEC = "Validation of arguments failed"
@@ -43,9 +42,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    fake_host(folder / "root", 1)
-    return {"gpu_cc_mode_root": str(folder / "root"), "gpu_cc_mode_release_dir": str(folder / "releases")}
-
-
-test_gpu_cc_mode_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_gpu_cc_mode_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

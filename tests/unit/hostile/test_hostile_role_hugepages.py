@@ -6,11 +6,10 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from hostile_roles import Case, role_refusal_test
-from hugepages_tree import HugepagesTree
+from role_roots import ROLE_ROOTS
 
 ROLE = "hugepages"
 SPEC = "Validation of arguments failed"
@@ -40,8 +39,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    return {"hugepages_root": str(HugepagesTree(folder / "root").root)}
-
-
-test_hugepages_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_hugepages_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

@@ -7,10 +7,10 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "kata"
 SPEC = "Validation of arguments failed"
@@ -41,9 +41,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    (folder / "root").mkdir()
-    return {"kata_root": str(folder / "root")}
-
-
-test_kata_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_kata_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

@@ -7,17 +7,15 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "kernel_args"
 SPEC = "Validation of arguments failed"
 IDS_FIX = "vfio-pci reads each ID as hex vendor:device[:subvendor[:subdevice[:class[:class_mask]]]]"
 NOT_A_LIST = "give a list, a comma-separated text such as \"a,b\", or a JSON list text"
-AMD_SNP_HOST = {"cpu": {"vendor": "amd", "vendor_id": "AuthenticAMD", "cc_support": {"snp": True}},
-                "iommu": {"acpi_table": "IVRS"}}
 
 CASES: List[Case] = [
     # issue 17 point 6: these reached GRUB as given
@@ -53,9 +51,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    (folder / "root").mkdir()
-    return {"kernel_args_root": str(folder / "root"), "kernel_args_host_facts": AMD_SNP_HOST}
-
-
-test_kernel_args_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_kernel_args_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

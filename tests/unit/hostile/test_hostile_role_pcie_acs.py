@@ -6,11 +6,10 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
-from host_critical_tree import lab_vm
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "pcie_acs"
 SPEC = "Validation of arguments failed"
@@ -41,8 +40,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    return {"pcie_acs_root": str(lab_vm(folder / "root"))}
-
-
-test_pcie_acs_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_pcie_acs_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

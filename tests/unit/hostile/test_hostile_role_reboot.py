@@ -6,10 +6,10 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "reboot"
 SPEC = "Validation of arguments failed"
@@ -40,14 +40,10 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    return {}
-
-
 def test_no_case_reboots() -> None:
     """The table never pairs consent with a pending reboot: the role would reboot this machine."""
     for case in CASES:
         assert case.variables.get("reboot_consent") in (None, False, "maybe"), case.name
 
 
-test_reboot_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_reboot_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

@@ -6,11 +6,11 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
-from fake_sriov import LAB_PF, lab_tree
+from fake_sriov import LAB_PF
 from hostile_roles import Case, role_refusal_test
+from role_roots import ROLE_ROOTS
 
 ROLE = "sriov"
 SPEC = "Validation of arguments failed"
@@ -48,8 +48,4 @@ CASES: List[Case] = [
 ]
 
 
-def build(folder: Path) -> Dict[str, Any]:
-    return {"sriov_root": str(lab_tree(folder / "root"))}
-
-
-test_sriov_role_refuses = role_refusal_test(ROLE, CASES, build)
+test_sriov_role_refuses = role_refusal_test(ROLE, CASES, ROLE_ROOTS[ROLE])

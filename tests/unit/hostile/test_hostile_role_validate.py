@@ -7,21 +7,14 @@ All cases run in one ansible-playbook process (tests/lib/hostile_roles.py); each
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from hostile_roles import Case, role_refusal_test
-from prepare_run import prepared_lab
+from role_roots import validate_with_link
 
 ROLE = "validate"
 SPEC = "Validation of arguments failed"
 ADDRESS_FIX = "is not a PCI address"
-
-
-def build(folder: Path) -> Dict[str, Any]:
-    root = prepared_lab(folder / "root")
-    return {"validate_root": str(root), "cc_host_technology": "none", "vfio_addresses": ["0000:02:00.0"],
-            "kernel_args_command_path": [str(folder / "no-tools")]}
 
 
 CASES: List[Case] = [
@@ -37,11 +30,4 @@ CASES: List[Case] = [
 ]
 
 
-def build_with_link(folder: Path) -> Dict[str, Any]:
-    variables = build(folder)
-    (folder / "link").symlink_to(folder / "elsewhere", target_is_directory=True)
-    (folder / "elsewhere").mkdir()
-    return variables
-
-
-test_validate_role_refuses = role_refusal_test(ROLE, CASES, build_with_link)
+test_validate_role_refuses = role_refusal_test(ROLE, CASES, validate_with_link)

@@ -12,45 +12,24 @@ Per entry point, one ansible-playbook process for all of them (each case an inve
 - ``spec-refused``: a word for each bool and int, a JSON list text for lists with choices or int items (which
   ansible-core's validation splits at commas and refuses before the role runs): the failure names each one;
 - ``lookup-refused``: a broken JSON list text for every other list: the failure names each and the forms.
-The roles run in check mode on the fake roots of their hostile-input tests; bools keep their default's value
-(so role ``reboot`` never reboots this machine), ints and lists differ from the defaults.
+The roles run in check mode on their fake roots (tests/lib/role_roots.py, those of the hostile-input tests); bools
+keep their default's value (so role ``reboot`` never reboots this machine), ints and lists differ from the defaults.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import pytest
 import yaml
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from hostile import (  # noqa: E402
-    test_hostile_role_attestation,
-    test_hostile_role_cc_host,
-    test_hostile_role_discovery,
-    test_hostile_role_gpu_cc_mode,
-    test_hostile_role_hugepages,
-    test_hostile_role_kata,
-    test_hostile_role_kernel_args,
-    test_hostile_role_pcie_acs,
-    test_hostile_role_reboot,
-    test_hostile_role_sriov,
-    test_hostile_role_validate,
-    test_hostile_role_vfio,
-)
 from role_play import FAILURE_MESSAGES, ansible_playbook  # noqa: E402
+from role_roots import ROLE_ROOTS  # noqa: E402
 
-# The fake root (and controller folders) of each role: the builders of its hostile-input test.
-BUILDS: Dict[str, Callable[[Path], Mapping[str, Any]]] = {
-    module.ROLE: module.build for module in (
-        test_hostile_role_attestation, test_hostile_role_cc_host, test_hostile_role_discovery,
-        test_hostile_role_gpu_cc_mode, test_hostile_role_hugepages, test_hostile_role_kata,
-        test_hostile_role_kernel_args, test_hostile_role_pcie_acs, test_hostile_role_reboot,
-        test_hostile_role_sriov, test_hostile_role_validate, test_hostile_role_vfio)}
 LIST_FORMS = "a comma-separated text"
 
 
@@ -129,9 +108,9 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Dict[str, An
     for number, (name, case) in enumerate(CASES.items()):
         folder = top / name
         folder.mkdir()
-        hosts["case%d" % number] = dict(BUILDS[case["role"]](folder), **case["variables"], survey_role=case["role"],
-                                        survey_entry=case["entry"], ansible_connection="local",
-                                        ansible_python_interpreter=sys.executable)
+        hosts["case%d" % number] = dict(ROLE_ROOTS[case["role"]](folder), **case["variables"],
+                                        survey_role=case["role"], survey_entry=case["entry"],
+                                        ansible_connection="local", ansible_python_interpreter=sys.executable)
     inventory = top / "inventory.json"
     inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
     record = {"name": "Record", "check_mode": False, "ansible.builtin.copy": {
