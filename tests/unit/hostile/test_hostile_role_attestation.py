@@ -28,9 +28,9 @@ CASES: List[Case] = [
          ["attestation_vcpu_counts must be whole numbers of 1 or more, got [0]"]),
     Case("vcpu-word", {"attestation_vcpu_counts": ["two"]},
          [SPEC, "'attestation_vcpu_counts' is of type str", "to int"]),
-    # an AWX string where a list of numbers belongs is refused at the entry, not split
+    # an AWX comma-separated text is read as the list it names (survey_inputs), and its 0 is still refused
     Case("vcpu-string", {"attestation_vcpu_counts": "1,0"},
-         ['attestation_vcpu_counts must be whole numbers of 1 or more, got "1,0"']),
+         ["attestation_vcpu_counts must be whole numbers of 1 or more, got [1, 0]"]),
     Case("source-unknown", {"attestation_cmdline_source": "guess"},
          [SPEC, "attestation_cmdline_source must be one of: auto, running, config, got: guess"]),
     Case("encoding-unknown", {"attestation_measurement_encodings": ["rot13"]},

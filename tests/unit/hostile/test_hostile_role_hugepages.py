@@ -24,7 +24,10 @@ CASES: List[Case] = [
     # AWX strings where numbers belong: normalised, then refused for what they ask
     Case("count-string-normalised", {"hugepages_pools": [{"size": "2M", "count": "999999999"}]},
          ["would take 1999999998 MiB", "ask for fewer pages"]),
-    Case("reserve-mb-string-normalised", {"hugepages_pools": TWO_M, "hugepages_reserve_mb": "1e9"},
+    # a number in exponent form is not a whole number as AWX would send one: refused at the entry, naming the forms
+    Case("reserve-mb-exponent", {"hugepages_pools": TWO_M, "hugepages_reserve_mb": "1e9"},
+         ['hugepages_reserve_mb is "1e9": give a whole number such as 3']),
+    Case("reserve-mb-string-normalised", {"hugepages_pools": TWO_M, "hugepages_reserve_mb": "1000000000"},
          ["minus the 2000000000 MiB reserve", "lower reserve_mb or reserve_percent"]),
     Case("node-negative", {"hugepages_pools": [{"size": "1G", "count": 1, "node": -1}]},
          ["pools[0].node is -1; it must be 0 or more"]),
