@@ -18,6 +18,7 @@ try:
 except ImportError as exc:  # the controller lacks it: say so when a file is parsed, not at import time
     TOMLKIT_IMPORT_ERROR: t.Optional[ImportError] = exc
     TOMLKitError = Table = ()  # type: ignore[assignment,misc]
+    tomlkit = None  # type: ignore[assignment]  # editors import the name; parse() says what is missing
 else:
     TOMLKIT_IMPORT_ERROR = None
 
