@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import typing as t
 
+# What editors import from here (the one tomlkit entry point): tomlkit itself and its Table type too.
+__all__ = ["Table", "TomlError", "dumps", "parse", "plain", "tomlkit"]
+
 try:
     import tomlkit
     from tomlkit.exceptions import TOMLKitError
