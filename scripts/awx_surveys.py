@@ -46,7 +46,7 @@ EE_IMAGE = "registry.example.com/confidential-gpu-host-ee:latest"
 INVENTORY_SETTING = "not a per-run choice: set it in the inventory (group_vars, host_vars)"
 # Playbooks that run role discovery, whose cacheable fact discovery_summary AWX keeps per host when the
 # template's "Enable Fact Storage" (use_fact_cache) is on (docs/awx.md, "Results for workflows").
-FACT_STORING_PLAYBOOKS = ("playbooks/discover.yml", "playbooks/prepare.yml")
+FACT_STORING_PLAYBOOKS = ("playbooks/discover.yml", "playbooks/prepare.yml", "playbooks/report.yml")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,14 @@ TEMPLATES: Tuple[Template, ...] = (
                     "(an extra var; docs/capture.md).",
         surveyed=("capture_commands",),
     ),
+    Template(
+        name="%s report" % COLLECTION,
+        playbook="playbooks/report.yml",
+        job_type="run",
+        description="The fleet report: one HTML page and one JSON file for all hosts, what changed since the last "
+                    "one; report_dir is an extra var the job must keep (docs/report.md). Changes nothing on hosts.",
+        surveyed=("discovery_roles",),
+    ),
 )
 
 
@@ -127,11 +135,17 @@ def playbook_roles(playbook: str) -> Iterator[Tuple[str, str, Dict[str, Any]]]:
         for entry in play.get("roles", []):
             name = entry["role"] if isinstance(entry, dict) else entry
             yield role_short_name(name), "main", dict(entry.get("vars", {})) if isinstance(entry, dict) else {}
-        for task in play.get("tasks", []):
-            for action in ("ansible.builtin.import_role", "ansible.builtin.include_role"):
-                if action in task:
-                    yield (role_short_name(task[action]["name"]), task[action].get("tasks_from", "main"),
-                           dict(task.get("vars", {})))
+        yield from task_roles(play.get("tasks", []), dict(play.get("vars", {})))
+
+
+def task_roles(tasks: List[Dict[str, Any]], inherited: Dict[str, Any]) -> Iterator[Tuple[str, str, Dict[str, Any]]]:
+    """The roles that tasks import or include, blocks included; a task's vars add to its play's and block's."""
+    for task in tasks:
+        scope = {**inherited, **task.get("vars", {})}
+        yield from task_roles(task.get("block", []) + task.get("rescue", []) + task.get("always", []), scope)
+        for action in ("ansible.builtin.import_role", "ansible.builtin.include_role"):
+            if action in task:
+                yield role_short_name(task[action]["name"]), task[action].get("tasks_from", "main"), scope
 
 
 def playbook_options(playbook: str) -> Tuple[Dict[str, Option], Dict[str, str]]:

@@ -73,9 +73,13 @@ def test_the_tarball_in_the_context_declares_the_controller_libraries(context: P
     with tarfile.open(tarball) as archive:
         ee_meta = yaml.safe_load(archive.extractfile("meta/execution-environment.yml"))  # type: ignore[arg-type]
         python = archive.extractfile(ee_meta["dependencies"]["python"]).read().decode()  # type: ignore[union-attr]
+        system = archive.extractfile(ee_meta["dependencies"]["system"]).read().decode()  # type: ignore[union-attr]
     listed = context / "ee-requirements.txt"
     listed.write_text(python)
-    assert set(requirement_lines(listed)) == {"tomlkit", "sev-snp-measure"}
+    assert set(requirement_lines(listed)) == {"tomlkit", "sev-snp-measure", "graphviz"}
+    # the Graphviz binding runs dot: the system package comes with it (bindep)
+    assert [line.split()[0] for line in system.splitlines() if line.strip() and not line.startswith("#")] == [
+        "graphviz"]
 
 
 def test_the_requirement_names_the_tarball_of_galaxy_yml_version() -> None:

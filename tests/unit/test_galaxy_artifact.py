@@ -28,6 +28,7 @@ ALLOWED = (
     "changelogs/", "changelogs/changelog.yaml", "changelogs/config.yaml",
     "docs/", "docs/*.md",
     "meta/", "meta/runtime.yml", "meta/execution-environment.yml", "meta/ee-requirements.txt",
+    "meta/ee-bindep.txt",
     "playbooks/", "playbooks/*.yml",
     "plugins/", "plugins/*",
     # The boot programs and systemd units that modules install (their action plugins read them here).
