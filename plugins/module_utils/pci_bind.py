@@ -39,6 +39,7 @@ PCI_DRIVERS = "/sys/bus/pci/drivers"
 DRIVERS_PROBE = "/sys/bus/pci/drivers_probe"
 POLL_INTERVAL = 0.05
 
+
 class BindError(Exception):
     """A runtime driver change that failed or did not finish in time; the message names the device."""
 

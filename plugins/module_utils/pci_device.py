@@ -56,6 +56,13 @@ VFIO_DRIVERS = ("vfio-pci", "pci-stub")
 # decides (commits 31076af0cb00 "vfio: Remove use of vfio_group_viable()", c7d469849747 "PCI: portdrv: Set
 # driver_managed_dma", 18c7a349d072 "PCI: pci_stub: Set driver_managed_dma").
 GROUP_SAFE_BRIDGE_DRIVERS = ("pcieport", "pci-stub", "vfio-pci")
+# The options of every selecting module (doc fragment device_selection documents them), combined by Selector.
+SELECTION_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "addresses": {"type": "list", "elements": "str", "default": []},
+    "pci_ids": {"type": "list", "elements": "str", "default": []},
+    "roles": {"type": "list", "elements": "str", "default": [], "choices": list(ROLES)},
+    "iommu_groups": {"type": "list", "elements": "int", "default": []},
+}
 
 
 def device_role(vendor_id: Optional[str], class_id: Optional[str]) -> str:

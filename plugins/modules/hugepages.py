@@ -331,8 +331,8 @@ def main() -> None:
     try:
         host = HostRoot(params["root"])
         result = manage(host, options, module.check_mode, params["_shipped_files"])
-        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(module.run_command,
-                                                                                         params["root"])
+        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(
+            module.run_command, params["root"])
         if reload_error:
             raise HugepagesError(reload_error)
     except ShortfallError as error:

@@ -310,6 +310,7 @@ refused:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import SELECTION_OPTIONS
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent, manage
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_model import (
     PciDriverError,
@@ -319,11 +320,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import
 
 ARGUMENT_SPEC = {
     "root": {"type": "path", "default": "/"},
-    "addresses": {"type": "list", "elements": "str", "default": []},
-    "pci_ids": {"type": "list", "elements": "str", "default": []},
-    "roles": {"type": "list", "elements": "str", "default": [],
-              "choices": ["gpu", "nvswitch", "nic", "bridge", "storage", "other"]},
-    "iommu_groups": {"type": "list", "elements": "int", "default": []},
+    **SELECTION_OPTIONS,
     "driver": {"type": "str", "default": "vfio-pci"},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "whole_group": {"type": "bool", "default": True},

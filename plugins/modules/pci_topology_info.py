@@ -363,7 +363,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import mark_host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import (
-    ROLES,
+    SELECTION_OPTIONS,
     Selector,
     invalid_filters,
     stays_with_host,
@@ -412,10 +412,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             root=dict(type="path", default="/"),
-            roles=dict(type="list", elements="str", choices=list(ROLES), default=[]),
-            addresses=dict(type="list", elements="str", default=[]),
-            pci_ids=dict(type="list", elements="str", default=[]),
-            iommu_groups=dict(type="list", elements="int", default=[]),
+            **SELECTION_OPTIONS,
         ),
         supports_check_mode=True,
     )

@@ -413,7 +413,7 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import ROLES
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import SELECTION_OPTIONS
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import (
     DEFAULT_CONFIG_ACS_FLAGS,
     DEFAULT_P2P_MODE,
@@ -428,10 +428,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import
 
 ARGUMENT_SPEC = {
     "root": {"type": "path", "default": "/"},
-    "addresses": {"type": "list", "elements": "str", "default": []},
-    "pci_ids": {"type": "list", "elements": "str", "default": []},
-    "roles": {"type": "list", "elements": "str", "default": [], "choices": list(ROLES)},
-    "iommu_groups": {"type": "list", "elements": "int", "default": []},
+    **SELECTION_OPTIONS,
     "profile": {"type": "str", "default": "report", "choices": list(PROFILES)},
     "p2p_mode": {"type": "str", "default": DEFAULT_P2P_MODE, "choices": list(P2P_MODES)},
     "config_acs_flags": {"type": "str", "default": DEFAULT_CONFIG_ACS_FLAGS},

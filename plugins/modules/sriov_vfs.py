@@ -299,8 +299,8 @@ def main() -> None:
         host = HostRoot(params["root"])
         result = manage(host, wants, params["persist"], params["unit_name"], params["timeout"], params["force"],
                         module.check_mode, params["_shipped_files"])
-        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(module.run_command,
-                                                                                         params["root"])
+        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(
+            module.run_command, params["root"])
         if reload_error:
             raise SriovError(reload_error)
     except SriovError as error:

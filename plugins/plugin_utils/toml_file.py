@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import typing as t
 
+# What editors import from here (the one tomlkit entry point): tomlkit itself and its Table type too.
+__all__ = ["Table", "TomlError", "dumps", "parse", "plain", "tomlkit"]
+
 try:
     import tomlkit
     from tomlkit.exceptions import TOMLKitError
@@ -18,6 +21,7 @@ try:
 except ImportError as exc:  # the controller lacks it: say so when a file is parsed, not at import time
     TOMLKIT_IMPORT_ERROR: t.Optional[ImportError] = exc
     TOMLKitError = Table = ()  # type: ignore[assignment,misc]
+    tomlkit = None  # type: ignore[assignment]  # editors import the name; parse() says what is missing
 else:
     TOMLKIT_IMPORT_ERROR = None
 
