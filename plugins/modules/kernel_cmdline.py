@@ -260,14 +260,14 @@ files:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.confidential_gpu.host.plugins.module_utils.boot_backend import Runner
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SYSTEM_PATH
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import (
+from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_args_model import (
     DEFAULT_MULTI_VALUE_KEYS,
     KernelCmdlineError,
-    Runner,
     build_request,
-    manage,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import manage
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 

@@ -311,11 +311,10 @@ refused:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import SELECTION_OPTIONS
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import (
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent, manage
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_model import (
     PciDriverError,
     PciDriverRefused,
-    build_intent,
-    manage,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 

@@ -17,17 +17,17 @@ from typing import Dict
 import pytest
 from conftest import REPO
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.boot_backend import Runner
+from ansible_collections.confidential_gpu.host.plugins.module_utils.boot_grub import GrubBackend
 from ansible_collections.confidential_gpu.host.plugins.module_utils.grub_settings import (
     GrubSettingsError,
     SettingsState,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import (
-    GrubBackend,
+from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_args_model import (
     KernelCmdlineError,
-    Runner,
     build_request,
-    manage,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import manage
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))

@@ -18,18 +18,20 @@ from typing import Dict, List
 import pytest
 from conftest import REPO
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import (
+from ansible_collections.confidential_gpu.host.plugins.module_utils.boot_backend import Runner
+from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_args_model import (
     KernelCmdlineError,
-    Runner,
     apply_request,
     build_request,
-    detect_backend,
     join_args,
-    make_backend,
-    manage,
     pending_changes,
     satisfied,
     split_cmdline,
+)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import (
+    detect_backend,
+    make_backend,
+    manage,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 

@@ -15,7 +15,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device i
     expand_groups,
     members_by_group,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent, select
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_plan import select
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import filter_topology, read_topology
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 

@@ -24,7 +24,9 @@ from conftest import REPO
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SYSTEM_PATH
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import (
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent, gather_facts
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_model import PciDriverError
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_persist import (
     DRACUT_CONF,
     HELPER,
     HELPER_ROOT_ENV,
@@ -32,11 +34,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver i
     INITRAMFS_TOOLS_HOOK,
     MODPROBE_CONF,
     UDEV_RULES,
-    PciDriverError,
-    build_intent,
-    gather_facts,
-    make_plan,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_plan import make_plan
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_cmdline import parse_item, render
+from ansible_collections.confidential_gpu.host.plugins.module_utils.kernel_args_model import parse_item, render
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import (
     NOT_REGROUPED,
