@@ -56,10 +56,10 @@ EXAMPLES = r"""
     msg: "{{ item.address }} group {{ item.iommu_group }} node {{ item.numa_node }} nics {{ item.closest_nics }}"
   loop: "{{ topology.devices | selectattr('role', 'equalto', 'gpu') }}"
 
-- name: Only NVIDIA H100 SXM5 GPUs and NVSwitches
+- name: Only NVIDIA H100 SXM5 GPUs and the NVSwitches (an ID and a role add up; docs/discovery.md)
   confidential_gpu.host.pci_topology_info:
     pci_ids: ["10de:2330"]
-    roles: [gpu, nvswitch]
+    roles: [nvswitch]
   register: hgx
 
 - name: Fail when a GPU's IOMMU group cannot be passed through
