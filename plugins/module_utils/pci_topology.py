@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     HEADER_SIZE,
@@ -444,7 +444,9 @@ ABSENT_WHEN_NULL = ("acs", "ats", "pri", "pasid", "ari", "resizable_bar")
 
 def gathered_subsets(requested: Sequence[str]) -> FrozenSet[str]:
     """The subsets a gather_subset list asks for; ValueError names a value that is none."""
-    added, removed, named = set(), set(), set()
+    added: Set[str] = set()
+    removed: Set[str] = set()
+    named: Set[str] = set()
     for value in requested:
         name = value[1:] if value.startswith("!") else value
         if name not in SUBSETS + ("all", "min"):
