@@ -60,17 +60,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from fake_sysfs import ServerShape, build_tree, gpu_server  # noqa: E402
+from fake_sysfs import FakeFunction, ServerShape, build_tree, gpu_server  # noqa: E402
+from rich_server import FIXTURES, missing_fixtures, rich_gpu_server  # noqa: E402
 
 # 8 GPUs with 2 NIC PFs each and 4 NVSwitches; VFs per PF set the size.
 SHAPES = {
     "small": ServerShape(gpus=8, nic_pfs_per_gpu=2, vfs_per_pf=21, nvswitches=4, sockets=2),
     "large": ServerShape(gpus=8, nic_pfs_per_gpu=2, vfs_per_pf=96, nvswitches=4, sockets=2),
 }
+# Trees: the project's own synthetic server, and the held-out "rich" one (issue 16 point 7): the same layout
+# with every config space a real dump from ../shared/fixtures (tests/lib/rich_server.py says which).
+TREES: Dict[str, Callable[[ServerShape], List[FakeFunction]]] = {"synthetic": gpu_server, "rich": rich_gpu_server}
 
 
 def median_seconds(command: List[str], runs: int, env: Dict[str, str]) -> float:
@@ -121,13 +125,15 @@ def ansiballz_payload(module: str, args: str, work: Path, ansible: Path = DEFAUL
                "-e", "ansible_python_interpreter=" + sys.executable, "-m", module]
     if args:
         command += ["-a", args]
-    subprocess.run(command, cwd=REPO, check=True, env=env, stdout=subprocess.DEVNULL)
+    built = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if built.returncode:
+        raise SystemExit("%s failed building the %s payload:\n%s" % (ansible, module, built.stdout[-2000:]))
     name = module.rsplit(".", 1)[-1]
     found = glob.glob(str(remote_tmp / "*" / ("AnsiballZ_%s.py" % name)))
     if not found:
         raise SystemExit("ansible kept no AnsiballZ payload for %s under %s" % (module, remote_tmp))
     target = work / ("AnsiballZ_%s.py" % name)
-    shutil.copy(found[0], target)
+    shutil.copy(max(found, key=os.path.getmtime), target)  # the one just built (same module, other arguments)
     return target
 
 
@@ -136,6 +142,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15, help="runs per measurement (median is kept)")
     parser.add_argument("--work", type=Path, help="fixed work directory (default: a new temporary one)")
     parser.add_argument("--payloads", type=Path, help="directory to keep or reuse the AnsiballZ payloads in")
+    parser.add_argument("--trees", default="synthetic,rich",
+                        help="trees to time: synthetic, rich (real config spaces from %s)" % FIXTURES)
+    parser.add_argument("--subset", action="append", default=[],
+                        help="also time the module with this gather_subset (comma-separated; repeatable)")
     parser.add_argument("--host", action="store_true", help="also compare on this host's own /sys (as root)")
     parser.add_argument("--ansible", type=Path, default=DEFAULT_ANSIBLE,
                         help="the controller's ansible command that builds the payloads (default: .venv/bin/ansible)")
@@ -151,7 +161,11 @@ def main() -> None:
     work = options.work or Path(tempfile.mkdtemp(prefix="discovery-bench-"))
     payloads = Payloads(options.ansible, options.payloads)
     try:
-        run(work, options.runs, payloads, options.python)
+        for tree in options.trees.split(","):
+            if tree == "rich" and missing_fixtures():
+                print("rich tree skipped: %s" % missing_fixtures())
+                continue
+            run(work / tree, tree, options.runs, payloads, options.python, options.subset)
         if options.host:
             run_on_host(work, options.runs, payloads, options.python)
     finally:
@@ -206,6 +220,9 @@ def module_result(python: Path, payload: Path) -> Dict[str, Any]:
     result = json.loads(subprocess.run([str(python), str(payload)], capture_output=True, text=True,
                                        check=True).stdout)
     result.pop("invocation", None)
+    # ansible-core 2.19 payloads print each warning as {"event": {"msg": ...}}; module.warn takes the text
+    result["warnings"] = [item["event"]["msg"] if isinstance(item, dict) else item
+                          for item in result.get("warnings", [])]
     return result
 
 
@@ -219,34 +236,48 @@ def replay_payload(work: Path, payloads: Payloads, python: Path, result: Dict[st
     return replay
 
 
-def run(work: Path, runs: int, payloads: Payloads, python: Path) -> None:
+def run(work: Path, tree: str, runs: int, payloads: Payloads, python: Path, subsets: List[str]) -> None:
+    """Time the module (default and each gather_subset), lspci and Ansible's share on one kind of tree."""
     sizes = {}
     for label, shape in SHAPES.items():
-        functions = gpu_server(shape)
+        functions = TREES[tree](shape)
         build_tree(work / label, functions)
         sizes[label] = len(functions)
-    current = work / "current"
-    current.symlink_to(work / "small")
-    module = payloads.get("confidential_gpu.host.pci_topology_info", "root=%s" % current, work)
-    ping = payloads.get("ansible.builtin.ping", "", work)
+    current = work.parent / "current"
+    if current.is_symlink():
+        current.unlink()
+    current.symlink_to(work / "small")  # building a payload runs it once
+    modules = {"": payloads.get("confidential_gpu.host.pci_topology_info", "root=%s" % current, work.parent)}
+    for subset in subsets:
+        label = "_" + subset.replace(",", "_").replace("!", "no_")
+        modules[subset] = payloads.get("confidential_gpu.host.pci_topology_info",
+                                       "root=%s gather_subset=%s" % (current, subset), work.parent, label)
+    ping = payloads.get("ansible.builtin.ping", "", work.parent)
     env = dict(os.environ, LC_ALL="C")
-    results = {}
+    results: Dict[str, Dict[str, float]] = {}
     returned = {}
     for label in SHAPES:
-        current.unlink()
+        if current.is_symlink():
+            current.unlink()
         current.symlink_to(work / label)
-        returned[label] = module_result(python, module)
+        returned[label] = module_result(python, modules[""])
         assert returned[label]["summary"]["functions"] == sizes[label], returned[label]["summary"]
         results[label] = {
-            "module": median_seconds([str(python), str(module)], runs, env),
             "lspci": median_seconds(["lspci", "-A", "linux-sysfs", "-O",
                                      "sysfs.path=%s/sys/bus/pci" % (work / label), "-vvv"], runs, env),
         }
-    replay = replay_payload(work, payloads, python, returned["large"])
+        for subset, payload in modules.items():
+            results[label]["module" + subset] = median_seconds([str(python), str(payload)], runs, env)
+    replay = replay_payload(work.parent, payloads, python, returned["large"])
     results["large"]["ansible_share"] = median_seconds([str(python), str(replay)], runs, env)
     floor = median_seconds([str(python), str(ping)], runs, env)
-    print("python: %s (%s), payloads built by ansible-core %s" % (python, python_version(python), payloads.built_by()))
-    report(sizes, results, floor)
+    print("== %s tree; python: %s (%s), payloads built by ansible-core %s"
+          % (tree, python, python_version(python), payloads.built_by()))
+    for subset in modules:
+        if subset:
+            print("-- gather_subset=%s" % subset)
+        report(sizes, {label: dict(values, module=values["module" + subset]) for label, values in results.items()},
+               floor)
 
 
 def report(sizes: Dict[str, int], results: Dict[str, Dict[str, float]], floor: float) -> None:

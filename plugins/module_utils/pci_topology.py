@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     HEADER_SIZE,
@@ -430,3 +430,43 @@ def filter_topology(topology: Dict[str, Any], selector: Selector) -> Dict[str, A
         "gpu_nic_affinity": [pair for pair in topology["gpu_nic_affinity"]
                              if pair["gpu"] in chosen or pair["nic"] in chosen],
     }
+
+
+# What pci_topology_info's gather_subset chooses from, read as ansible.builtin.setup reads its gather_subset
+# (ansible-core 2.19.14: lib/ansible/modules/setup.py, module_utils/facts/collector.py get_collector_names):
+# names add to the minimum (the functions' identity and place, the summary), "all" adds every subset, "!name"
+# removes one, "!all" every one, a name given explicitly stays, and exclusions alone start from all.
+SUBSETS = ("capabilities", "host_critical", "iommu_groups", "gpu_nic_affinity")
+CAPABILITY_KEYS = ("pcie", "acs", "ats", "pri", "pasid", "sriov", "ari", "resizable_bar")
+# Capabilities returned only when the function has them (null values are not materialised).
+ABSENT_WHEN_NULL = ("acs", "ats", "pri", "pasid", "ari", "resizable_bar")
+
+
+def gathered_subsets(requested: Sequence[str]) -> FrozenSet[str]:
+    """The subsets a gather_subset list asks for; ValueError names a value that is none."""
+    added: Set[str] = set()
+    removed: Set[str] = set()
+    named: Set[str] = set()
+    for value in requested:
+        name = value[1:] if value.startswith("!") else value
+        if name not in SUBSETS + ("all", "min"):
+            raise ValueError("gather_subset: %r is not a subset; accepted: all, min, %s (each also as !name)"
+                             % (value, ", ".join(SUBSETS)))
+        names = set(SUBSETS) if name == "all" else set() if name == "min" else {name}
+        (removed if value.startswith("!") else added).update(names)
+        named.update(names if not value.startswith("!") and name != "all" else ())
+    if all(value.startswith("!") for value in requested):
+        added.update(SUBSETS)
+    return frozenset((added - removed) | named)
+
+
+def shape_devices(devices: Sequence[Dict[str, Any]], subsets: FrozenSet[str]) -> None:
+    """Leave out of each device what was not gathered, and the capabilities it does not have."""
+    for dev in devices:
+        for key in CAPABILITY_KEYS if "capabilities" not in subsets else ABSENT_WHEN_NULL:
+            if key in dev and (dev[key] is None or "capabilities" not in subsets):
+                del dev[key]
+        if "gpu_nic_affinity" not in subsets:
+            dev.pop("closest_nics", None)
+        if "host_critical" not in subsets:
+            dev.pop("host_critical", None)

@@ -31,6 +31,22 @@ description:
 extends_documentation_fragment:
   - confidential_gpu.host.info_module
   - confidential_gpu.host.device_selection
+options:
+  gather_subset:
+    description:
+      - The parts of the result to return, read as M(ansible.builtin.setup) reads its
+        O(ansible.builtin.setup#module:gather_subset) (ansible-core 2.19): V(capabilities) (each function's
+        decoded capabilities, RV(devices[].pcie) to RV(devices[].resizable_bar)), V(host_critical) (the
+        host-critical check and its keys), V(iommu_groups), V(gpu_nic_affinity) (with RV(devices[].closest_nics)),
+        and V(all).
+      - A name adds its part to the minimum, which is always returned (each function's identity, place, driver, group,
+        NUMA node, role and kind, and RV(summary)); V(!name) leaves a part out, V(!all) every part; a name given
+        explicitly stays; a list of exclusions only starts from V(all). So V(!all) returns the minimum, and
+        V([!all, iommu_groups]) the minimum and the groups.
+      - An unknown name fails, naming it and the accepted ones.
+    type: list
+    elements: str
+    default: [all]
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
 notes:
@@ -55,6 +71,11 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ item.address }} group {{ item.iommu_group }} node {{ item.numa_node }} nics {{ item.closest_nics }}"
   loop: "{{ topology.devices | selectattr('role', 'equalto', 'gpu') }}"
+
+- name: Only the functions' identity and place, without capabilities, groups, affinity or the host-critical check
+  confidential_gpu.host.pci_topology_info:
+    gather_subset: ["!all"]
+  register: minimal
 
 - name: Only NVIDIA H100 SXM5 GPUs and the NVSwitches (an ID and a role add up; docs/discovery.md)
   confidential_gpu.host.pci_topology_info:
@@ -154,11 +175,12 @@ devices:
       description: For GPUs, the NIC physical functions that are closest (see RV(gpu_nic_affinity)).
       type: list
       elements: str
-      returned: for GPUs
+      returned: for GPUs, when V(gpu_nic_affinity) is gathered
       sample: ["0000:3c:00.0"]
     pcie:
       description: PCI Express capability; null for conventional PCI functions.
       type: dict
+      returned: when V(capabilities) is gathered
       contains:
         port_type:
           description: C(endpoint), C(legacy_endpoint), C(root_port), C(upstream_port), C(downstream_port),
@@ -182,7 +204,8 @@ devices:
           type: int
           sample: 16
     acs:
-      description: Access Control Services; null when absent.
+      returned: when the function has it and V(capabilities) is gathered (absent, not null, when it has none)
+      description: Access Control Services.
       type: dict
       contains:
         capability:
@@ -207,7 +230,8 @@ devices:
           description: Size of the egress control vector.
           type: int
     ats:
-      description: Address Translation Services; null when absent.
+      returned: when the function has it and V(capabilities) is gathered (absent, not null, when it has none)
+      description: Address Translation Services.
       type: dict
       contains:
         enabled:
@@ -226,17 +250,20 @@ devices:
           description: Smallest translation unit field of ATS control.
           type: int
     pri:
-      description: Page Request Interface; null when absent. Keys C(enabled), C(response_failure),
+      returned: when the function has it and V(capabilities) is gathered (absent, not null, when it has none)
+      description: Page Request Interface. Keys C(enabled), C(response_failure),
         C(unexpected_response), C(stopped), C(prg_response_pasid_required), C(outstanding_capacity),
         C(outstanding_allocation).
       type: dict
     pasid:
-      description: Process Address Space ID; null when absent. Keys C(enabled), C(max_width),
+      returned: when the function has it and V(capabilities) is gathered (absent, not null, when it has none)
+      description: Process Address Space ID. Keys C(enabled), C(max_width),
         C(execute_supported), C(privileged_supported), C(execute_enabled), C(privileged_enabled).
       type: dict
     sriov:
       description: Single Root I/O Virtualization; null when absent.
       type: dict
+      returned: when V(capabilities) is gathered
       contains:
         initial_vfs:
           description: InitialVFs.
@@ -268,11 +295,13 @@ devices:
           description: ARI Capable Hierarchy is set.
           type: bool
     ari:
-      description: Alternative Routing-ID Interpretation; null when absent. Keys C(next_function),
+      returned: when the function has it and V(capabilities) is gathered (absent, not null, when it has none)
+      description: Alternative Routing-ID Interpretation. Keys C(next_function),
         C(mfvc_function_groups), C(acs_function_groups).
       type: dict
     resizable_bar:
-      description: Resizable BARs; null when absent. Each has C(bar), C(size_bytes), C(supported_sizes_bytes).
+      returned: when the function has it and V(capabilities) is gathered (absent, not null, when it has none)
+      description: Resizable BARs. Each has C(bar), C(size_bytes), C(supported_sizes_bytes).
       type: list
       elements: dict
     host_critical:
@@ -285,10 +314,11 @@ devices:
           says it in words. The PF of a critical VF gets its VF's kind.
       type: list
       elements: dict
+      returned: when V(host_critical) is gathered
       sample: [{kind: boot_disk, reason: "it controls the disk holding / (/dev/nvme0n1p2)"}]
 iommu_groups:
   description: IOMMU groups that hold a selected function, sorted by id.
-  returned: always
+  returned: when V(iommu_groups) is gathered
   type: list
   elements: dict
   contains:
@@ -319,9 +349,10 @@ iommu_groups:
         the host can give it away.
       type: list
       elements: dict
+      returned: when V(host_critical) is gathered
 gpu_nic_affinity:
   description: Every GPU paired with every NIC physical function, each GPU's closest NIC first.
-  returned: always
+  returned: when V(gpu_nic_affinity) is gathered
   type: list
   elements: dict
   contains:
@@ -349,14 +380,14 @@ gpu_nic_affinity:
 summary:
   description: Counts over the selected functions; C(groups_not_viable) counts groups that hold a function
     other than a bridge (host, ISA or PCI bridge) and cannot be passed through; C(host_critical) functions and
-    C(groups_host_critical) groups the host cannot lose.
+    C(groups_host_critical) groups the host cannot lose (these two when V(host_critical) is gathered).
   returned: always
   type: dict
   sample: {"functions": 53, "gpus": 8, "nvswitches": 4, "nics": 10, "iommu_groups": 40, "groups_not_viable": 1,
            "host_critical": 2, "groups_host_critical": 2}
 """
 
-from typing import Any, Dict
+from typing import Any, Dict, FrozenSet
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -371,7 +402,9 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device i
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     PCI_DEVICES,
     filter_topology,
+    gathered_subsets,
     read_topology,
+    shape_devices,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import (
     HostRoot,
@@ -380,10 +413,10 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import
 )
 
 
-def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
+def summarize(topology: Dict[str, Any], subsets: FrozenSet[str]) -> Dict[str, int]:
     roles = [dev["role"] for dev in topology["devices"]]
     kept = {dev["address"] for dev in topology["devices"] if stays_with_host(dev)}
-    return {
+    summary = {
         "functions": len(roles),
         "gpus": roles.count("gpu"),
         "nvswitches": roles.count("nvswitch"),
@@ -391,9 +424,11 @@ def summarize(topology: Dict[str, Any]) -> Dict[str, int]:
         "iommu_groups": len(topology["iommu_groups"]),
         "groups_not_viable": sum(1 for group in topology["iommu_groups"] if not group["viable"] and any(
             address not in kept for address in group["devices"])),
-        "host_critical": sum(1 for dev in topology["devices"] if dev["host_critical"]),
-        "groups_host_critical": sum(1 for group in topology["iommu_groups"] if group["host_critical"]),
     }
+    if "host_critical" in subsets:
+        summary["host_critical"] = sum(1 for dev in topology["devices"] if dev["host_critical"])
+        summary["groups_host_critical"] = sum(1 for group in topology["iommu_groups"] if group["host_critical"])
+    return summary
 
 
 def check_pci_bus(host: HostRoot) -> None:
@@ -412,6 +447,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             root=dict(type="path", default="/"),
+            gather_subset=dict(type="list", elements="str", default=["all"]),
             **SELECTION_OPTIONS,
         ),
         supports_check_mode=True,
@@ -420,6 +456,10 @@ def main() -> None:
     problems = invalid_filters(params["addresses"], params["pci_ids"])
     if problems:
         module.fail_json(msg="invalid filter: " + "; ".join(problems))
+    try:
+        subsets = gathered_subsets(params["gather_subset"])
+    except ValueError as error:
+        module.fail_json(msg=str(error))
     root = params["root"] or "/"
     inner = capture_inner_root(root, PCI_DEVICES)
     try:
@@ -431,10 +471,16 @@ def main() -> None:
         topology = read_topology(host)
     except HostRootError as error:
         module.fail_json(msg=str(error))
-    mark_host_critical(host, topology)
+    if "host_critical" in subsets:
+        mark_host_critical(host, topology)
     topology = filter_topology(topology, Selector.of(params["addresses"], params["pci_ids"], params["roles"],
                                                      params["iommu_groups"]))
-    module.exit_json(changed=False, summary=summarize(topology), **hand_over(module, host, topology))
+    summary = summarize(topology, subsets)
+    shape_devices(topology["devices"], subsets)
+    for part in ("iommu_groups", "gpu_nic_affinity"):
+        if part not in subsets:
+            del topology[part]
+    module.exit_json(changed=False, summary=summary, **hand_over(module, host, topology))
 
 
 if __name__ == "__main__":
