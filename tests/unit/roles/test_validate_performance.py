@@ -96,7 +96,7 @@ def test_native_against_runc_container(tmp_path: Path, containerd: str, workload
     assert {r["benchmark"] for r in perf["raw"]} == {"threads", "cpu_single", "cpu_all", "memory", "storage"}
     for record in perf["raw"]:
         assert record["rc"] == 0 and record["seconds"] >= 0 and record["command"], record
-    assert any("sysbench cpu --time=1 --threads=1 run" == r["command"] for r in perf["raw"])
+    assert any(r["command"] == "sysbench cpu --time=1 --threads=1 run" for r in perf["raw"])
     verdict = perf["verdict"]
     by_name = {m["name"]: m for m in verdict["metrics"]}
     for name in ("cpu_single.events_per_second", "cpu_all.events_per_second", "memory.dumb",
@@ -125,10 +125,9 @@ def test_throttled_sandbox_fails_below_on_cpu(tmp_path: Path, containerd: str) -
     result = run_role(tmp_path, "validate", perf_vars(containerd, validate_workload_archive=archive,
                                                       validate_ctr_args=["--cpus", "0.2"]),
                       report=["validate_performance"])
+    # the host fails (so the play stops before the facts are written): the failure names metric, ratio, cause
     assert result.rc != 0, result.output[-3000:]
-    verdict = result.facts["validate_performance"]["verdict"]
-    assert verdict["verdict"] == "below"
-    assert "cpu_single.events_per_second" in verdict["below"]
+    assert "performance: below" in result.output
     assert "cpu_single.events_per_second below: ratio" in result.output
     assert "is below bare metal on" in result.output
 
