@@ -14,6 +14,7 @@ scripts/build-workload-image builds (Debian 12 with sysbench, fio, mbw; cached b
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,7 +129,8 @@ def test_throttled_sandbox_fails_below_on_cpu(tmp_path: Path, containerd: str) -
     # the host fails (so the play stops before the facts are written): the failure names metric, ratio, cause
     assert result.rc != 0, result.output[-3000:]
     assert "performance: below" in result.output
-    assert "cpu_single.events_per_second below: ratio" in result.output
+    # a 0.2 CPU quota pushes a cpu metric below; which one of the two is clear cut varies on a loaded machine
+    assert re.search(r"cpu_(single|all)\.events_per_second below: ratio 0\.[0-9]+", result.output), result.output[-999:]
     assert "is below bare metal on" in result.output
 
 
