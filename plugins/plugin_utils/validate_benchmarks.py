@@ -266,3 +266,57 @@ def gpu_metrics_without_gpu(names: t.Iterable[str] = GPU_METRIC_NAMES) -> t.List
     """Where no GPU is visible: each GPU metric as ``{"name", "state": "no GPU"}``, so that the report says so
     instead of leaving the metric out."""
     return [{"name": name, "state": NO_GPU} for name in names]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One repetition's output: the performance part (roles/validate/tasks/performance.yml) runs every benchmark of a
+# repetition in one shell script, each between a begin line (benchmark, command) and an end line (exit status,
+# milliseconds), so that a sandbox starts once per repetition and every benchmark keeps its own output and rc.
+
+SECTION_BEGIN = re.compile(r"^@@cgpu-begin (\S+) (.*)$")
+SECTION_END = re.compile(r"^@@cgpu-end (\S+) rc=(\d+) ms=(\d+)$")
+# benchmark -> (tool, metric prefix); "threads" (nproc) and "gpu_visible" are facts, not metrics
+BENCHMARK_TOOLS = {"cpu_single": ("sysbench", "cpu_single"), "cpu_all": ("sysbench", "cpu_all"),
+                   "memory": ("mbw", "memory"), "storage": ("fio", "storage"), "gpu": ("nvbandwidth", "nvbandwidth")}
+
+
+def split_sections(text: str) -> t.List[t.Dict[str, t.Any]]:
+    """The delimited sections of one repetition: ``{benchmark, command, rc, output, seconds}`` each, in order.
+    A section without its end line (the script or the sandbox died) is an error naming it."""
+    sections: t.List[t.Dict[str, t.Any]] = []
+    current: t.Optional[t.Dict[str, t.Any]] = None
+    lines: t.List[str] = []
+    for line in text.splitlines():
+        begin, end = SECTION_BEGIN.match(line), SECTION_END.match(line)
+        if begin and current is None:
+            current, lines = {"benchmark": begin.group(1), "command": begin.group(2)}, []
+        elif end and current is not None and end.group(1) == current["benchmark"]:
+            current.update(rc=int(end.group(2)), output="\n".join(lines), seconds=int(end.group(3)) / 1000.0)
+            sections.append(current)
+            current = None
+        elif current is not None:
+            lines.append(line)
+    if current is not None:
+        raise BenchmarkParseError(current["benchmark"], "the run stopped before the benchmark ended "
+                                                        "(no end line; last output: %r)" % "\n".join(lines[-5:]))
+    return sections
+
+
+def repetition(text: str) -> t.Dict[str, t.Any]:
+    """One repetition's output -> its sections, the metrics of the benchmarks that ran, the thread count the
+    run saw (``nproc``) and whether it saw a GPU. A benchmark that exited non-zero is an error naming it."""
+    sections = split_sections(text)
+    failed = [s for s in sections if s["rc"] != 0]
+    if failed:
+        raise BenchmarkParseError(failed[0]["benchmark"], "`%s` exited %d: %s" % (
+            failed[0]["command"], failed[0]["rc"], failed[0]["output"].strip()[-300:]))
+    metrics: t.List[Metric] = []
+    facts: t.Dict[str, t.Any] = {"threads": None, "gpu": False}
+    for section in sections:
+        if section["benchmark"] == "threads":
+            facts["threads"] = int(section["output"].strip() or 0) or None
+        elif section["benchmark"] in BENCHMARK_TOOLS:
+            facts["gpu"] = facts["gpu"] or section["benchmark"] == "gpu"
+            tool, prefix = BENCHMARK_TOOLS[section["benchmark"]]
+            metrics += parse(section["output"], tool, prefix)
+    return dict(facts, sections=sections, metrics=metrics)

@@ -20,7 +20,8 @@ ADDRESS_FIX = "is not a PCI address"
 CASES: List[Case] = [
     # an AWX survey's strings where a list or a boolean belongs
     Case("parts-yes", {"validate_parts": "yes"}, [SPEC, "validate_parts must be one or more of"]),
-    Case("parts-performance-string", {"validate_parts": "performance"}, ["performance part is not built yet"]),
+    Case("repetitions-word", {"validate_parts": "performance", "validate_repetitions": "many"},
+         [SPEC, "validate_repetitions"]),
     Case("fail-on-fail-word", {"validate_fail_on_fail": "sometimes"}, [SPEC, "'validate_fail_on_fail' is of type str"]),
     # bad addresses: the vfio and acs checks fail with pci_driver's and pcie_acs' messages, nothing is bound
     Case("address-traversal", {"vfio_addresses": ["../../../etc"]},
