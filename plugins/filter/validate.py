@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters validate_parse, validate_no_gpu, validate_repetition and validate_verdict: benchmark output to metrics,
 and the sandbox/native verdict (plugins/plugin_utils/validate_benchmarks.py, validate_verdict.py;
-docs/validate-benchmarks.md)."""
+docs/validate-benchmarks.md); validate_report_host, validate_report_raw, validate_report_run and
+validate_report_html: role validate's report (plugins/plugin_utils/validate_report.py, docs/validate.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from ansible_collections.confidential_gpu.host.plugins.plugin_utils.validate_ben
     gpu_metrics_without_gpu,
     parse,
     repetition,
+)
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.validate_report import (
+    host_raw,
+    host_report,
+    run_html,
+    run_report,
 )
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils.validate_verdict import (
     DEFAULT_THRESHOLD,
@@ -56,7 +63,37 @@ def validate_verdict(native_runs: Any, sandbox_runs: Any, thresholds: Any = None
         raise AnsibleFilterError("validate_verdict: %s" % error) from error
 
 
+def validate_report_host(host: str, checks: Any = None, performance: Any = None, context: Any = None,
+                         facts: Any = None) -> Dict[str, Any]:
+    """One host's report document from validate_checks and validate_performance (either may be null)."""
+    return host_report(host, checks, performance, context or {}, facts)
+
+
+def validate_report_raw(host: str, performance: Any = None, context: Any = None) -> Dict[str, Any]:
+    """One host's raw benchmark outputs, the report's separate file."""
+    return host_raw(host, performance, context or {})
+
+
+def validate_report_run(hosts: Any, context: Any = None) -> Dict[str, Any]:
+    """The run's document: host name -> its document (null: the host failed before validate judged it)."""
+    if not isinstance(hosts, dict):
+        raise AnsibleFilterError("validate_report_run: give a mapping of host name to report document, not %r"
+                                 % type(hosts).__name__)
+    return run_report(hosts, context or {})
+
+
+def validate_report_html(report: Any) -> str:
+    """The run's self-contained HTML page."""
+    try:
+        return run_html(report)
+    except (KeyError, TypeError) as error:
+        raise AnsibleFilterError("validate_report_html: not a run document of validate_report_run (%s)" % error) \
+            from error
+
+
 class FilterModule:
     def filters(self) -> Dict[str, Callable[..., Any]]:
         return {"validate_parse": validate_parse, "validate_no_gpu": validate_no_gpu,
-                "validate_verdict": validate_verdict, "validate_repetition": validate_repetition}
+                "validate_verdict": validate_verdict, "validate_repetition": validate_repetition,
+                "validate_report_host": validate_report_host, "validate_report_raw": validate_report_raw,
+                "validate_report_run": validate_report_run, "validate_report_html": validate_report_html}

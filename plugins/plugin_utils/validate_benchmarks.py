@@ -22,6 +22,9 @@ Formats, from the tools' real output (tests/fixtures/benchmarks/<tool>-<version>
   own SUM adds the cells (N/A as 0) and its AVG counts only cells above 0.
 - CUDA samples bandwidthTest: ``<Direction> Bandwidth, <n> Device(s)``, a ``Transfer Size (Bytes)
   Bandwidth(<unit>)`` header, ``<bytes> <value>`` rows, ``Result = PASS``.
+- gpu-burn (wilicc/gpu-burn gpu_burn-drv.cpp, commit 18e6cce): progress records ``\r<pct>%  proc'd: <n> (<r>
+  Gflop/s) - ...`` (one ``<n> (<r> Gflop/s)`` per GPU, the rate of its last cuBLAS GEMM batch), then
+  ``Tested <n> GPUs:`` and ``\tGPU <i>: OK|FAULTY``.
 """
 
 from __future__ import annotations
@@ -241,12 +244,42 @@ def parse_bandwidth_test(text: str, prefix: str = "bandwidthTest") -> t.List[Met
     return metrics
 
 
+GPU_BURN_RECORD = re.compile(r"^[0-9.]+%\s+proc'd:(.*?)\s+errors:")
+GPU_BURN_RATE = re.compile(r"-?\d+ \(([0-9.]+) Gflop/s\)")
+GPU_BURN_VERDICT = re.compile(r"^\s*GPU (\d+): (OK|FAULTY)\s*$", re.MULTILINE)
+
+
+def parse_gpu_burn(text: str, prefix: str = "gemm") -> t.List[Metric]:
+    """gpu-burn (cuBLAS GEMM on every GPU): from the last progress record, the sum of the GPUs' Gflop/s and the
+    slowest GPU's; every GPU of ``Tested <n> GPUs:`` must be OK (a FAULTY GPU's throughput means nothing)."""
+    tested = re.search(r"^Tested (\d+) GPUs:", text, re.MULTILINE)
+    if not tested:
+        raise BenchmarkParseError("gpu_burn", "no 'Tested <n> GPUs:' line (the run did not finish)")
+    verdicts = dict(GPU_BURN_VERDICT.findall(text[tested.end():]))
+    faulty = sorted(gpu for gpu, state in verdicts.items() if state != "OK")
+    if len(verdicts) != int(tested.group(1)) or faulty:
+        raise BenchmarkParseError("gpu_burn", "GPUs not OK: %s (of %s tested)"
+                                  % (", ".join(faulty) or "verdict lines missing", tested.group(1)))
+    records = [found.group(1) for found in map(GPU_BURN_RECORD.match, re.split(r"[\r\n]", text)) if found]
+    if not records:
+        raise BenchmarkParseError("gpu_burn", "no \"<pct>%  proc'd: <n> (<r> Gflop/s) ... errors:\" record")
+    rates = [float(rate) for rate in GPU_BURN_RATE.findall(records[-1])]
+    if len(rates) != len(verdicts) or min(rates) <= 0:
+        raise BenchmarkParseError("gpu_burn", "the last record has %d rates for %d GPUs, the smallest %s Gflop/s"
+                                  % (len(rates), len(verdicts), min(rates, default=0)))
+    return [metric(prefix + ".sum", round(sum(rates), 2), "Gflop/s", True),
+            metric(prefix + ".min", min(rates), "Gflop/s", True)]
+
+
+# A metric name starts with the tool's name, except GEMM throughput (issue 18 names it; any GEMM tool gives gemm.*).
+DEFAULT_PREFIXES = {"gpu_burn": "gemm"}
 PARSERS: t.Dict[str, t.Callable[[str, str], t.List[Metric]]] = {
     "sysbench": parse_sysbench,
     "mbw": parse_mbw,
     "fio": parse_fio,
     "nvbandwidth": parse_nvbandwidth,
     "bandwidthTest": parse_bandwidth_test,
+    "gpu_burn": parse_gpu_burn,
 }
 
 
@@ -259,7 +292,7 @@ def parse(text: t.Any, tool: str, prefix: t.Optional[str] = None) -> t.List[Metr
         text = text.get("stdout")
     if not isinstance(text, str) or not text.strip():
         raise BenchmarkParseError(tool, "the output is empty")
-    return PARSERS[tool](text, prefix or tool)
+    return PARSERS[tool](text, prefix or DEFAULT_PREFIXES.get(tool, tool))
 
 
 def gpu_metrics_without_gpu(names: t.Iterable[str] = GPU_METRIC_NAMES) -> t.List[Metric]:

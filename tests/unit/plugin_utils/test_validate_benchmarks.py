@@ -146,3 +146,35 @@ def test_no_gpu_gives_every_gpu_metric_a_state_instead_of_leaving_it_out() -> No
     assert {e["state"] for e in entries} == {"no GPU"}
     assert "nvbandwidth.host_to_device_memcpy_ce.sum" in GPU_METRIC_NAMES
     assert "value" not in entries[0]
+
+
+GPU_BURN = "gpu-burn-18e6cce/a100-sxm4-80gb-x8-doubles-tc.txt"
+
+
+def gpu_burn_output() -> str:
+    """The bytes as printed: records of one line separated by carriage returns (read_text would make them lines)."""
+    return (BENCH / GPU_BURN).read_bytes().decode()
+
+
+def test_gpu_burn_gemm_throughput_is_the_last_records_sum_and_slowest_gpu() -> None:
+    text = gpu_burn_output()
+    # The last progress record of the fixture, as printed (README): 8 GPUs' Gflop/s.
+    last = [16942, 17093, 16957, 16926, 16890, 16950, 17010, 16926]
+    assert "\r100.0%  proc'd: 6783 (16942 Gflop/s) - 6783 (17093 Gflop/s)" in text
+
+    assert values(parse(text, "gpu_burn")) == {"gemm.sum": (float(sum(last)), "Gflop/s", True),
+                                               "gemm.min": (16890.0, "Gflop/s", True)}
+    assert [m["name"] for m in parse(text, "gpu_burn", "gemm_fp64")] == ["gemm_fp64.sum", "gemm_fp64.min"]
+
+
+@pytest.mark.parametrize("cut, reason", [
+    (lambda text: text.split("Killing processes")[0], "no 'Tested <n> GPUs:' line"),
+    (lambda text: text.replace("\tGPU 3: OK", "\tGPU 3: FAULTY"), "GPUs not OK: 3 (of 8 tested)"),
+    (lambda text: text.replace("\tGPU 7: OK\n", ""), "GPUs not OK: verdict lines missing (of 8 tested)"),
+    (lambda text: "\n".join(line for line in text.split("\n") if "proc'd" not in line), "no \"<pct>%  proc'd"),
+    (lambda text: text.replace(" - 4522 (16926 Gflop/s)   errors", "   errors"), "the last record has 7 rates for 8"),
+])
+def test_gpu_burn_refuses_a_cut_or_faulty_run(cut: object, reason: str) -> None:
+    with pytest.raises(BenchmarkParseError, match="^gpu_burn: could not parse the output: ") as error:
+        parse(cut(gpu_burn_output()), "gpu_burn")  # type: ignore[operator]
+    assert reason in str(error.value)

@@ -5,6 +5,8 @@
 - On the same VM before prepare (IOMMU off, the GPU on its own driver, no VFs, no pools, no boot arguments), the same
   variables give failures, each with its fix.
 - ``--check`` prints the same lines as a normal run.
+- The report (roles/validate/tasks/report.yml) is written on the controller for both hosts, the fresh one that
+  fails included, with the readiness lines the run printed; the HTML page loads nothing from the network.
 Both trees are hosts of one inventory, so each of the two validate runs is one ansible-playbook process.
 
 The pure function (plugins/plugin_utils/readiness.py) is tested on its own below: pass / fail / not asked per check.
@@ -115,11 +117,14 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     extra.write_text(json.dumps(given))
     before = {name: tree_state(root) for name, root in (("prepared", prepared), ("fresh", fresh))}
     plays = [{"import_playbook": str(REPO / "playbooks/validate.yml")}]
-    runs = {mode: ansible_playbook(top, plays, "validate-" + mode, ["-i", str(inventory), "-e", "@%s" % extra],
-                                   check=mode == "check")
+    report = {mode: ["-e", "validate_report_dir=%s/report-%s" % (top, mode), "-e", "validate_report_name=lab-" + mode]
+              for mode in ("normal", "check")}
+    runs = {mode: ansible_playbook(top, plays, "validate-" + mode,
+                                   ["-i", str(inventory), "-e", "@%s" % extra] + report[mode], check=mode == "check")
             for mode in ("normal", "check")}
     after = {name: tree_state(root) for name, root in (("prepared", prepared), ("fresh", fresh))}
-    return {"runs": runs, "before": before, "after": after}
+    return {"runs": runs, "before": before, "after": after, "reports": {mode: top / ("report-" + mode)
+                                                                         for mode in runs}}
 
 
 def test_a_prepared_host_passes_every_asked_check_and_changes_nothing(validated: Dict[str, Any]) -> None:
@@ -162,6 +167,32 @@ def test_check_mode_prints_the_same_lines(validated: Dict[str, Any]) -> None:
     normal, check = (validated["runs"][mode] for mode in ("normal", "check"))
     assert check_lines(check.stdout) == check_lines(normal.stdout)
     assert set(check_lines(normal.stdout)) == {"prepared", "fresh"}
+
+
+def test_the_report_is_written_for_every_host_before_the_fresh_one_fails(validated: Dict[str, Any]) -> None:
+    for mode, directory in validated["reports"].items():
+        output = validated["runs"][mode].stdout
+        assert sorted(path.name for path in directory.iterdir()) == [
+            "fresh.json", "prepared.json", "validate.html", "validate.json"], mode
+        run = json.loads((directory / "validate.json").read_text())
+        assert (run["schema_version"], run["report"], run["name"]) == (1, "validate", "lab-" + mode)
+        assert run["collection_version"] == yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", run["generated"])
+        assert run["summary"] == {"hosts": 2, "readiness_pass": 1, "readiness_fail": 1, "performance_not_run": 2}
+        for host in ("prepared", "fresh"):
+            document = json.loads((directory / (host + ".json")).read_text())
+            assert document == run["hosts"][host] and document["host"] == host
+            printed = states(check_lines(output)[host])
+            assert {c["name"]: {"pass": "pass", "fail": "FAIL", "not_asked": "not asked"}[c["state"]]
+                    for c in document["readiness"]["checks"]} == printed, "the report holds the lines printed"
+            # The lab VM's display function is QEMU's (1234:1111), no NVIDIA GPU: pci_topology_info counts none.
+            assert document["host_facts"]["gpus"] == 0 and document["host_facts"]["iommu"] is (host == "prepared")
+        fresh = run["hosts"]["fresh"]["readiness"]
+        assert fresh["state"] == "fail" and fresh["failed"] == [
+            "iommu", "vfio_devices", "sriov_vfs", "hugepages", "boot_args_configured", "boot_args_active"]
+        page = (directory / "validate.html").read_text()
+        assert "Validation report lab-%s" % mode in page and "<script" not in page and " src=" not in page
+    assert validated["runs"]["normal"].returncode != 0, "the fresh host still fails after its report"
 
 
 # --------------------------------------------------------------------------
