@@ -35,6 +35,8 @@ description:
     true the module changes nothing, files included.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
+extends_documentation_fragment:
+  - confidential_gpu.host.shipped_files
 options:
   root:
     description:
@@ -94,10 +96,6 @@ options:
     type: list
     elements: str
     default: [1G]
-  _shipped_files:
-    description: Internal, set by the action plugin; the collection's C(files/) by name. Do not set it.
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full

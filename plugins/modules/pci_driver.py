@@ -50,6 +50,7 @@ author:
   - confidential_gpu.host maintainers (@confidential-gpu)
 extends_documentation_fragment:
   - confidential_gpu.host.device_selection
+  - confidential_gpu.host.shipped_files
 options:
   root:
     description:
@@ -330,6 +331,7 @@ ARGUMENT_SPEC = {
     "early_binding": {"type": "bool", "default": False},
     "initramfs_command": {"type": "str", "default": "auto"},
     "timeout": {"type": "float", "default": 30.0},
+    "_shipped_files": {"type": "dict", "default": {}},
 }
 
 

@@ -32,6 +32,8 @@ description:
   - The files describe exactly the PFs of this call, so give every PF of the host in one call.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
+extends_documentation_fragment:
+  - confidential_gpu.host.shipped_files
 options:
   pfs:
     description: The PFs to configure and their VF counts. An empty list configures nothing and removes the
@@ -92,10 +94,6 @@ options:
         the module waits for VFs that never come and fails after O(timeout).
     type: path
     default: /
-  _shipped_files:
-    description: Internal, set by the action plugin; the collection's C(files/) by name. Do not set it.
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
