@@ -30,6 +30,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_p
     DRACUT_CONF,
     HELPER,
     INITRAMFS_TOOLS_HOOK,
+    InitramfsRunner,
     MODPROBE_CONF,
     UDEV_RULES,
 )
@@ -640,7 +641,7 @@ def test_sysfs_writes_never_create_files(tmp_path: Path) -> None:
 def test_a_missing_driver_is_loaded_only_on_the_live_host(tmp_path: Path) -> None:
     lab_vm(tmp_path)
     host = HostRoot(str(tmp_path))
-    runner = pci_bind.ModprobeRunner(SYSTEM_PATH, False, host.root)
+    runner = InitramfsRunner(SYSTEM_PATH, False, host.root)  # the runner pci_driver gives load_driver
     pci_bind.load_driver(host, "vfio-pci", 1, runner)
     assert runner.commands == [], "vfio-pci is there"
     with pytest.raises(pci_bind.BindError, match="driver pci-stub is not loaded in .* modprobe runs only on the live"):
