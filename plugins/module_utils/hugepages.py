@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import (
+    kernel_version,
     read_hugepages,
     read_numa,
     size_label,
@@ -368,12 +369,6 @@ def shortfall_message(items: Sequence[Dict[str, Any]], boot_args: Sequence[str])
 # --------------------------------------------------------------------------
 # Persistence (pure renderers, then files)
 # --------------------------------------------------------------------------
-
-def kernel_version(release: Optional[str]) -> Optional[Tuple[int, int]]:
-    """(major, minor) of a kernel release such as ``5.15.0-91-generic``; None when it does not start so."""
-    match = re.match(r"(\d+)\.(\d+)", release or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
 
 def _system_wide_count(pools: Sequence[PoolRequest], memory_nodes: Sequence[int], release: str) -> int:
     """The ``hugepages=N`` that gives ``pools`` (per node) on a kernel without the node format: the kernel spreads
