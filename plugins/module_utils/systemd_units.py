@@ -25,6 +25,8 @@ UNIT_DIR = "/etc/systemd/system"
 INSTALL_LINK_DIRS = {"WantedBy": ".wants", "RequiredBy": ".requires"}
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 LinkChange = Tuple[str, Optional[str], Optional[str]]  # link, its target now, the target wanted (None: absent)
+# The internal option the action plugin fills (plugin_utils/shipped_files.py; doc fragment shipped_files).
+SHIPPED_FILES_OPTION = {"_shipped_files": {"type": "dict", "default": {}}}
 LINK = 0o120000  # FileChange.mode of an enablement link (S_IFLNK): before and after are its targets
 
 

@@ -317,6 +317,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_m
     PciDriverError,
     PciDriverRefused,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import SHIPPED_FILES_OPTION
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -331,7 +332,7 @@ ARGUMENT_SPEC = {
     "early_binding": {"type": "bool", "default": False},
     "initramfs_command": {"type": "str", "default": "auto"},
     "timeout": {"type": "float", "default": 30.0},
-    "_shipped_files": {"type": "dict", "default": {}},
+    **SHIPPED_FILES_OPTION,
 }
 
 
