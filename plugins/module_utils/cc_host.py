@@ -151,6 +151,12 @@ def _to_int(host: HostRoot, source: str, text: str) -> int | None:
         return None
 
 
+def kernel_version(release: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a kernel release such as ``5.15.0-91-generic``; None when it does not start so."""
+    match = re.match(r"(\d+)\.(\d+)", (release or "").strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def read_kernel(host: HostRoot) -> dict[str, Any]:
     raw = host.read_text("/proc/cmdline")
     args, init_args = parse_cmdline(raw)

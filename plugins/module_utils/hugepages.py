@@ -23,17 +23,19 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import (
+    kernel_version,
     read_hugepages,
     read_numa,
     size_label,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SysfsWriteError, write_attribute
-from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import (
-    link_changes,
-    set_link,
+    LINK,
+    change_diff,
     shipped_text,
+    unit_changes,
+    write_changes,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
@@ -42,9 +44,7 @@ MIB_KB = 1 << 10
 
 UNIT_NAME = "confidential-gpu-hugepages.service"
 UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
-UNIT_WANTS_LINK = "/etc/systemd/system/sysinit.target.wants/" + UNIT_NAME
 SHIPPED_SCRIPT = "confidential-gpu-hugepages.sh"  # the collection's files/, with UNIT_NAME: from the action plugin
-LINK = 0o120000  # FileChange.mode of an enablement link (S_IFLNK)
 CONFIG_PATH = "/etc/confidential-gpu/hugepages.conf"
 SCRIPT_PATH = "/usr/local/sbin/confidential-gpu-hugepages"
 
@@ -370,12 +370,6 @@ def shortfall_message(items: Sequence[Dict[str, Any]], boot_args: Sequence[str])
 # Persistence (pure renderers, then files)
 # --------------------------------------------------------------------------
 
-def kernel_version(release: Optional[str]) -> Optional[Tuple[int, int]]:
-    """(major, minor) of a kernel release such as ``5.15.0-91-generic``; None when it does not start so."""
-    match = re.match(r"(\d+)\.(\d+)", release or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
 def _system_wide_count(pools: Sequence[PoolRequest], memory_nodes: Sequence[int], release: str) -> int:
     """The ``hugepages=N`` that gives ``pools`` (per node) on a kernel without the node format: the kernel spreads
     N evenly over the nodes with memory, so only the same count on each of them can be said that way."""
@@ -430,17 +424,6 @@ def render_config(requests: Sequence[PoolRequest]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_file(host: HostRoot, change: FileChange) -> None:
-    """Carry out a file change (host_files), or point an enablement link (mode ``LINK``) at ``change.after``."""
-    if change.mode != LINK:
-        host_files.write_file(host, change, HugepagesError)
-        return
-    try:
-        set_link(host, change.host_path, change.after)
-    except OSError as error:
-        raise HugepagesError("cannot write %s: %s" % (change.host_path, error)) from None
-
-
 def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: bool,
                      shipped: Mapping[str, str]) -> List[FileChange]:
     """Files and enablement links that differ from what they should be (content, mode, target); with ``persist``
@@ -453,13 +436,9 @@ def persistent_files(host: HostRoot, requests: Sequence[PoolRequest], persist: b
             None, None)
     except ValueError as error:
         raise HugepagesError(str(error)) from None
-    changes = []
-    for host_path, after, mode in ((SCRIPT_PATH, script, 0o755), (CONFIG_PATH, render_config(requests), 0o644),
-                                   (UNIT_PATH, unit, 0o644)):
-        change = host_files.plan_file(host, host_path, after if persist else None, mode, HugepagesError)
-        if change is not None:
-            changes.append(change)
-    return changes + [FileChange(link, now, target, LINK) for link, now, target in link_changes(host, UNIT_NAME, unit)]
+    config = render_config(requests) if persist else None
+    return unit_changes(host, UNIT_NAME, unit, ((SCRIPT_PATH, script, 0o755), (CONFIG_PATH, config, 0o644),
+                                                (UNIT_PATH, unit, 0o644)), HugepagesError)
 
 
 def pools_diff(plans: Sequence[PoolPlan]) -> Optional[Dict[str, str]]:
@@ -512,14 +491,13 @@ def manage(host: HostRoot, options: Options, check_mode: bool, shipped: Optional
     kernel_args = boot_kernel_args(requests, boot_sizes, release, memory_nodes) if options.persist else []
     files = persistent_files(host, requests, options.persist, shipped or {})
     if not check_mode:
-        for change in files:
-            write_file(host, change)
+        write_changes(host, files, HugepagesError)
     pools = apply_pools(host, plans, check_mode)
     order = {(r.size_kb, r.node): i for i, r in enumerate(requests)}
     pools.sort(key=lambda p: order[(p["size_kb"], p["node"])])
     boot_covered = {r.size_kb for r in requests if r.size_kb in boot_sizes and r.count > 0 and options.persist}
     short = shortfalls(pools, boot_covered)
-    diff = [change.diff() for change in files]
+    diff = [change_diff(change) for change in files]
     runtime_diff = pools_diff(plans)
     if runtime_diff:
         diff.insert(0, runtime_diff)

@@ -140,13 +140,6 @@ def wait_for_driver(host: HostRoot, address: str, driver: str, timeout: float) -
                     "probe failed" % (address, driver, timeout, shown or "none"))
 
 
-class ModprobeRunner(host_write.CommandRunner):
-    """modprobe, failures as :class:`BindError`."""
-
-    error = BindError
-    missing_hint = "install kmod"
-
-
 def load_driver(host: HostRoot, driver: str, timeout: float, runner: host_write.CommandRunner) -> None:
     """Load the module of ``driver`` when the PCI bus does not know it yet (live host only).
 

@@ -117,7 +117,7 @@ def build_intent(params: Dict[str, Any]) -> Intent:
     allow = tuple(_address(item, "allow_host_critical") for item in params.get("allow_host_critical") or [])
     members = tuple(_address(item, "allow_group_members") for item in params.get("allow_group_members") or [])
     return Intent(addresses, pci_ids, roles, groups, driver, state, bool(params.get("whole_group", True)), allow,
-                  bool(params.get("persist", True)), early, members)
+                  bool(params.get("persist", True)), early, members, params.get("_shipped_files"))
 
 
 def gather_facts(host: HostRoot, intent: Intent) -> Facts:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import Selector
 
@@ -37,6 +37,7 @@ class Intent(NamedTuple):
     persist: bool
     early_binding: bool
     allow_group_members: Tuple[str, ...] = ()
+    shipped: Optional[Mapping[str, str]] = None  # the collection's files/ by name, from the action plugin
 
     @property
     def selector(self) -> Selector:

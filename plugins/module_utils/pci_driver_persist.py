@@ -20,6 +20,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_m
     Intent,
     PciDriverError,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import shipped_text
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 DRIVERCTL_DIR = "/etc/driverctl.d"
@@ -35,53 +36,11 @@ EARLY_BINDING_DRIVERS = ("vfio-pci", "pci-stub")
 # Kernel modules each of them needs in the initramfs, as modprobe names them (vfio_pci pulls vfio, vfio_pci_core
 # and irqbypass in as dependencies; vfio_iommu_type1 is only a soft dependency of vfio, so it is named).
 INITRAMFS_MODULES = {"vfio-pci": ("vfio_pci", "vfio_iommu_type1"), "pci-stub": ("pci_stub",)}
-HELPER_ROOT_ENV = "PCI_OVERRIDE_ROOT"
 RULE_RE = re.compile(r'^ACTION=="add",\s*SUBSYSTEM=="pci",\s*KERNEL=="([^"]+)"')
 MARKER = "Managed by confidential_gpu.host.pci_driver"
-
-HELPER_SCRIPT = r"""#!/bin/sh
-# %(marker)s.
-# Called by udev (%(rules)s) with the address of a PCI function that was
-# just added (boot, hotplug, SR-IOV VF): binds it to the driver named in
-# /etc/driverctl.d/pci-<address> (the driverctl file format), so that the
-# override holds with or without driverctl installed.
-# Usage: pci-override 0000:bb:dd.f
-set -u
-root="${%(root_env)s:-}"
-dev="${1:?usage: pci-override <pci address>}"
-conf="$root/etc/driverctl.d/pci-$dev"
-sys="$root/sys/bus/pci/devices/$dev"
-[ -s "$conf" ] || exit 0
-[ -e "$sys/driver_override" ] || exit 0
-drv=""
-IFS= read -r drv < "$conf" || [ -n "$drv" ] || exit 0
-[ -n "$drv" ] || exit 0
-driver_of() {
-    if [ -L "$sys/driver" ]; then basename "$(readlink "$sys/driver")"; fi
-}
-cur=$(driver_of)
-[ "$cur" = "$drv" ] && exit 0
-printf '%%s' "$drv" > "$sys/driver_override" || exit 1
-if [ ! -d "$root/sys/bus/pci/drivers/$drv" ] && [ -z "$root" ]; then
-    modprobe -q "$drv" || true
-fi
-# A driver may leave the function on its own between the read above and the unbind (a probe that fails
-# late, as nvme's does on a VF that is not ready: in drivers/nvme/host/pci.c of Linux 6.1, nvme_reset_work()
-# ends in nvme_remove_dead_ctrl(), which queues the release of the driver): the unbind then fails with ENODEV.
-# Wait up to 10 s for the driver to be gone.
-if [ -n "$cur" ] && ! printf '%%s' "$dev" > "$root/sys/bus/pci/drivers/$cur/unbind" 2>/dev/null; then
-    tries=0
-    while [ "$(driver_of)" = "$cur" ]; do
-        tries=$((tries + 1))
-        [ "$tries" -le 50 ] || { echo "pci-override: $dev stays on $cur: unbind failed" >&2; exit 1; }
-        sleep 0.2
-    done
-fi
-if [ ! -L "$sys/driver" ]; then
-    printf '%%s' "$dev" > "$root/sys/bus/pci/drivers_probe" || exit 1
-fi
-exit 0
-""" % {"marker": MARKER, "rules": UDEV_RULES, "root_env": HELPER_ROOT_ENV}
+# The collection's files/ that the action plugin hands over: the udev helper and the generators' drop-ins, whose
+# @DRIVER@ and @MODULES@ are filled in here.
+SHIPPED_HELPER = "pci-override.sh"
 
 RULES_HEADER = (
     "# %s.\n"
@@ -91,43 +50,20 @@ RULES_HEADER = (
 )
 
 
-INITRAMFS_TOOLS_HOOK_SCRIPT = r"""#!/bin/sh
-# %(marker)s.
-# Puts %%(driver)s into the initramfs. mkinitramfs copies %(modprobe)s
-# in too, so a GPU driver that loads from the initramfs pulls %%(driver)s in first
-# (softdep) and %%(driver)s claims the devices by ID (ids=) before that driver can.
-PREREQ=""
-prereqs() { echo "$PREREQ"; }
-case "$1" in
-prereqs) prereqs; exit 0 ;;
-esac
-. /usr/share/initramfs-tools/hook-functions
-manual_add_modules %%(modules)s
-""" % {"marker": MARKER, "modprobe": MODPROBE_CONF}
-
-DRACUT_CONF_TEXT = """# %(marker)s.
-# Puts %%(driver)s into the initramfs and loads it there before udev starts (rd.driver.pre), with the
-# ids= and softdep lines of %(modprobe)s (dracut copies /etc/modprobe.d in when it builds
-# host-only images, its default on EL and Fedora), so that a GPU driver that loads from the initramfs
-# does not take the devices first.
-force_drivers+=" %%(modules)s "
-""" % {"marker": MARKER, "modprobe": MODPROBE_CONF}
-
-
 class InitramfsGenerator(NamedTuple):
     """An initramfs generator: the configuration directory that tells the host has it, and our drop-in there."""
 
     directory: str
     dropin: str
     mode: int
-    template: str
+    shipped: str
 
 
 # Drop-ins that put the early-binding driver into the initramfs, by generator: a hook, a configuration file.
 INITRAMFS_GENERATORS = {
     "initramfs-tools": InitramfsGenerator(INITRAMFS_TOOLS_DIR, INITRAMFS_TOOLS_HOOK, 0o755,
-                                          INITRAMFS_TOOLS_HOOK_SCRIPT),
-    "dracut": InitramfsGenerator(DRACUT_CONF_DIR, DRACUT_CONF, 0o644, DRACUT_CONF_TEXT),
+                                          "confidential-gpu-vfio-initramfs-hook.sh"),
+    "dracut": InitramfsGenerator(DRACUT_CONF_DIR, DRACUT_CONF, 0o644, "confidential-gpu-vfio-dracut.conf"),
 }
 # Files the initramfs carries a copy of: a change to one of them is followed by the initramfs update.
 INITRAMFS_INPUTS = (MODPROBE_CONF,) + tuple(generator.dropin for generator in INITRAMFS_GENERATORS.values())
@@ -136,6 +72,14 @@ INITRAMFS_INPUTS = (MODPROBE_CONF,) + tuple(generator.dropin for generator in IN
 def read_file(host: HostRoot, host_path: str) -> Optional[str]:
     """A file's text; ``None`` when it does not exist; an error naming it when it cannot be read."""
     return host_files.read_file(host, host_path, PciDriverError)[0]
+
+
+def shipped(intent: Intent, name: str, values: Optional[Dict[str, str]] = None) -> str:
+    """File ``name`` of the collection's files/ as the action plugin handed it over, placeholders filled."""
+    try:
+        return shipped_text(intent.shipped or {}, name, values)
+    except ValueError as error:
+        raise PciDriverError(str(error)) from None
 
 
 def driverctl_path(address: str) -> str:
@@ -247,10 +191,10 @@ def initramfs_dropins(facts: Facts, intent: Intent, early: bool,
                         % (INITRAMFS_TOOLS_DIR, DRACUT_CONF_DIR, intent.driver,
                            " ".join(INITRAMFS_MODULES[intent.driver])))
     wanted: Dict[str, Tuple[Optional[str], int]] = {}
-    values = {"driver": intent.driver, "modules": " ".join(INITRAMFS_MODULES.get(intent.driver, ()))}
+    values = {"DRIVER": intent.driver, "MODULES": " ".join(INITRAMFS_MODULES.get(intent.driver, ()))}
     for name, generator in INITRAMFS_GENERATORS.items():
         if early and name in facts.initramfs_generators:
-            wanted[generator.dropin] = (generator.template % values, generator.mode)
+            wanted[generator.dropin] = (shipped(intent, generator.shipped, values), generator.mode)
         elif facts.files.get(generator.dropin) is not None:
             wanted[generator.dropin] = (None, generator.mode)
     return wanted
@@ -279,7 +223,7 @@ def file_changes(facts: Facts, intent: Intent, actions: Sequence[Dict[str, Any]]
                 rules.discard(address)
     rules_text = render_rules(rules)
     wanted[UDEV_RULES] = (rules_text, 0o644)
-    wanted[HELPER] = (HELPER_SCRIPT if rules_text else None, 0o755)
+    wanted[HELPER] = (shipped(intent, SHIPPED_HELPER) if rules_text else None, 0o755)
     if intent.early_binding or intent.state == "absent":
         modprobe = early_binding_content(facts, intent, targets, warnings)
         wanted[MODPROBE_CONF] = (modprobe, 0o644)

@@ -50,6 +50,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks i
     acs_quirk,
     reads_header,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import kernel_version
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import parse_cmdline
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SysfsWriteError, write_attribute
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
@@ -474,13 +475,6 @@ def acs_option(ports: Sequence[str], request: Request, by_address: Dict[str, Dic
                                     for address in ports)
 
 
-def kernel_release(host: HostRoot) -> Optional[Tuple[int, int]]:
-    """(major, minor) of the running kernel, from /proc/sys/kernel/osrelease."""
-    text = host.read_text(PROC_OSRELEASE)
-    found = re.match(r"^(\d+)\.(\d+)", text.strip()) if text else None
-    return (int(found.group(1)), int(found.group(2))) if found else None
-
-
 def direct_translated_warnings(ports: Sequence[str], by_address: Dict[str, Dict[str, Any]],
                                selected: Sequence[Dict[str, Any]], options: Dict[str, Any]) -> List[str]:
     """What keeps Direct Translated P2P from working: endpoints without ATS, pci=noats, TB or EC left on."""
@@ -505,7 +499,7 @@ def direct_translated_warnings(ports: Sequence[str], by_address: Dict[str, Dict[
 def config_acs_kernel_warning(host: HostRoot, request: Request) -> List[str]:
     if request.p2p_mode == "disable_acs_redir":
         return []
-    release = kernel_release(host)
+    release = kernel_version(host.read_text(PROC_OSRELEASE))
     if release is None or release >= CONFIG_ACS_SINCE:
         return []
     return ["the running kernel is %d.%d: pci=config_acs= exists from Linux 6.11 on, and older kernels ignore it "

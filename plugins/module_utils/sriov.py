@@ -33,15 +33,15 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     virtual_function_addresses,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils import host_write
-from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import seconds
 from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import (
+    LINK,
     UNIT_DIR,
-    LinkChange,
-    link_changes,
-    set_link,
+    change_diff,
     shipped_text,
+    unit_changes,
+    write_changes,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
@@ -434,7 +434,7 @@ def unit_text(shipped: Mapping[str, str], pf_count: int, timeout: int) -> str:
 
 
 def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, unit_name: str, timeout: int,
-                        shipped: Mapping[str, str]) -> Tuple[List[FileChange], List[LinkChange]]:
+                        shipped: Mapping[str, str]) -> List[FileChange]:
     """Files to write or remove, and the unit's enablement links to make or remove (persistence off, no PF)."""
     keep = persist and bool(wants)
     unit = script = None
@@ -446,13 +446,9 @@ def persistence_changes(host: HostRoot, wants: Sequence[Want], persist: bool, un
             raise SriovError(str(error)) from None
     desired = ((CONFIG_FILE, config_text(wants, unit_name) if keep else None, 0o644), (SCRIPT_FILE, script, 0o755),
                ("%s/%s" % (UNIT_DIR, unit_name), unit, 0o644))
-    changes = []
-    for host_path, after, mode in desired:
+    for host_path in (entry[0] for entry in desired):
         refuse_links_outside_root(host, [host_path], host_path)
-        change = host_files.plan_file(host, host_path, after, mode, SriovError)
-        if change is not None:
-            changes.append(change)
-    return changes, link_changes(host, unit_name, unit)
+    return unit_changes(host, unit_name, unit, desired, SriovError)
 
 
 # --------------------------------------------------------------------------
@@ -472,29 +468,20 @@ def manage(host: HostRoot, wants: Sequence[Want], persist: bool = True, unit_nam
         raise SriovError("timeout %r: give a number of seconds above 0 and at most %d (one hour)"
                          % (timeout, MAX_TIMEOUT))
     plans = read_and_plan(host, wants, force)
-    changes, links = persistence_changes(host, wants, persist, unit_name, timeout, shipped or {})
+    changes = persistence_changes(host, wants, persist, unit_name, timeout, shipped or {})
     results = apply_plans(host, plans, timeout, check_mode)
     if not check_mode:
-        for change in changes:
-            host_files.write_file(host, change, SriovError)
-        for link, _now, target in links:
-            try:
-                set_link(host, link, target)
-            except OSError as error:
-                raise SriovError("cannot %s %s: %s" % ("link" if target else "remove", link, error)) from None
+        write_changes(host, changes, SriovError)
     unit_path = "%s/%s" % (UNIT_DIR, unit_name)
-    diff = [state_diff(plan) for plan in plans if plan.writes] + [change.diff() for change in changes]
-    diff += [{"before_header": link, "after_header": link + ("" if target else " (absent)"),
-              "before": "symlink -> %s\n" % now if now else "", "after": "symlink -> %s\n" % target if target else ""}
-             for link, now, target in links]
+    diff = [state_diff(plan) for plan in plans if plan.writes] + [change_diff(change) for change in changes]
     return {
-        "changed": any(plan.writes for plan in plans) or bool(changes) or bool(links),
+        "changed": any(plan.writes for plan in plans) or bool(changes),
         "pfs": results,
         "vfs": [vf for result in results for vf in result["vfs"]],
-        "files": [change.host_path for change in changes] + [link[0] for link in links],
+        "files": [change.host_path for change in changes],
         "unit_name": unit_name,
         "unit_path": unit_path,
-        "unit_changed": any(change.host_path == unit_path for change in changes) or bool(links),
+        "unit_changed": any(change.host_path == unit_path or change.mode == LINK for change in changes),
         "persisted": persist and bool(wants),
         "diff": diff,
     }

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import make_directories
+from ansible_collections.confidential_gpu.host.plugins.module_utils import host_files
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_files import ErrorType, FileChange
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 UNIT_DIR = "/etc/systemd/system"
 INSTALL_LINK_DIRS = {"WantedBy": ".wants", "RequiredBy": ".requires"}
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 LinkChange = Tuple[str, Optional[str], Optional[str]]  # link, its target now, the target wanted (None: absent)
+# The internal option the action plugin fills (plugin_utils/shipped_files.py; doc fragment shipped_files).
+SHIPPED_FILES_OPTION = {"_shipped_files": {"type": "dict", "default": {}}}
+LINK = 0o120000  # FileChange.mode of an enablement link (S_IFLNK): before and after are its targets
 
 
 def shipped_text(texts: Mapping[str, str], name: str, values: Optional[Mapping[str, str]] = None) -> str:
@@ -79,14 +83,40 @@ def link_changes(host: HostRoot, unit_name: str, unit_text: Optional[str]) -> Li
     return changes
 
 
-def set_link(host: HostRoot, link: str, target: Optional[str]) -> None:
-    """Point ``link`` at ``target`` (a host path), or remove it when ``target`` is None; OSError on failure."""
-    path = host.path(link)
-    if os.path.lexists(path):
-        os.unlink(path)
-    if target is not None:
-        make_directories(os.path.dirname(path))
-        os.symlink(target, path)
+def unit_changes(host: HostRoot, unit_name: str, unit_text: Optional[str],
+                 files: Iterable[Tuple[str, Optional[str], int]], error: ErrorType) -> List[FileChange]:
+    """The files (host path, content or None to remove, mode) and the unit's enablement links (mode ``LINK``;
+    removed when ``unit_text`` is None) that differ from what they should be."""
+    changes = [host_files.plan_file(host, path, after, mode, error) for path, after, mode in files]
+    return [change for change in changes if change is not None] + [
+        FileChange(link, now, target, LINK) for link, now, target in link_changes(host, unit_name, unit_text)]
+
+
+def write_changes(host: HostRoot, changes: Iterable[FileChange], error: ErrorType) -> None:
+    """Carry out :func:`unit_changes`: files through host_files, links pointed at their target or removed."""
+    for change in changes:
+        if change.mode != LINK:
+            host_files.write_file(host, change, error)
+            continue
+        path = host.path(change.host_path)
+        try:
+            if os.path.lexists(path):
+                os.unlink(path)
+            if change.after is not None:
+                host_files.make_directories(os.path.dirname(path))
+                os.symlink(change.after, path)
+        except OSError as failure:
+            raise error("cannot %s %s: %s" % ("link" if change.after else "remove", change.host_path,
+                                              failure)) from None
+
+
+def change_diff(change: FileChange) -> Dict[str, str]:
+    """Ansible's diff of a change of :func:`unit_changes`; a link shows as ``symlink -> target``."""
+    if change.mode != LINK:
+        return change.diff()
+    return {"before_header": change.host_path, "after_header": change.host_path + ("" if change.after else " (absent)"),
+            "before": "symlink -> %s\n" % change.before if change.before else "",
+            "after": "symlink -> %s\n" % change.after if change.after else ""}
 
 
 def daemon_reload(run_command: Callable[[Sequence[str]], Tuple[int, str, str]], root: str) -> Optional[str]:

@@ -35,6 +35,8 @@ description:
     true the module changes nothing, files included.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
+extends_documentation_fragment:
+  - confidential_gpu.host.shipped_files
 options:
   root:
     description:
@@ -94,10 +96,6 @@ options:
     type: list
     elements: str
     default: [1G]
-  _shipped_files:
-    description: Internal, set by the action plugin; the collection's C(files/) by name. Do not set it.
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
@@ -303,7 +301,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.hugepages im
     manage,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
-from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import daemon_reload
+from ansible_collections.confidential_gpu.host.plugins.module_utils import systemd_units
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -318,7 +316,7 @@ ARGUMENT_SPEC = {
     "on_shortfall": {"type": "str", "default": "fail", "choices": ["fail", "warn"]},
     "persist": {"type": "bool", "default": True},
     "kernel_args_sizes": {"type": "list", "elements": "str", "default": ["1G"]},
-    "_shipped_files": {"type": "dict", "default": {}},
+    **systemd_units.SHIPPED_FILES_OPTION,
 }
 
 
@@ -331,7 +329,7 @@ def main() -> None:
     try:
         host = HostRoot(params["root"])
         result = manage(host, options, module.check_mode, params["_shipped_files"])
-        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(
+        reload_error = result["unit_changed"] and not module.check_mode and systemd_units.daemon_reload(
             module.run_command, params["root"])
         if reload_error:
             raise HugepagesError(reload_error)

@@ -50,6 +50,7 @@ author:
   - confidential_gpu.host maintainers (@confidential-gpu)
 extends_documentation_fragment:
   - confidential_gpu.host.device_selection
+  - confidential_gpu.host.shipped_files
 options:
   root:
     description:
@@ -316,6 +317,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_m
     PciDriverError,
     PciDriverRefused,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import SHIPPED_FILES_OPTION
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -330,6 +332,7 @@ ARGUMENT_SPEC = {
     "early_binding": {"type": "bool", "default": False},
     "initramfs_command": {"type": "str", "default": "auto"},
     "timeout": {"type": "float", "default": 30.0},
+    **SHIPPED_FILES_OPTION,
 }
 
 

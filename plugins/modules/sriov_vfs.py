@@ -32,6 +32,8 @@ description:
   - The files describe exactly the PFs of this call, so give every PF of the host in one call.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
+extends_documentation_fragment:
+  - confidential_gpu.host.shipped_files
 options:
   pfs:
     description: The PFs to configure and their VF counts. An empty list configures nothing and removes the
@@ -92,10 +94,6 @@ options:
         the module waits for VFs that never come and fails after O(timeout).
     type: path
     default: /
-  _shipped_files:
-    description: Internal, set by the action plugin; the collection's C(files/) by name. Do not set it.
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
@@ -272,7 +270,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sriov import
     manage,
     parse_pfs,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.systemd_units import daemon_reload
+from ansible_collections.confidential_gpu.host.plugins.module_utils import systemd_units
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError
 
 ARGUMENT_SPEC = {
@@ -286,7 +284,7 @@ ARGUMENT_SPEC = {
     "timeout": {"type": "int", "default": DEFAULT_TIMEOUT},
     "force": {"type": "bool", "default": False},
     "root": {"type": "path", "default": "/"},
-    "_shipped_files": {"type": "dict", "default": {}},
+    **systemd_units.SHIPPED_FILES_OPTION,
 }
 
 
@@ -299,7 +297,7 @@ def main() -> None:
         host = HostRoot(params["root"])
         result = manage(host, wants, params["persist"], params["unit_name"], params["timeout"], params["force"],
                         module.check_mode, params["_shipped_files"])
-        reload_error = result["unit_changed"] and not module.check_mode and daemon_reload(
+        reload_error = result["unit_changed"] and not module.check_mode and systemd_units.daemon_reload(
             module.run_command, params["root"])
         if reload_error:
             raise SriovError(reload_error)

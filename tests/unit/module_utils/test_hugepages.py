@@ -20,7 +20,6 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.hugepages im
     SHIPPED_SCRIPT,
     UNIT_NAME,
     UNIT_PATH,
-    UNIT_WANTS_LINK,
     HugepagesError,
     Options,
     PoolRequest,
@@ -46,6 +45,7 @@ from hugepages_tree import GIB_KB, SIZE_1G, SIZE_2M, HugepagesTree  # noqa: E402
 from shipped_files import shipped_for  # noqa: E402
 
 SHIPPED = shipped_for("hugepages")
+UNIT_WANTS_LINK = "/etc/systemd/system/sysinit.target.wants/" + UNIT_NAME  # WantedBy=sysinit.target of the unit
 
 MIB_KB = 1024
 

@@ -23,15 +23,14 @@ from conftest import REPO
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import SYSTEM_PATH
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import ROOT_ENV, SYSTEM_PATH
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent, gather_facts
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_model import PciDriverError
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_persist import (
     DRACUT_CONF,
     HELPER,
-    HELPER_ROOT_ENV,
-    HELPER_SCRIPT,
     INITRAMFS_TOOLS_HOOK,
+    InitramfsRunner,
     MODPROBE_CONF,
     UDEV_RULES,
 )
@@ -41,6 +40,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import ServerShape, build_tree, gpu_server, lab_like_host  # noqa: E402
+from shipped_files import shipped_for  # noqa: E402
 from host_critical_tree import (  # noqa: E402
     add_bond,
     add_disk,
@@ -62,9 +62,12 @@ from host_critical_tree import (  # noqa: E402
 
 GPU_PAIR = ["0000:02:00.0", "0000:02:00.1"]
 
+SHIPPED = shipped_for("pci_driver")  # the udev helper and the initramfs drop-ins, from the collection's files/
+HELPER_SCRIPT = SHIPPED["pci-override.sh"]
+
 
 def plan_for(root: Path, **params: Any) -> Dict[str, Any]:
-    intent = build_intent(params)
+    intent = build_intent(dict(params, _shipped_files=SHIPPED))
     return make_plan(gather_facts(HostRoot(str(root)), intent), intent)
 
 
@@ -197,7 +200,7 @@ def test_already_bound_devices_are_left_alone(tmp_path: Path) -> None:
 def test_the_plan_is_a_pure_function_of_facts_and_intent(tmp_path: Path) -> None:
     lab_vm(tmp_path)
     before = snapshot(tmp_path)
-    intent = build_intent({"addresses": ["02:00.0"], "early_binding": True})
+    intent = build_intent({"addresses": ["02:00.0"], "early_binding": True, "_shipped_files": SHIPPED})
     facts = gather_facts(HostRoot(str(tmp_path)), intent)
     first, second = make_plan(facts, intent), make_plan(facts, intent)
     assert first == second and first["file_changes"]
@@ -638,7 +641,7 @@ def test_sysfs_writes_never_create_files(tmp_path: Path) -> None:
 def test_a_missing_driver_is_loaded_only_on_the_live_host(tmp_path: Path) -> None:
     lab_vm(tmp_path)
     host = HostRoot(str(tmp_path))
-    runner = pci_bind.ModprobeRunner(SYSTEM_PATH, False, host.root)
+    runner = InitramfsRunner(SYSTEM_PATH, False, host.root)  # the runner pci_driver gives load_driver
     pci_bind.load_driver(host, "vfio-pci", 1, runner)
     assert runner.commands == [], "vfio-pci is there"
     with pytest.raises(pci_bind.BindError, match="driver pci-stub is not loaded in .* modprobe runs only on the live"):
@@ -654,8 +657,16 @@ def run_helper(tmp_path: Path, root: Path, address: str) -> subprocess.Completed
     helper = tmp_path / "pci-override"
     helper.write_text(HELPER_SCRIPT)
     helper.chmod(0o755)
-    return subprocess.run(["sh", str(helper), address], env=dict(os.environ, **{HELPER_ROOT_ENV: str(root)}),
+    return subprocess.run(["sh", str(helper), address], env=dict(os.environ, **{ROOT_ENV: str(root)}),
                           capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_without_the_collections_files_the_plan_fails_naming_the_file(tmp_path: Path) -> None:
+    """The module called bare (no action plugin) has no helper to install: it says so and writes nothing."""
+    lab_vm(tmp_path)
+    intent = build_intent({"addresses": ["02:00.0"]})
+    with pytest.raises(PciDriverError, match="file pci-override.sh did not reach the module: run it as a task"):
+        make_plan(gather_facts(HostRoot(str(tmp_path)), intent), intent)
 
 
 def test_helper_script_is_posix_sh() -> None:
@@ -720,7 +731,7 @@ def test_lab_like_tree_from_fake_sysfs_works_too(tmp_path: Path) -> None:
     build_tree(tmp_path, lab_like_host(), drivers=("vfio-pci",))
     add_kernel_interface(tmp_path)
     host = HostRoot(str(tmp_path))
-    intent = build_intent({"addresses": ["01:00.0"]})
+    intent = build_intent({"addresses": ["01:00.0"], "_shipped_files": SHIPPED})
     plan = make_plan(gather_facts(host, intent), intent)
     assert actions(plan) == {"0000:01:00.0": "bind", "0000:01:00.1": "bind"} and plan["refused"] == []
     assert any("no mount of / in /proc/self/mountinfo" in w for w in host.warnings), \

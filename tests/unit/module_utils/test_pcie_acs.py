@@ -494,3 +494,20 @@ def test_laptop_gpu_below_a_sunrise_point_root_port_without_upstream_forwarding(
     assert (bridge["isolation"], bridge["missing"]) == (
         "disabled", ["source_validation", "request_redirect", "completion_redirect"])
     assert [(v["bridge"], v["kind"]) for v in result["violations"]] == [("0000:00:1c.0", "disabled")]
+
+
+@pytest.mark.parametrize("osrelease, warned", [
+    ("6.8.0-45-generic\n", True),  # /proc/sys/kernel/osrelease as the kernel gives it (uname -r and a newline)
+    ("5.14.0-427.13.1.el9_4.x86_64\n", True),
+    ("6.11.0-9-generic\n", False),
+    ("not a release\n", False),
+])
+def test_config_acs_warns_on_a_running_kernel_before_6_11(tmp_path: Path, osrelease: str, warned: bool) -> None:
+    host = tree(tmp_path, switch_host(), "ro")
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text(osrelease)
+    result = run(host, "p2p", ("03:00.0", "04:00.0"), p2p_mode="config_acs")
+    found = [w for w in result["warnings"] if "pci=config_acs= exists from Linux 6.11 on" in w]
+    assert bool(found) == warned, result["warnings"]
+    if warned:
+        assert found[0].startswith("the running kernel is %s:" % ".".join(osrelease.split(".")[:2]))

@@ -304,9 +304,9 @@ def test_persistence_files_then_idempotent(tmp_path: Path) -> None:
     root = lab_tree(tmp_path / "root", num_vfs=2)
     host = HostRoot(str(root))
     wants = [Want(LAB_PF, 2, None), Want("0000:41:00.0", 0, False)]
-    changes, links = persistence_changes(host, wants, True, "confidential-gpu-sriov.service", 30, SHIPPED)
-    assert [change.host_path for change in changes] == [CONFIG_FILE, SCRIPT_FILE, UNIT_PATH]
-    assert links == [(WANTS_LINK, None, UNIT_PATH)], "enabled as systemctl enable does: WantedBy=multi-user.target"
+    changes = persistence_changes(host, wants, True, "confidential-gpu-sriov.service", 30, SHIPPED)
+    assert [change.host_path for change in changes] == [CONFIG_FILE, SCRIPT_FILE, UNIT_PATH, WANTS_LINK]
+    assert changes[3][:3] == (WANTS_LINK, None, UNIT_PATH), "enabled as systemctl enable does (WantedBy=)"
     config = changes[0].after
     assert config.splitlines()[2:] == ["0000:01:00.0 2 -", "0000:41:00.0 0 0"]
     unit = changes[2].after
