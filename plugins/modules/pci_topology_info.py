@@ -35,7 +35,7 @@ options:
   gather_subset:
     description:
       - The parts of the result to return, read as M(ansible.builtin.setup) reads its
-        O(ansible.builtin.setup#module:gather_subset) (ansible-core 2.19). Parts: V(capabilities) (each function's
+        O(ansible.builtin.setup#module:gather_subset) (ansible-core 2.19), with parts V(capabilities) (each function's
         decoded capabilities, RV(devices[].pcie) to RV(devices[].resizable_bar)), V(host_critical) (the
         host-critical check and its keys), V(iommu_groups), V(gpu_nic_affinity) (with RV(devices[].closest_nics)),
         and V(all).
