@@ -9,13 +9,15 @@ One list of what is read (the constants below) and one writer, used by the
   root/         the subset of /sys, /proc, /lib/modules and /dev that
                 ``pci_topology_info`` and ``cc_host_info`` read, sysfs links
                 kept as links, so that both run on it with ``root`` set to
-                the archive's top directory exactly as on the host;
+                the archive's top directory exactly as on the host; and the
+                boot configuration and managed files of /etc, /boot and
+                /usr/local that ``prepare.yml --check`` reads besides;
   commands/     lspci and nvidia-smi output (live host only), as oracles;
   CAPTURE.json  the manifest: host, time, kernel, collection version, the
                 sha256 of every file and the target of every link, and what
                 was left out.
 
-Nothing else: no key, no /etc file (the info modules read none), no mount
+Nothing else: no key, no /etc file but those prepare reads (named below), no mount
 table, route or console state (host_critical is what only the live host can
 say: a replay names no host-critical device).  Device nodes and ACPI tables
 are written as empty files: the modules ask only whether they exist.
@@ -25,6 +27,7 @@ Standard library only, Python >= 3.8: this runs on target hosts.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -39,7 +42,10 @@ from typing import Any, Dict, List, Optional, Sequence
 # What pci_topology_info reads of a PCI function (module_utils/pci_topology.py): config space, NUMA node and
 # boot_vga, and the identity attributes it falls back to where config space is cut short (unprivileged readers
 # see 64 bytes); besides the links below and the virtfnN links of an SR-IOV PF.
-PCI_FILES = ("config", "numa_node", "boot_vga", "vendor", "device", "class", "subsystem_vendor", "subsystem_device")
+PCI_FILES = ("config", "numa_node", "boot_vga", "vendor", "device", "class", "subsystem_vendor", "subsystem_device",
+             # prepare --check besides: the override (module_utils/pci_bind.py), an SR-IOV PF's (module_utils/sriov.py)
+             "driver_override", "sriov_totalvfs", "sriov_numvfs", "sriov_offset", "sriov_stride",
+             "sriov_drivers_autoprobe")
 PCI_LINKS = ("driver", "iommu_group", "physfn")
 # Kernel modules whose presence cc_host_info tests (module_utils/cc_host.py), and the parameters it reads.
 MODULES = ("kvm_amd", "kvm_intel", "vfio_pci", "nvidia", "nouveau")
@@ -49,6 +55,24 @@ HUGEPAGE_COUNTS = ("nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_
 PROC_FILES = ("cmdline", "cpuinfo", "meminfo", "interrupts", "sys/kernel/osrelease")
 DEV_NODES = ("kvm", "iommu", "sev", "vfio", "nvidiactl", "nvidia-uvm")
 ACPI_TABLES = "/sys/firmware/acpi/tables"
+# What prepare.yml's roles read in check mode on a GRUB host, beyond the info modules' files (the audit of
+# tests/unit/test_capture_playbook.py lists them): the distribution, the boot configuration
+# (module_utils/boot_grub.py, kernel_cmdline.py) and the files the roles write and read back, each under the name
+# its module gives it (hugepages.py, sriov.py, pci_driver_persist.py; the test checks the names are theirs).
+# Copied, as every file, with its mode and mtime: the roles compare a file's mode, kernel_args grub.cfg's mtime
+# with its drop-in's.
+PREPARE_FILES = ("/etc/os-release", "/etc/default/grub", "/boot/grub/grub.cfg",
+                 "/etc/confidential-gpu/hugepages.conf", "/usr/local/sbin/confidential-gpu-hugepages",
+                 "/etc/confidential-gpu/sriov.conf", "/usr/local/libexec/confidential-gpu/sriov-apply",
+                 "/etc/udev/rules.d/70-confidential-gpu-vfio.rules", "/usr/local/libexec/confidential-gpu/pci-override",
+                 "/etc/modprobe.d/confidential-gpu-vfio.conf", "/etc/initramfs-tools/hooks/confidential-gpu-vfio",
+                 "/etc/dracut.conf.d/confidential-gpu-vfio.conf")
+# Directories whose entries of these names prepare reads: GRUB's drop-ins (all sourced), driverctl's overrides, the
+# collection's units and their enablement links (module_utils/systemd_units.py).
+PREPARE_DIRS = {"/etc/default/grub.d": r"[^.].*\.cfg", "/etc/driverctl.d": r"pci-[0-9a-f:.]+",
+                "/etc/systemd/system": r"confidential-gpu-[a-z]+\.service",
+                "/etc/systemd/system/*.wants": r"confidential-gpu-[a-z]+\.service",
+                "/etc/systemd/system/*.requires": r"confidential-gpu-[a-z]+\.service"}
 # Run on the live host only (a root other than / is not the machine these commands would describe).
 COMMANDS = {
     "lspci-xxxx.txt": ["lspci", "-D", "-xxxx"],
@@ -109,13 +133,16 @@ class Capture:
                 self.seen.add(name)
                 self.tar.addfile(self.tar_info(name, tarfile.DIRTYPE, 0o755))
 
-    def add_bytes(self, arc_path: str, data: bytes) -> None:
+    def add_bytes(self, arc_path: str, data: bytes, stat: Optional[os.stat_result] = None) -> None:
+        """A file; with the ``stat`` of the host file, its mode and mtime (prepare compares both)."""
         if arc_path in self.seen:
             return
         self.add_dirs(arc_path)
         self.seen.add(arc_path)
-        info = self.tar_info(arc_path, tarfile.REGTYPE, 0o644)
+        info = self.tar_info(arc_path, tarfile.REGTYPE, 0o644 if stat is None else stat.st_mode & 0o7777)
         info.size = len(data)
+        if stat is not None:
+            info.mtime = stat.st_mtime  # a float: pax keeps the fraction (grub.cfg and its drop-in may share a second)
         self.tar.addfile(info, io.BytesIO(data))
         self.files[arc_path] = hashlib.sha256(data).hexdigest()
 
@@ -141,10 +168,11 @@ class Capture:
         try:
             with open(local, "rb") as handle:
                 data = handle.read(limit)
+                stat = os.fstat(handle.fileno())
         except OSError as exc:
             self.left_out.append("%s (%s)" % (host_path, exc.strerror or exc))
             return
-        self.add_bytes(arc, data)
+        self.add_bytes(arc, data, stat)
 
     def resolve(self, host_path: str) -> Optional[str]:
         """The host path a link leads to, ``None`` (and left out) when it leads outside the root."""
@@ -279,6 +307,18 @@ def capture_dev(capture: Capture) -> None:
             capture.add_bytes("root" + path, b"")
 
 
+def capture_prepare_files(capture: Capture) -> None:
+    """The boot configuration and managed files prepare --check reads (PREPARE_FILES, PREPARE_DIRS)."""
+    for host_path in PREPARE_FILES:
+        capture.copy(host_path)
+    for pattern, names in PREPARE_DIRS.items():
+        for directory in sorted(glob.glob(glob.escape(capture.prefix) + pattern)):
+            host_directory = capture.host_path_of(directory)
+            for name in capture.listdir(host_directory or "/nonexistent"):
+                if re.fullmatch(names, name):
+                    capture.copy("%s/%s" % (host_directory, name))
+
+
 def capture_commands(capture: Capture, names: Sequence[str]) -> Dict[str, Optional[int]]:
     """Each command's stdout (and stderr when any) under commands/; its exit status, None when it did not run."""
     status: Dict[str, Optional[int]] = {}
@@ -311,6 +351,7 @@ def capture_host(tar: tarfile.TarFile, root: str, name: str, commands: Sequence[
     capture_system(capture)
     capture_acpi_table_names(capture)
     capture_dev(capture)
+    capture_prepare_files(capture)
     if capture.prefix and commands:
         capture.left_out.append("commands/ (root %s is not this host: lspci and nvidia-smi would describe this "
                                 "host instead)" % capture.prefix)

@@ -13,13 +13,15 @@ description:
   - Writes one xz-compressed tarball at O(dest) holding exactly what M(confidential_gpu.host.pci_topology_info)
     and M(confidential_gpu.host.cc_host_info) read, below C(root/) (PCI functions with their config space and
     links, IOMMU groups and units, module parameters, NUMA nodes, hugepage pools, the C(/proc) files, the
-    kernel's module lists, the names of the firmware's ACPI tables and the device nodes they test), the
-    output of C(lspci) and C(nvidia-smi) under C(commands/) where those tools are installed, and a manifest
+    kernel's module lists, the names of the firmware's ACPI tables and the device nodes they test), what
+    C(playbooks/prepare.yml --check) reads besides (the GRUB configuration, C(/etc/os-release), the files
+    prepare writes under C(/etc) and C(/usr/local), C(driver_override) and SR-IOV attributes), the output of
+    C(lspci) and C(nvidia-smi) under C(commands/) where those tools are installed, and a manifest
     C(CAPTURE.json) (host, time, kernel, collection version, the sha256 of every file).
-  - Nothing else is read. No key, no file of C(/etc), no mount table, route or console state goes in, so a
-    replay names no host-critical device.
-  - Either info module replays the capture with O(confidential_gpu.host.pci_topology_info#module:root) set to
-    the unpacked archive's top directory. C(playbooks/capture.yml) runs this module and fetches the tarball.
+  - Nothing else is read. No key, no other file of C(/etc), no mount table, route or console state goes in,
+    so a replay names no host-critical device.
+  - Either info module, and C(playbooks/prepare.yml --check), replays the capture with the unpacked archive's
+    top directory as root. C(playbooks/capture.yml) runs this module and fetches the tarball.
 author:
   - confidential_gpu.host maintainers (@confidential-gpu)
 options:

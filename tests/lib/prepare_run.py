@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict
 
 from fake_sriov import LAB_PF, sriov_pf
 from host_critical_tree import lab_vm, lab_vm_functions
@@ -82,3 +83,16 @@ def prepared_lab(root: Path, num_vfs: int = 2) -> Path:
     lab_vm(root, functions)
     HugepagesTree(root)
     return debian_grub_host(root, PREPARED_CMDLINE)
+
+
+def lab_prepare_variables(root: Path, bin_dir: Path, **changes: object) -> Dict[str, object]:
+    """What prepare.yml is asked for on the prepared lab VM (prepared_lab): the GPU on vfio-pci, 16 2M pages per
+    node, the NVMe PF's 2 VFs; ``changes`` override any."""
+    variables: Dict[str, object] = {
+        "confidential_gpu_root": str(root), "cc_host_technology": "none", "cc_host_iommufd": False,
+        "kernel_args_command_path": [str(bin_dir)], "kernel_args_iommu_passthrough": "on",
+        "vfio_addresses": ["0000:02:00.0"], "vfio_initramfs_command": "true",
+        "hugepages_pools": [{"size": "2M", "node": 0, "count": 16}, {"size": "2M", "node": 1, "count": 16}],
+        "sriov_pfs": [{"address": LAB_PF, "num_vfs": 2}], "sriov_timeout": 10, "pcie_acs_profile": "report"}
+    variables.update(changes)
+    return variables
