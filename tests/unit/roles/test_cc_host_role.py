@@ -312,3 +312,29 @@ def test_tdx_asked_on_a_xeon_without_tdx_is_refused_before_any_change(tmp_path: 
         "auto" in result.output
     assert result.facts == {}, "the play stopped before its report"
     assert not (root / "etc").exists(), "nothing written (IOMMUFD's modules-load.d file included)"
+
+
+def test_handed_the_facts_of_this_run_the_role_plans_from_them_without_reading_the_host(tmp_path: Path) -> None:
+    """prepare.yml hands cc_host the cc_host_info result that role discovery read (cc_host_host_facts): the role
+    plans from it as from its own read, and does not read the host again (here an AMD tree beside an Intel
+    host's facts: the plan is the Intel host's). Without IOMMUFD or SEV-SNP it skips the kernel scan, which
+    only those read."""
+    facts_out = REPORT + ("cc_host_facts", "cc_host_kernel_scan")
+    intel = intel_host(tmp_path / "intel", cmdline="kvm_intel.tdx=1 nohibernate", tdx="Y")
+    common = {"cc_host_iommufd": False}
+
+    alone_intel = run_role(tmp_path, "cc_host", dict(common, cc_host_root=str(intel)), facts_out, name="intel")
+    alone_amd = run_role(tmp_path, "cc_host", dict(common, cc_host_root=str(amd_host(tmp_path / "amd"))), facts_out,
+                         name="amd")
+    # a tree of its own: a file the run before wrote there would be removed, and the role reads the host again then
+    given = run_role(tmp_path, "cc_host", dict(common, cc_host_root=str(amd_host(tmp_path / "amd-given")),
+                                               cc_host_host_facts=alone_intel.facts["cc_host_facts"]),
+                     facts_out, name="given")
+
+    assert alone_intel.rc == 0 and alone_amd.rc == 0 and given.rc == 0, given.output
+    assert alone_intel.facts["cc_host_check"]["technology"] == "tdx"
+    assert alone_amd.facts["cc_host_check"]["technology"] == "snp", "the AMD tree, read by the role itself"
+    assert {fact: given.facts[fact] for fact in REPORT} == {fact: alone_intel.facts[fact] for fact in REPORT}
+    assert given.facts["cc_host_facts"]["cpu"]["vendor"] == "intel", "the facts handed over, not the tree's"
+    assert given.facts["cc_host_kernel_scan"]["skipped"] is True, "no IOMMUFD, no SEV-SNP: nothing reads the scan"
+    assert "rc" in alone_amd.facts["cc_host_kernel_scan"], "SEV-SNP reads where ccp comes from"
