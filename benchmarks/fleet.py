@@ -72,8 +72,8 @@ class Layout:
     fixture: Optional[str] = None  # a server rebuilt from ../shared/fixtures instead of a synthetic one
 
     def describe(self) -> str:
-        base = self.fixture or "%d GPU%s%s" % (self.gpus, "s" if self.gpus > 1 else "",
-                                              ", %d NVSwitches" % self.nvswitches if self.nvswitches else "")
+        switches = ", %d NVSwitches" % self.nvswitches if self.nvswitches else ""
+        base = self.fixture or "%d GPU%s%s" % (self.gpus, "s" if self.gpus > 1 else "", switches)
         return "%s, IOMMU %s, %s" % (base, "on" if self.iommu else "off", self.vendor)
 
 

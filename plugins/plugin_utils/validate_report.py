@@ -168,8 +168,8 @@ def host_section(index: int, document: t.Mapping[str, t.Any]) -> str:
                          for c in readiness["checks"]))
     if performance["metrics"]:
         parts.append("<h3>Performance: sandbox against native</h3><p>Runner %s, handler %s, image %s, %s repetitions "
-                     "each way.</p>" % tuple(_e(performance[key]) for key in ("runner", "handler", "image",
-                                                                                 "repetitions")))
+                     "each way.</p>" % tuple(_e(performance[key])
+                                             for key in ("runner", "handler", "image", "repetitions")))
         parts.append('<div class="chart">%s</div><p>Sandbox/native ratio of medians (point; above 1 the sandbox is '
                      'faster, latencies inverted), its 95%% bootstrap interval (bar) and the metric\'s threshold (red '
                      'line); values beyond the axis are drawn at its end.</p>'
@@ -205,8 +205,8 @@ def run_html(report: t.Mapping[str, t.Any]) -> str:
         "<style>%s</style></head><body><h1>Validation report %s</h1>" % (STYLE, _e(report["name"])),
         '<p id="run">Generated %s by confidential_gpu.host %s; %d hosts: %s.</p>' % (
             _e(report["generated"]), _e(report["collection_version"]), report["summary"]["hosts"], _e(counts)),
-        "<details open><summary>What the verdicts mean</summary>%s</details>" % _table(("verdict", "meaning"),
-                                                                                  VERDICT_MEANINGS),
+        "<details open><summary>What the verdicts mean</summary>%s</details>"
+        % _table(("verdict", "meaning"), VERDICT_MEANINGS),
         "".join(host_section(index, hosts[name]) for index, name in enumerate(sorted(hosts))),
         "</body></html>\n",
     ])

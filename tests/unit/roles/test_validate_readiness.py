@@ -123,8 +123,8 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
                                    ["-i", str(inventory), "-e", "@%s" % extra] + report[mode], check=mode == "check")
             for mode in ("normal", "check")}
     after = {name: tree_state(root) for name, root in (("prepared", prepared), ("fresh", fresh))}
-    return {"runs": runs, "before": before, "after": after, "reports": {mode: top / ("report-" + mode)
-                                                                         for mode in runs}}
+    reports = {mode: top / ("report-" + mode) for mode in runs}
+    return {"runs": runs, "before": before, "after": after, "reports": reports}
 
 
 def test_a_prepared_host_passes_every_asked_check_and_changes_nothing(validated: Dict[str, Any]) -> None:
