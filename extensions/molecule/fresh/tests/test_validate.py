@@ -68,3 +68,7 @@ def test_a_throttled_sandbox_fails_its_cpu_verdict() -> None:
     below = throttled["performance"]["verdict"]["below"]
     assert set(below) & set(CPU_METRICS), below
     assert any(name in throttled["failure"] for name in CPU_METRICS), throttled["failure"]
+    # the same container unthrottled, measured a moment before, came much closer to native: the quota did it
+    free, held = metrics(load("performance.json")), metrics(throttled["performance"])
+    for name in set(below) & set(CPU_METRICS):
+        assert free[name]["ratio"] > 2 * held[name]["ratio"], (name, free[name], held[name])
