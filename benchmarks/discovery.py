@@ -119,7 +119,8 @@ def ansible_core_version(ansible: Path) -> str:
 def ansiballz_payload(module: str, args: str, work: Path, ansible: Path = DEFAULT_ANSIBLE) -> Path:
     """Build the module's AnsiballZ payload the way ``ansible`` does, and keep it."""
     remote_tmp = work / "remote"
-    env = dict(os.environ, ANSIBLE_KEEP_REMOTE_FILES="1", ANSIBLE_REMOTE_TMP=str(remote_tmp),
+    # Pipelining (on in ansible.cfg) sends the payload through stdin and writes no file to keep: off here.
+    env = dict(os.environ, ANSIBLE_KEEP_REMOTE_FILES="1", ANSIBLE_REMOTE_TMP=str(remote_tmp), ANSIBLE_PIPELINING="0",
                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LIBRARY=str(LIBRARY))
     command = [str(ansible), "localhost", "-c", "local", "-i", "localhost,",
                "-e", "ansible_python_interpreter=" + sys.executable, "-m", module]
