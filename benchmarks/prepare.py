@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -99,7 +99,8 @@ def make_boot_arguments_active(root: Path) -> None:
     (root / "proc/cmdline").write_text("BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=0a1b ro %s\n" % configured)
 
 
-def report(functions: int, reruns: List[Dict[str, Any]]) -> None:
+def task_medians(reruns: List[Dict[str, Any]]) -> Tuple[Dict[str, float], Dict[tuple, float]]:
+    """Median time of each task that ran (key: index, role, name, action), and their sum per role."""
     per_task: Dict[tuple, List[float]] = defaultdict(list)
     for run in reruns:
         for index, task in enumerate(run["tasks"]):
@@ -109,16 +110,25 @@ def report(functions: int, reruns: List[Dict[str, Any]]) -> None:
     per_role: Dict[str, float] = defaultdict(float)
     for (_index, role, _name, _action), value in medians.items():
         per_role[role] += value
+    return dict(per_role), medians
+
+
+def print_task_times(per_role: Dict[str, float], medians: Dict[tuple, float], indent: str, slowest: int) -> None:
+    print(indent + "per role (sum of task medians):")
+    for role, value in sorted(per_role.items(), key=lambda item: -item[1]):
+        print(indent + "  %-42s %6.2f s" % (role, value))
+    print(indent + "slowest tasks (median):")
+    for (_index, role, name, action), value in sorted(medians.items(), key=lambda item: -item[1])[:slowest]:
+        print(indent + "  %6.2f s  %s : %s (%s)" % (value, role, name, action))
+
+
+def report(functions: int, reruns: List[Dict[str, Any]]) -> None:
+    per_role, medians = task_medians(reruns)
     ran = len(medians)
     print("prepare.yml re-run on a prepared server, %d PCI functions, %d runs: median %.1f s, changed=0 every time, "
           "%d tasks ran (%d skipped)" % (functions, len(reruns), statistics.median(r["seconds"] for r in reruns),
                                          ran, len(reruns[0]["tasks"]) - ran))
-    print("per role (sum of task medians):")
-    for role, value in sorted(per_role.items(), key=lambda item: -item[1]):
-        print("  %-42s %6.2f s" % (role, value))
-    print("slowest tasks (median):")
-    for (_index, role, name, action), value in sorted(medians.items(), key=lambda item: -item[1])[:12]:
-        print("  %6.2f s  %s : %s (%s)" % (value, role, name, action))
+    print_task_times(per_role, medians, "", 12)
 
 
 def main() -> None:

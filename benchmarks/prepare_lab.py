@@ -28,11 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare import print_task_times, task_medians  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONVERGE = REPO / "extensions" / "molecule" / "fresh" / "converge.yml"
@@ -83,36 +85,17 @@ def prepare(inventory: Path, pipelining: bool, times: Path, extra: Dict[str, Any
     return {"seconds": seconds, "recap": counts, "tasks": json.loads(times.read_text())}
 
 
-def per_role(reruns: List[Dict[str, Any]]) -> Tuple[Dict[str, float], Dict[tuple, float]]:
-    """Median time of each task that ran, and their sum per role."""
-    per_task: Dict[tuple, List[float]] = defaultdict(list)
-    for run in reruns:
-        for index, task in enumerate(run["tasks"]):
-            if task["status"] not in (None, "skipped"):
-                per_task[(index, task["role"] or "(play)", task["name"], task["action"])].append(task["seconds"])
-    medians = {key: statistics.median(values) for key, values in per_task.items()}
-    roles: Dict[str, float] = defaultdict(float)
-    for (_index, role, _name, _action), value in medians.items():
-        roles[role] += value
-    return dict(roles), medians
-
-
 def report(label: str, setups: List[float], reruns: List[Dict[str, Any]]) -> None:
     setup_median = statistics.median(setups)
     prepare_median = statistics.median(run["seconds"] for run in reruns)
-    roles, medians = per_role(reruns)
+    roles, medians = task_medians(reruns)
     print("%s: ansible -m setup %s s (median %.1f); prepare.yml re-run %s s (median %.1f), changed=0 each; "
           "ratio %.1f" % (label, ", ".join("%.1f" % s for s in setups), setup_median,
                           ", ".join("%.1f" % r["seconds"] for r in reruns), prepare_median,
                           prepare_median / setup_median))
     calls = sum(1 for key in medians if key[3].rsplit(".", 1)[-1] not in CONTROLLER_ACTIONS)
     print("  %d tasks ran, %d of them on the host" % (len(medians), calls))
-    print("  per role (sum of task medians):")
-    for role, value in sorted(roles.items(), key=lambda item: -item[1]):
-        print("    %-42s %6.2f s" % (role, value))
-    print("  slowest tasks (median):")
-    for (_index, role, name, action), value in sorted(medians.items(), key=lambda item: -item[1])[:10]:
-        print("    %6.2f s  %s : %s (%s)" % (value, role, name, action))
+    print_task_times(roles, medians, "  ", 10)
 
 
 def main() -> None:
