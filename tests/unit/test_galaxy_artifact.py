@@ -26,7 +26,8 @@ from galaxy_build import build_artifact  # noqa: E402
 ALLOWED = (
     "MANIFEST.json", "FILES.json", "LICENSE", "README.md", "CHANGELOG.rst",
     "changelogs/", "changelogs/changelog.yaml", "changelogs/config.yaml",
-    "docs/", "docs/*.md",
+    # The docs, with the pictures the README and docs show (docs/images/validate-report.png)
+    "docs/", "docs/*.md", "docs/images/", "docs/images/*.png",
     "meta/", "meta/runtime.yml", "meta/execution-environment.yml", "meta/ee-requirements.txt",
     "meta/ee-bindep.txt",
     "playbooks/", "playbooks/*.yml",
