@@ -39,6 +39,9 @@ options:
         decoded capabilities, RV(devices[].pcie) to RV(devices[].resizable_bar)), V(host_critical) (the
         host-critical check and its keys), V(iommu_groups), V(gpu_nic_affinity) (with RV(devices[].closest_nics)),
         and V(all).
+      - V(cc_host) is not part of V(all) and is returned only when named. It adds the facts of
+        M(confidential_gpu.host.cc_host_info) under RV(cc_host), read from the same O(root), so a caller that needs
+        both reads the host in one module run (role C(discovery) does; each module run costs a Python start).
       - A name adds its part to the minimum, which is always returned (each function's identity, place, driver, group,
         NUMA node, role and kind, and RV(summary)); V(!name) leaves a part out, V(!all) every part; a name given
         explicitly stays; a list of exclusions only starts from V(all). So V(!all) returns the minimum, and
@@ -377,6 +380,13 @@ gpu_nic_affinity:
     same_numa_node:
       description: Both report the same NUMA node.
       type: bool
+cc_host:
+  description: The facts M(confidential_gpu.host.cc_host_info) returns, read from the same O(root), with the same
+    keys (RV(confidential_gpu.host.cc_host_info#module:cpu) to RV(confidential_gpu.host.cc_host_info#module:verdicts));
+    see that module for them.
+  returned: when O(gather_subset) names V(cc_host)
+  type: dict
+  sample: {"iommu": {"enabled": true}, "verdicts": {"vfio_ready": true, "vfio_ready_reasons": []}}
 summary:
   description: Counts over the selected functions; C(groups_not_viable) counts groups that hold a function
     other than a bridge (host, ISA or PCI bridge) and cannot be passed through; C(host_critical) functions and
@@ -390,6 +400,7 @@ summary:
 from typing import Any, Dict, FrozenSet
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import gather_facts
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import mark_host_critical
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
@@ -480,6 +491,8 @@ def main() -> None:
     for part in ("iommu_groups", "gpu_nic_affinity"):
         if part not in subsets:
             del topology[part]
+    if "cc_host" in subsets:
+        topology["cc_host"] = gather_facts(host)
     module.exit_json(changed=False, summary=summary, **hand_over(module, host, topology))
 
 

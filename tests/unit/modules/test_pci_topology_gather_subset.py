@@ -85,10 +85,25 @@ def test_unknown_subset_fails_naming_it_and_the_accepted(run_module, server: str
     assert result.get("failed"), result
     bad = next(value for value in subset if value.lstrip("!") not in ("all",))
     assert repr(bad) in result["msg"], result["msg"]
-    assert "accepted: all, min, capabilities, host_critical, iommu_groups, gpu_nic_affinity" in result["msg"]
+    assert "accepted: all, min, capabilities, host_critical, iommu_groups, gpu_nic_affinity, cc_host" in result["msg"]
 
 
 def test_check_mode_returns_the_same(run_module, server: str) -> None:
     normal = gather(run_module, server, ["!all", "iommu_groups"])
     checked = gather(run_module, server, ["!all", "iommu_groups"], _ansible_check_mode=True)
     assert normal == checked and "changed" in normal and not normal["changed"]
+
+
+def test_cc_host_is_cc_host_info_in_the_same_run_and_only_when_named(run_module, server: str) -> None:
+    """Role discovery reads the host in one module run: the cc_host part must be what cc_host_info returns for the
+    same root, and ``all`` must not grow it (callers of the default pay nothing for it)."""
+    combined = gather(run_module, server, ["all", "cc_host"])
+    alone = run_module("cc_host_info", {"root": server})
+    module_keys = {"changed", "warnings", "invocation", "failed", "rc"}  # run_module adds rc
+    assert combined["cc_host"] == {key: value for key, value in alone.items() if key not in module_keys}
+    assert {"iommu", "verdicts"} <= set(combined["cc_host"])
+    assert "cc_host" not in run_module(MODULE, {"root": server})
+    assert "cc_host" not in gather(run_module, server, ["!all"])
+    everything = gather(run_module, server, ["all"])
+    assert {key: combined[key] for key in everything if key != "invocation"} == {
+        key: value for key, value in everything.items() if key != "invocation"}
