@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -169,7 +169,7 @@ def timed_interpreter(work: Path, python: Path) -> Path:
     return wrapper
 
 
-def run_playbook(work: Path, name: str, setting: Setting, python: Path, validate: bool = True) -> Dict[str, float]:
+def run_playbook(work: Path, name: str, setting: Setting, python: Path, validate: bool = True) -> Dict[str, Any]:
     """One run of a playbook over the fleet: wall seconds, controller and module CPU seconds, failed hosts."""
     log = work / "module-cpu.log"
     log.write_text("")
@@ -201,8 +201,9 @@ def run_playbook(work: Path, name: str, setting: Setting, python: Path, validate
     result = {"wall": wall, "cpu": total_cpu, "module_cpu": module_cpu, "controller_cpu": total_cpu - module_cpu,
               "failed": failed, "status": os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode")
               else status >> 8}
-    if name == "report" and times.is_file():
-        tasks = json.loads(times.read_text())
+    tasks = json.loads(times.read_text()) if times.is_file() else []
+    result["tasks"] = [(task["name"], task["seconds"]) for task in tasks if task.get("seconds") is not None]
+    if name == "report" and tasks:
         result["write_play"] = sum(task["seconds"] for task in tasks if task["role"] is None and task["name"] in (
             "Create the report directories", "Find the earlier reports", "Build the report", "Write the JSON report",
             "Write the HTML page", "Say where the report is"))
@@ -232,6 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="report.yml's validate part (off: discovery only per host)")
     parser.add_argument("--python", type=interpreter, default=default_python(),
                         help="the hosts' interpreter (default: /usr/bin/python3 when present, else this one)")
+    parser.add_argument("--top-tasks", type=int, default=8, help="print this many of the slowest tasks per run")
     parser.add_argument("--keep", type=Path, help="build the fleet here and keep it (default: a temporary directory)")
     options = parser.parse_args(argv)
     if not Path("/usr/bin/time").is_file():
@@ -257,6 +259,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 if "write_play" in result:
                     line += "; writing the report %.1f s (HTML %.1f s)" % (result["write_play"], result["html"])
                 print(line, flush=True)
+                # where the wall time went: the slowest tasks (with the linear strategy, each over all hosts)
+                for task, seconds in sorted(result["tasks"], key=lambda pair: -pair[1])[:options.top_tasks]:
+                    print("    %7.1f s  %s" % (seconds, task[:100]), flush=True)
     finally:
         if options.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -202,3 +202,14 @@ def capture_inner_root(root: str, needed: str) -> Optional[str]:
     if os.path.isfile(os.path.join(root, CAPTURE_SUMMARY)) and os.path.exists(inner + needed):
         return inner
     return None
+
+
+def open_host_root(root: str, needed: str) -> HostRoot:
+    """The ``HostRoot`` an info module reads for its ``root`` option: the top of a capture reads its root/ directory
+    (``capture_inner_root``), with a warning that says so. Raises ``HostRootError`` as ``HostRoot`` does."""
+    inner = capture_inner_root(root, needed)
+    host = HostRoot(inner or root)
+    if inner:
+        host.warn("root %s is the top of a capture made by scripts/capture-host (CAPTURE.json, root/), not a host "
+                  "root: read %s instead; pass that as root to silence this" % (root, inner))
+    return host

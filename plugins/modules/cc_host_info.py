@@ -432,8 +432,7 @@ verdicts:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import gather_facts
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
-from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import (HostRoot, HostRootError,
-                                                                                  capture_inner_root)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRootError, open_host_root
 
 
 def main() -> None:
@@ -441,15 +440,10 @@ def main() -> None:
         argument_spec={"root": {"type": "path", "default": "/"}},
         supports_check_mode=True,
     )
-    root = module.params["root"] or "/"
-    inner = capture_inner_root(root, "/proc")
     try:
-        host = HostRoot(inner or root)
+        host = open_host_root(module.params["root"] or "/", "/proc")
     except HostRootError as error:
         module.fail_json(msg=str(error), root=module.params["root"])
-    if inner:
-        host.warn("root %s is the top of a capture made by scripts/capture-host (CAPTURE.json, root/), not a host "
-                  "root: read %s instead; pass that as root to silence this" % (root, inner))
     module.exit_json(changed=False, **hand_over(module, host, gather_facts(host)))
 
 

@@ -417,11 +417,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     read_topology,
     shape_devices,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import (
-    HostRoot,
-    HostRootError,
-    capture_inner_root,
-)
+from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError, open_host_root
 
 
 def summarize(topology: Dict[str, Any], subsets: FrozenSet[str]) -> Dict[str, int]:
@@ -471,13 +467,8 @@ def main() -> None:
         subsets = gathered_subsets(params["gather_subset"])
     except ValueError as error:
         module.fail_json(msg=str(error))
-    root = params["root"] or "/"
-    inner = capture_inner_root(root, PCI_DEVICES)
     try:
-        host = HostRoot(inner or root)
-        if inner:
-            host.warn("root %s is the top of a capture made by scripts/capture-host (CAPTURE.json, root/), not a host "
-                      "root: read %s instead; pass that as root to silence this" % (root, inner))
+        host = open_host_root(params["root"] or "/", PCI_DEVICES)
         check_pci_bus(host)
         topology = read_topology(host)
     except HostRootError as error:
