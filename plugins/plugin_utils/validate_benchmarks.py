@@ -38,7 +38,8 @@ Metric = t.Dict[str, t.Any]
 NO_GPU = "no GPU"
 
 # The GPU metrics that the validation reports on every host: measured where a GPU is visible, entries with
-# state "no GPU" where none is (gpu_metrics_without_gpu). nvbandwidth test names as the tool lists them (v0.8).
+# state "no GPU" where none is (gpu_metrics_without_gpu). nvbandwidth test names as the tool lists them (v0.8);
+# GEMM throughput from gpu-burn (parse_gpu_burn).
 GPU_METRIC_NAMES = (
     "nvbandwidth.host_to_device_memcpy_ce.sum",
     "nvbandwidth.host_to_device_memcpy_ce.min",
@@ -48,6 +49,8 @@ GPU_METRIC_NAMES = (
     "nvbandwidth.device_local_copy.min",
     "nvbandwidth.device_to_device_memcpy_read_ce.sum",
     "nvbandwidth.device_to_device_memcpy_read_ce.min",
+    "gemm.sum",
+    "gemm.min",
 )
 
 
@@ -308,9 +311,12 @@ def gpu_metrics_without_gpu(names: t.Iterable[str] = GPU_METRIC_NAMES) -> t.List
 
 SECTION_BEGIN = re.compile(r"^@@cgpu-begin (\S+) (.*)$")
 SECTION_END = re.compile(r"^@@cgpu-end (\S+) rc=(\d+) ms=(\d+)$")
-# benchmark -> (tool, metric prefix); "threads" (nproc) and "gpu_visible" are facts, not metrics
+# benchmark -> (tool, metric prefix); "threads" (nproc) is a fact, not a metric; "gpu" and "gemm" run only where
+# a GPU is visible, and their sections are the run's fact "gpu"
 BENCHMARK_TOOLS = {"cpu_single": ("sysbench", "cpu_single"), "cpu_all": ("sysbench", "cpu_all"),
-                   "memory": ("mbw", "memory"), "storage": ("fio", "storage"), "gpu": ("nvbandwidth", "nvbandwidth")}
+                   "memory": ("mbw", "memory"), "storage": ("fio", "storage"), "gpu": ("nvbandwidth", "nvbandwidth"),
+                   "gemm": ("gpu_burn", "gemm")}
+GPU_BENCHMARKS = ("gpu", "gemm")
 
 
 def split_sections(text: str) -> t.List[t.Dict[str, t.Any]]:
@@ -349,7 +355,7 @@ def repetition(text: str) -> t.Dict[str, t.Any]:
         if section["benchmark"] == "threads":
             facts["threads"] = int(section["output"].strip() or 0) or None
         elif section["benchmark"] in BENCHMARK_TOOLS:
-            facts["gpu"] = facts["gpu"] or section["benchmark"] == "gpu"
+            facts["gpu"] = facts["gpu"] or section["benchmark"] in GPU_BENCHMARKS
             tool, prefix = BENCHMARK_TOOLS[section["benchmark"]]
             metrics += parse(section["output"], tool, prefix)
     return dict(facts, sections=sections, metrics=metrics)

@@ -22,7 +22,7 @@ VERDICT_MEANINGS = (
     ("inconclusive", "the interval straddles the threshold, or too few repetitions: measure again, with more"),
     ("no GPU", "no NVIDIA GPU visible: the GPU metric was not measured (never silently left out)"),
 )
-PERFORMANCE_KEYS = ("runner", "handler", "image", "repetitions", "order")
+PERFORMANCE_KEYS = ("runner", "handler", "image", "devices", "repetitions", "order")
 
 
 def readiness_section(checks: t.Optional[t.Sequence[t.Mapping[str, t.Any]]]) -> t.Dict[str, t.Any]:
@@ -167,9 +167,10 @@ def host_section(index: int, document: t.Mapping[str, t.Any]) -> str:
                              _e(c["name"]), _e(c["state"]), _e(c["state"]), _e(c["detail"]), _e(c["fix"]))
                          for c in readiness["checks"]))
     if performance["metrics"]:
-        parts.append("<h3>Performance: sandbox against native</h3><p>Runner %s, handler %s, image %s, %s repetitions "
-                     "each way.</p>" % tuple(_e(performance[key])
-                                             for key in ("runner", "handler", "image", "repetitions")))
+        parts.append("<h3>Performance: sandbox against native</h3><p>Runner %s, handler %s, image %s, devices %s, "
+                     "%s repetitions each way.</p>" % (
+                         _e(performance["runner"]), _e(performance["handler"]), _e(performance["image"]),
+                         _e(", ".join(performance["devices"] or []) or "none"), _e(performance["repetitions"])))
         parts.append('<div class="chart">%s</div><p>Sandbox/native ratio of medians (point; above 1 the sandbox is '
                      'faster, latencies inverted), its 95%% bootstrap interval (bar) and the metric\'s threshold (red '
                      'line); values beyond the axis are drawn at its end.</p>'

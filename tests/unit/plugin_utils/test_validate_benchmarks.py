@@ -16,6 +16,7 @@ from ansible_collections.confidential_gpu.host.plugins.plugin_utils.validate_ben
     BenchmarkParseError,
     gpu_metrics_without_gpu,
     parse,
+    repetition,
 )
 
 BENCH = REPO / "tests" / "fixtures" / "benchmarks"
@@ -165,6 +166,23 @@ def test_gpu_burn_gemm_throughput_is_the_last_records_sum_and_slowest_gpu() -> N
     assert values(parse(text, "gpu_burn")) == {"gemm.sum": (float(sum(last)), "Gflop/s", True),
                                                "gemm.min": (16890.0, "Gflop/s", True)}
     assert [m["name"] for m in parse(text, "gpu_burn", "gemm_fp64")] == ["gemm_fp64.sum", "gemm_fp64.min"]
+
+
+def test_a_repetition_that_ran_gpu_burn_saw_a_gpu_and_measured_gemm() -> None:
+    # As the performance part's script prints it (roles/validate/vars/main.yml): each benchmark between its lines.
+    text = "".join("@@cgpu-begin %s %s\n%s\n@@cgpu-end %s rc=0 ms=%d\n" % (name, command, body, name, ms) for
+                   name, command, body, ms in (("threads", "nproc", "8", 1),
+                                               ("cpu_single", "sysbench cpu --threads=1 run",
+                                                read("sysbench-1.0.20/cpu-threads-1.txt"), 2000),
+                                               ("gemm", "gpu_burn 10", gpu_burn_output(), 10500)))
+    run = repetition(text)
+    assert (run["threads"], run["gpu"]) == (8, True)
+    assert [m["name"] for m in run["metrics"]] == ["cpu_single.events_per_second", "cpu_single.latency_p95",
+                                                   "gemm.sum", "gemm.min"]
+    assert [(s["benchmark"], s["seconds"]) for s in run["sections"]] == [("threads", 0.001), ("cpu_single", 2.0),
+                                                                        ("gemm", 10.5)]
+    # and GEMM is a GPU metric: said "no GPU" where none is visible, never missing
+    assert {"gemm.sum", "gemm.min"} <= {e["name"] for e in gpu_metrics_without_gpu()}
 
 
 @pytest.mark.parametrize("cut, reason", [

@@ -9,6 +9,9 @@ scripts/build-workload-image builds (Debian 12 with sysbench, fio, mbw; cached b
 - A throttled sandbox (``ctr run --cpus 0.2``, a CFS quota) fails the host with a ``below`` verdict naming the cpu
   metrics: the verdict catches a slow sandbox on a real measurement.
 - ``--check`` runs nothing (no container, no image import) and sets no result.
+- Selected devices (role vfio's selection) that are not on vfio-pci stop the part before anything runs, naming the
+  function and the fix; these runs pass no devices (``validate_pass_selected_devices`` false, as AWX sends it): this
+  machine has nothing on vfio-pci. The lab passes real groups (extensions/molecule/fresh, tests/test_validate.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 if str(LIB) not in sys.path:
     sys.path.insert(0, str(LIB))
 
+from host_critical_tree import lab_vm  # noqa: E402
 from required_tools import require_tool  # noqa: E402
 from role_play import REPO, run_role  # noqa: E402
 
@@ -76,7 +80,8 @@ def perf_vars(socket: str, **extra: Any) -> Dict[str, Any]:
                  "validate_runtime_handler": "io.containerd.runc.v2", "validate_containerd_address": socket,
                  "validate_containerd_namespace": NAMESPACE, "validate_repetitions": "3",
                  "validate_cpu_seconds": 1, "validate_memory_mib": 16, "validate_memory_loops": 2,
-                 "validate_storage_mib": 4, "validate_storage_seconds": 1}, **extra)
+                 "validate_storage_mib": 4, "validate_storage_seconds": 1,
+                 "validate_pass_selected_devices": "false"}, **extra)
 
 
 def test_native_against_runc_container(tmp_path: Path, containerd: str, workload_archive: str) -> None:
@@ -85,8 +90,9 @@ def test_native_against_runc_container(tmp_path: Path, containerd: str, workload
                       report=["validate_performance"])
     assert result.rc == 0, result.output[-4000:]
     perf = result.facts["validate_performance"]
-    assert set(perf) == {"runner", "handler", "image", "repetitions", "order", "raw", "verdict", "timings",
-                         "host_facts"}
+    assert set(perf) == {"runner", "handler", "image", "devices", "repetitions", "order", "raw", "verdict",
+                         "timings", "host_facts"}
+    assert perf["devices"] == []
     assert (perf["runner"], perf["handler"], perf["image"], perf["repetitions"]) == (
         "containerd", "io.containerd.runc.v2", IMAGE, 3)
     assert perf["order"] == [["native", 1], ["sandbox", 1], ["native", 2], ["sandbox", 2], ["native", 3],
@@ -143,3 +149,17 @@ def test_check_mode_runs_nothing(tmp_path: Path, containerd: str) -> None:
     listed = subprocess.run(["ctr", "--address", containerd, "-n", NAMESPACE + "-check", "containers", "ls", "-q"],
                             capture_output=True, text=True, check=True)
     assert listed.stdout.strip() == ""
+
+
+def test_selected_devices_off_vfio_stop_the_part_before_any_run(tmp_path: Path) -> None:
+    # The lab VM's tree before prepare: its GPU 0000:02:00.0 on bochs-drm. No containerd is needed: nothing runs.
+    root = lab_vm(tmp_path / "root")
+    result = run_role(tmp_path, "validate", dict(perf_vars("/nonexistent/containerd.sock"), validate_root=str(root),
+                                                 validate_pass_selected_devices="true",
+                                                 vfio_addresses=["0000:02:00.0"], validate_report_dir=""))
+    assert result.rc != 0, result.output[-3000:]
+    assert "the devices role vfio selects cannot be passed to the sandbox" in result.output, result.output[-3000:]
+    # the GPU and the audio function of its group (role vfio takes the whole group)
+    assert "0000:02:00.0, 0000:02:00.1 not on vfio-pci yet (run prepare)" in result.output, result.output[-3000:]
+    assert "validate_pass_selected_devices=false" in result.output
+    assert "@@cgpu-begin" not in result.output and "sysbench" not in result.output

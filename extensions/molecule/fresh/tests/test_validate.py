@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+from testinfra.host import Host
 
 RESULTS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", ".")) / "results"
 CPU_METRICS = ("cpu_single.events_per_second", "cpu_all.events_per_second")
@@ -53,6 +54,15 @@ def test_every_benchmark_ran_both_ways_interleaved_with_real_numbers() -> None:
     gpu = [metric for name, metric in measured.items() if name.startswith("nvbandwidth.")]
     assert gpu and all(metric["verdict"] == "no GPU" for metric in gpu), gpu  # the lab has no GPU: said, not missing
     assert all(run["rc"] == 0 for run in performance["raw"]), [run for run in performance["raw"] if run["rc"]]
+
+
+def test_the_sandbox_got_the_selected_groups_as_a_pod_does(host: Host) -> None:
+    # vars/prepare.yml's vfio_addresses: the GPU and the VF; their groups' nodes, read from the VM itself. runc makes
+    # each node in the container, and ctr fails the run when one is missing on the host: every run passed above.
+    groups = {host.run("readlink /sys/bus/pci/devices/%s/iommu_group" % address).stdout.strip().rsplit("/", 1)[-1]
+              for address in ("0000:02:00.0", "0000:01:00.1")}
+    assert all(group.isdigit() for group in groups), groups
+    assert sorted(load("performance.json")["devices"]) == sorted("/dev/vfio/" + group for group in groups)
 
 
 def test_a_lab_run_fits_the_budget() -> None:
