@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks import ID_RANGES
 
@@ -94,6 +94,9 @@ EXTENDED_SPANS = {
     ECAP_ID_REBAR: 4 + 8 * REBAR_MAX_BARS,
     ECAP_ID_PASID: 0x08,
 }
+# The extended capabilities the device model needs of every function, whatever a caller asks for: SR-IOV (a PF's
+# VFs, their IDs and physfn). The PCIe capability (bridge kinds) is in the first 256 bytes, read anyway.
+MODEL_EXTENDED_CAPS = frozenset((ECAP_ID_SRIOV,))
 
 
 class ConfigSpace:
@@ -180,8 +183,11 @@ def standard_capabilities(cfg: ConfigSpace, header_type: int) -> Dict[int, int]:
     return found
 
 
-def extended_capabilities(cfg: ConfigSpace) -> Dict[int, Tuple[int, int]]:
-    """Map extended capability ID -> (offset, version) of its first instance."""
+def extended_capabilities(cfg: ConfigSpace, decoded: Optional[FrozenSet[int]] = None) -> Dict[int, Tuple[int, int]]:
+    """Map extended capability ID -> (offset, version) of its first instance.
+
+    The registers of each capability in ``decoded`` (default: every one a decoder reads) are loaded too.
+    """
     found: Dict[int, Tuple[int, int]] = {}
     offset = LEGACY_SIZE
     seen: Set[int] = set()
@@ -196,7 +202,7 @@ def extended_capabilities(cfg: ConfigSpace) -> Dict[int, Tuple[int, int]]:
         cap_id = header & 0xFFFF
         if cap_id not in found:
             found[cap_id] = (offset, (header >> 16) & 0xF)
-            span = EXTENDED_SPANS.get(cap_id)
+            span = EXTENDED_SPANS.get(cap_id) if decoded is None or cap_id in decoded else None
             if span:
                 cfg.load(offset + 4, span - 4)
         offset = (header >> 20) & 0xFFC
@@ -413,12 +419,15 @@ EXTENDED_DECODERS = (
 )
 
 
-def decode_config(data: Union[bytes, ConfigSpace]) -> Dict[str, Any]:
+def decode_config(data: Union[bytes, ConfigSpace], capabilities: bool = True) -> Dict[str, Any]:
     """Decode one function's configuration space (bytes, or a ConfigSpace such as OnDemandConfigSpace).
 
     Returns the identity fields plus ``pcie``, ``acs``, ``ats``, ``pri``,
     ``pasid``, ``sriov``, ``ari`` and ``resizable_bar`` (each ``None`` when
-    absent or not readable) and ``config_size`` (bytes available).
+    absent or not readable) and ``config_size`` (bytes available). With
+    ``capabilities`` false only what the device model needs is decoded (the
+    PCIe capability and SR-IOV, MODEL_EXTENDED_CAPS); the other capabilities
+    are ``None`` and their registers are not read.
     """
     cfg = data if isinstance(data, ConfigSpace) else ConfigSpace(data)
     info = identity(cfg)
@@ -430,9 +439,10 @@ def decode_config(data: Union[bytes, ConfigSpace]) -> Dict[str, Any]:
         info["subsystem_device_id"] = hex4(cfg.u16(ssvid + 6))
     pcie = decode_express(cfg, caps[CAP_ID_EXPRESS]) if CAP_ID_EXPRESS in caps else None
     info["pcie"] = pcie
-    ecaps = extended_capabilities(cfg) if pcie is not None else {}
+    decoded = None if capabilities else MODEL_EXTENDED_CAPS
+    ecaps = extended_capabilities(cfg, decoded) if pcie is not None else {}
     info["config_size"] = cfg.size
-    acs = ecaps.get(ECAP_ID_ACS)
+    acs = ecaps.get(ECAP_ID_ACS) if capabilities else None
     info["acs"] = None
     if acs is not None:
         vendor = cfg.u16(0x00) or 0
@@ -440,6 +450,11 @@ def decode_config(data: Union[bytes, ConfigSpace]) -> Dict[str, Any]:
         quirk = uses_intel_pch_acs_quirk(vendor, device, pcie["port_type"] if pcie else None)
         info["acs"] = decode_acs(cfg, acs[0], quirk)
     for key, cap_id, decoder in EXTENDED_DECODERS:
-        found = ecaps.get(cap_id)
+        found = ecaps.get(cap_id) if decoded is None or cap_id in decoded else None
         info[key] = decoder(cfg, found[0]) if found is not None else None
     return info
+
+
+def decode_model_config(data: Union[bytes, ConfigSpace]) -> Dict[str, Any]:
+    """decode_config with only what the device model needs (``capabilities`` false)."""
+    return decode_config(data, capabilities=False)

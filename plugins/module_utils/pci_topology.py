@@ -24,6 +24,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config i
     ConfigSpace,
     OnDemandConfigSpace,
     decode_config,
+    decode_model_config,
     extended_capabilities,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import (
@@ -174,10 +175,11 @@ def link_name(path: str) -> Optional[str]:
         return None
 
 
-def read_function(host: HostRoot, address: str, drivers: Dict[str, str]) -> Dict[str, Any]:
+def read_function(host: HostRoot, address: str, drivers: Dict[str, str], capabilities: bool = True) -> Dict[str, Any]:
     """Everything one function tells about itself, in the module's device format.
 
-    Keys starting with ``_`` are working data for the topology pass and are
+    With ``capabilities`` false the capabilities the model does not need are
+    left ``None`` (decode_config). Keys starting with ``_`` are working data for the topology pass and are
     removed before the result is returned.  This runs once per function, so
     it reads with plain ``os`` calls on precomputed paths.
     """
@@ -185,7 +187,7 @@ def read_function(host: HostRoot, address: str, drivers: Dict[str, str]) -> Dict
     real_path = device_sysfs_path(host, address)
     chain, root_complex = split_sysfs_path(real_path)
     chain = chain or [address]
-    info = read_config_space(host, address, decode_config)
+    info = read_config_space(host, address, decode_config if capabilities else decode_model_config)
     config_size = info["config_size"]
     short = config_size < LEGACY_SIZE
     if config_size < HEADER_SIZE:
@@ -261,10 +263,10 @@ def link_virtual_functions(host: HostRoot, devices: Sequence[Dict[str, Any]]) ->
             dev["role"] = device_role(dev["vendor_id"], dev["class_id"])
 
 
-def read_functions(host: HostRoot) -> List[Dict[str, Any]]:
-    """Every PCI function of the host, sorted by address."""
+def read_functions(host: HostRoot, capabilities: bool = True) -> List[Dict[str, Any]]:
+    """Every PCI function of the host, sorted by address (``capabilities``: as read_function)."""
     drivers = bound_drivers(host)
-    devices = [read_function(host, address, drivers) for address in host.listdir_required(PCI_DEVICES)
+    devices = [read_function(host, address, drivers, capabilities) for address in host.listdir_required(PCI_DEVICES)
                if ADDRESS_RE.match(address)]
     link_virtual_functions(host, devices)
     for dev in devices:
@@ -404,14 +406,19 @@ def closest_nics(pairs: Sequence[Dict[str, Any]], gpu: str) -> List[str]:
     return [pair["nic"] for pair in mine if (pair["link"], pair["bridges_between"]) == best]
 
 
-def read_topology(host: HostRoot) -> Dict[str, Any]:
-    """Functions, IOMMU groups and GPU-NIC affinity of the host below ``host.root``."""
-    devices = read_functions(host)
+def read_topology(host: HostRoot, capabilities: bool = True, affinity: bool = True) -> Dict[str, Any]:
+    """Functions, IOMMU groups and GPU-NIC affinity of the host below ``host.root``.
+
+    A caller that returns neither the capabilities nor the affinity (pci_topology_info's ``gather_subset``) leaves
+    them out: ``capabilities`` false decodes only what the model needs (read_function), ``affinity`` false gives
+    no pairs and no ``closest_nics``.
+    """
+    devices = read_functions(host, capabilities)
     warn_short_configs(host, devices, {dev["address"]: dev["_config_size"] for dev in devices})
     groups = build_groups(devices)
-    pairs = gpu_nic_affinity(devices)
+    pairs = gpu_nic_affinity(devices) if affinity else []
     for dev in devices:
-        if dev["role"] == "gpu":
+        if affinity and dev["role"] == "gpu":
             dev["closest_nics"] = closest_nics(pairs, dev["address"])
         del dev["_root_complex"], dev["_config_size"]
     return {"devices": devices, "iommu_groups": groups, "gpu_nic_affinity": pairs}

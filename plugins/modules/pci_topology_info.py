@@ -470,7 +470,8 @@ def main() -> None:
     try:
         host = open_host_root(params["root"] or "/", PCI_DEVICES)
         check_pci_bus(host)
-        topology = read_topology(host)
+        topology = read_topology(host, capabilities="capabilities" in subsets,
+                                 affinity="gpu_nic_affinity" in subsets)
     except HostRootError as error:
         module.fail_json(msg=str(error))
     if "host_critical" in subsets:

@@ -25,8 +25,11 @@ from conftest import FIXTURES, REPO
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     EXTENDED_SIZE,
     LEGACY_SIZE,
+    ConfigSpace,
     OnDemandConfigSpace,
     decode_config,
+    decode_model_config,
+    extended_capabilities,
 )
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
@@ -131,6 +134,36 @@ def test_registers_the_decoder_does_not_use_are_not_read(tmp_path: Path) -> None
     assert info["acs"]["capability"] == 0x5F and len(info["resizable_bar"]) == 6
     unread = sum(1 for ours, whole in zip(read, config.bytes()) if ours != whole)
     assert unread >= aer_length
+
+
+def test_the_model_alone_reads_no_capability_registers_but_sr_iov(tmp_path: Path) -> None:
+    """gather_subset without capabilities: ACS and Resizable BAR registers stay unread, SR-IOV's are read, and
+    what the device model uses (identity, port type, SR-IOV) decodes as the whole decoding does."""
+    config, _aer, _length = noisy_gpu()
+    config.sriov(8)
+    whole = config.bytes()
+    path = tmp_path / "gpu"
+    path.write_bytes(whole)
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        cfg = OnDemandConfigSpace(fd)
+        model = decode_model_config(cfg)
+    finally:
+        os.close(fd)
+    full = decode_config(whole)
+    assert full["acs"] and full["resizable_bar"] and full["sriov"]["total_vfs"] == 8
+    assert model["acs"] is None and model["resizable_bar"] is None and model["ats"] is None
+    assert model["sriov"] == full["sriov"] and model["pcie"] == full["pcie"]
+    assert {key: model[key] for key in ("vendor_id", "device_id", "class_id", "header_type")} \
+        == {key: full[key] for key in ("vendor_id", "device_id", "class_id", "header_type")}
+    found = extended_capabilities(ConfigSpace(whole))
+    loaded = bytes(cfg.data)
+    for name, cap_id, length in (("ACS", 0x000D, 4), ("Resizable BAR", 0x0015, 48)):
+        offset = found[cap_id][0]
+        assert whole[offset + 4:offset + 4 + length] != bytes(length), name
+        assert loaded[offset + 4:offset + 4 + length] == bytes(length), "%s registers were read" % name
+    sriov = found[0x0010][0]
+    assert loaded[sriov:sriov + 0x1C] == whole[sriov:sriov + 0x1C]
 
 
 def test_unprivileged_reader_stops_at_what_the_kernel_gives(tmp_path: Path) -> None:

@@ -40,6 +40,17 @@ def test_not_all_returns_only_the_minimum(run_module, server: str) -> None:
     assert set(result["summary"]) == {"functions", "gpus", "nvswitches", "nics", "iommu_groups", "groups_not_viable"}
 
 
+def test_the_minimum_is_the_same_whatever_else_is_gathered(run_module, server: str) -> None:
+    """Without capabilities the module decodes only what the model needs (the PCIe port type, SR-IOV) and skips
+    the affinity: every minimum key, VFs' identity and physfn included, and the summary still match a full run."""
+    minimum = gather(run_module, server, ["!all"])
+    full = gather(run_module, server, ["all"])
+    assert [dev for dev in minimum["devices"] if dev["physfn"]], "the tree has VFs, found through SR-IOV"
+    assert minimum["devices"] == [{key: dev[key] for key in MINIMUM} for dev in full["devices"]]
+    assert minimum["summary"] == {key: value for key, value in full["summary"].items()
+                                  if key not in ("host_critical", "groups_host_critical")}
+
+
 @pytest.mark.parametrize("subset, top, device_keys", [
     ("capabilities", set(), {"pcie", "sriov"}),
     ("iommu_groups", {"iommu_groups"}, set()),
