@@ -13,6 +13,7 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils.fleet_report_html import _e, _table
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.validate_verdict import shown_ratio
 
 SCHEMA_VERSION = 1
 NOT_RUN = "not_run"
@@ -98,12 +99,13 @@ CHART = {"label": 330, "plot": 360, "numbers": 300, "row": 22, "top": 28}
 
 
 def axis_range(metrics: t.Sequence[t.Mapping[str, t.Any]]) -> t.Tuple[float, float]:
-    """The ratio axis: every ratio, interval end and threshold in view, 1.0 always, clamped to [0, 2]."""
+    """The ratio axis: every ratio, interval end and threshold in view, 1.0 always, clamped to [0, 2] (an
+    infinite ratio, null in the report, is beyond it)."""
     values = [1.0]
     for record in metrics:
         values.append(record["threshold"])
-        if record.get("ratio") is not None:
-            values += [record["ratio"]] + list(record.get("interval") or [])
+        if record.get("interval") is not None:
+            values += [2.0 if value is None else value for value in [record["ratio"]] + list(record["interval"])]
     low = max(0.0, int(min(values) * 20 - 1) / 20.0)
     high = min(2.0, int(max(values) * 20 + 2) / 20.0)
     return low, high
@@ -115,8 +117,9 @@ def chart_svg(slug: str, host: str, metrics: t.Sequence[t.Mapping[str, t.Any]]) 
     low, high = axis_range(metrics)
     left, width, row, top = CHART["label"], CHART["plot"], CHART["row"], CHART["top"]
 
-    def x(value: float) -> float:
-        return round(left + (min(max(value, low), high) - low) / (high - low) * width, 1)
+    def x(value: t.Optional[float]) -> float:
+        """The place of a ratio on the axis; null (infinite) at its high end."""
+        return round(left + (min(max(high if value is None else value, low), high) - low) / (high - low) * width, 1)
 
     height = top + row * len(metrics) + 10
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" id="%s-chart" role="img" aria-labelledby="%s-chart-title" '
@@ -133,15 +136,15 @@ def chart_svg(slug: str, host: str, metrics: t.Sequence[t.Mapping[str, t.Any]]) 
         y = top + row * index + row // 2
         color = COLORS.get(record["verdict"], "#777")
         threshold = record["threshold"]
-        numbers = ("%.4f [%.4f, %.4f] threshold %.2f %s" % (record["ratio"], record["interval"][0],
-                                                            record["interval"][1], threshold, record["verdict"])
-                   if record.get("ratio") is not None else "%s" % record["verdict"])
+        numbers = ("%s [%s, %s] threshold %.2f %s" % (shown_ratio(record["ratio"]), shown_ratio(record["interval"][0]),
+                                                      shown_ratio(record["interval"][1]), threshold, record["verdict"])
+                   if record.get("interval") is not None else "%s" % record["verdict"])
         parts.append('<g class="metric" data-metric="%s" data-verdict="%s"><title>%s: %s</title>'
                      % (_e(record["name"]), _e(record["verdict"]), _e(record["name"]), _e(numbers)))
         parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (left - 6, y + 4, _e(record["name"])))
         parts.append('<line class="threshold" data-threshold="%s" x1="%s" x2="%s" y1="%d" y2="%d" stroke="#c62828" '
                      'stroke-width="2"/>' % (threshold, x(threshold), x(threshold), y - row // 2, y + row // 2))
-        if record.get("ratio") is not None:
+        if record.get("interval") is not None:
             parts.append('<line class="interval" x1="%s" x2="%s" y1="%d" y2="%d" stroke="%s" stroke-width="6" '
                          'stroke-opacity="0.4"/><circle class="ratio" cx="%s" cy="%d" r="4" fill="%s"/>'
                          % (x(record["interval"][0]), x(record["interval"][1]), y, y, color, x(record["ratio"]), y,
@@ -185,11 +188,11 @@ def host_section(index: int, document: t.Mapping[str, t.Any]) -> str:
 
 
 def metric_row(record: t.Mapping[str, t.Any]) -> str:
-    interval = record.get("interval") or [None, None]
+    measured = record.get("interval") is not None
     cells = (record.get("unit"), record.get("native_median"), record.get("sandbox_median"),
-             "%.4f" % record["ratio"] if record.get("ratio") is not None else None,
-             "%.4f" % interval[0] if interval[0] is not None else None,
-             "%.4f" % interval[1] if interval[1] is not None else None, record["threshold"])
+             *(shown_ratio(value) if measured else None
+               for value in (record.get("ratio"), *(record.get("interval") or [None, None]))),
+             record["threshold"])
     return '<tr data-metric="%s"><td>%s</td>%s<td class="%s">%s</td><td>%s</td></tr>' % (
         _e(record["name"]), _e(record["name"]), "".join("<td>%s</td>" % ("-" if c is None else _e(c)) for c in cells),
         _e(record["verdict"]), _e(record["verdict"]), _e(record.get("cause") or ""))

@@ -77,18 +77,36 @@ def number_samples(name: str, side: str, samples: t.Any) -> t.List[float]:
         if isinstance(sample, bool) or not isinstance(sample, (int, float, str)):
             raise VerdictInputError("%s: %s sample %r is not a number" % (name, side, sample))
         try:
-            values.append(float(sample))
+            value = float(sample)
         except ValueError:
             raise VerdictInputError("%s: %s sample %r is not a number" % (name, side, sample)) from None
+        if not math.isfinite(value):
+            raise VerdictInputError("%s: %s sample %r is not a finite number" % (name, side, sample))
+        values.append(value)
     return values
 
 
 def ratio_of_medians(native: t.Sequence[float], sandbox: t.Sequence[float], higher_is_better: bool) -> float:
     """Sandbox over native, oriented so that above 1 is the sandbox doing better; 0 when the sandbox measured
-    nothing of a higher-is-better metric, infinite when it took no time on a lower-is-better one."""
+    nothing of a higher-is-better metric, infinite when it took no time on a lower-is-better one (or native
+    measured nothing of a higher-is-better one), 1 when both sides measured 0."""
     top, bottom = ((statistics.median(sandbox), statistics.median(native)) if higher_is_better
                    else (statistics.median(native), statistics.median(sandbox)))
-    return top / bottom if bottom else math.inf
+    if not bottom:
+        return 1.0 if not top else math.inf
+    return top / bottom
+
+
+def reported_ratio(value: float) -> t.Optional[float]:
+    """A ratio as the report holds it: 4 decimals, null where it is infinite, since JSON has no Infinity (RFC
+    8259, section 6: "Numeric values that cannot be represented ... (such as Infinity and NaN) are not
+    permitted"), and Python's json writes the non-standard token unless told not to."""
+    return round(value, 4) if math.isfinite(value) else None
+
+
+def shown_ratio(value: t.Optional[float]) -> str:
+    """A reported ratio as text: null (infinite) reads as "inf"."""
+    return "inf" if value is None else "%.4f" % value
 
 
 def bootstrap_interval(native: t.Sequence[float], sandbox: t.Sequence[float],
@@ -159,7 +177,8 @@ def judge_metric(name: str, entry: t.Mapping[str, t.Any], threshold: float,
     higher = record["higher_is_better"]
     low, high = bootstrap_interval(native, sandbox, higher)
     record.update(native_median=statistics.median(native), sandbox_median=statistics.median(sandbox),
-                  ratio=round(ratio_of_medians(native, sandbox, higher), 4), interval=[round(low, 4), round(high, 4)])
+                  ratio=reported_ratio(ratio_of_medians(native, sandbox, higher)),
+                  interval=[reported_ratio(low), reported_ratio(high)])
     record["verdict"] = EQUIVALENT if low >= threshold else BELOW if high < threshold else INCONCLUSIVE
     if record["verdict"] != EQUIVALENT:
         record["cause"] = likeliest_cause(name, facts)
@@ -193,8 +212,9 @@ def summary(metrics: t.Sequence[t.Mapping[str, t.Any]]) -> str:
     lines = []
     for record in metrics:
         if record["verdict"] in (BELOW, INCONCLUSIVE):
-            shown = ("ratio %.4f (interval %.4f-%.4f) against threshold %.2f"
-                     % (record["ratio"], record["interval"][0], record["interval"][1], record["threshold"])
-                     if record["ratio"] is not None else "no ratio")
+            shown = ("ratio %s (interval %s-%s) against threshold %.2f"
+                     % (shown_ratio(record["ratio"]), shown_ratio(record["interval"][0]),
+                        shown_ratio(record["interval"][1]), record["threshold"])
+                     if record["interval"] is not None else "no ratio")
             lines.append("%s %s: %s; likeliest cause: %s" % (record["name"], record["verdict"], shown, record["cause"]))
     return "\n".join(lines) if lines else "every metric equivalent"

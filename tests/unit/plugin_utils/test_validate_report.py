@@ -175,6 +175,23 @@ class Page(HTMLParser):
             self.cell += data
 
 
+def test_an_infinite_ratio_is_null_in_the_json_and_inf_on_the_page() -> None:
+    """A latency the sandbox measured as 0 in two of three runs: ratio and the interval's high end are infinite,
+    null in the document (standard JSON), "inf" in the chart and the table, and the page still renders."""
+    def latency(value: float) -> List[Dict[str, Any]]:
+        return [{"name": "lat.avg", "value": value, "unit": "ms", "higher_is_better": False}]
+
+    measured = dict(performance(), verdict=validate_verdict([latency(1.0)] * 3,
+                                                            [latency(0.0), latency(0.0), latency(2.0)], {}, FACTS))
+    run = validate_report_run({"gpu1": validate_report_host("gpu1", CHECKS[:1], measured, CONTEXT)}, CONTEXT)
+    (record,) = run["hosts"]["gpu1"]["performance"]["metrics"]
+    assert (record["ratio"], record["interval"], record["verdict"]) == (None, [0.5, None], "inconclusive")
+    assert json.loads(json.dumps(run, allow_nan=False)) == run
+    page = validate_report_html(run)
+    assert "inf [0.5000, inf] threshold 0.95 inconclusive" in page
+    assert "<td>inf</td><td>0.5000</td><td>inf</td><td>0.95</td>" in page
+
+
 def test_the_page_needs_nothing_from_the_network(report: Dict[str, Any]) -> None:
     page = validate_report_html(report["run"])
     assert not re.search(r"<script|<link|<img|\bsrc=|url\(|@import|href=\"http", page), "the page loads nothing"

@@ -6,6 +6,7 @@ The last test runs the three filters in one real ansible-playbook process on the
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -133,6 +134,30 @@ def test_a_sample_that_is_no_number_names_the_metric_and_side() -> None:
     with pytest.raises(VerdictInputError) as raised:
         verdict({"mbw.dumb": samples(NATIVE, [100.0, "fast", 99.0])})
     assert str(raised.value) == "mbw.dumb: sandbox sample 'fast' is not a number"
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", float("inf")])
+def test_a_sample_that_is_not_finite_is_an_error(bad: object) -> None:
+    with pytest.raises(VerdictInputError) as raised:
+        verdict({"mbw.dumb": samples(NATIVE, [100.0, bad, 99.0])})
+    assert str(raised.value) == "mbw.dumb: sandbox sample %r is not a finite number" % (bad,)
+
+
+def test_a_sandbox_that_took_no_time_has_an_infinite_ratio_written_as_standard_json() -> None:
+    """A latency whose sandbox median is 0 (under the tool's resolution): the ratio is infinite, reported as null
+    (RFC 8259 section 6: JSON has no Infinity); both sides at 0 is a ratio of 1; one resample of 2 ms among the
+    zeros leaves the interval open upwards, and the message shows inf."""
+    report = verdict({
+        "lat.zero": samples([2.0, 2.0, 2.0], [0.0, 0.0, 0.0], higher_is_better=False, unit="ms"),
+        "lat.both_zero": samples([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], higher_is_better=False, unit="ms"),
+        "lat.mixed": samples([1.0, 1.0, 1.0], [0.0, 0.0, 2.0], higher_is_better=False, unit="ms")})
+    records = {record["name"]: record for record in report["metrics"]}
+    assert [records[name][key] for name in ("lat.zero", "lat.both_zero", "lat.mixed")
+            for key in ("ratio", "interval", "verdict")] == [
+        None, [None, None], "equivalent", 1.0, [1.0, 1.0], "equivalent", None, [0.5, None], "inconclusive"]
+    assert report["message"] == ("lat.mixed inconclusive: ratio inf (interval 0.5000-inf) against threshold 0.95; "
+                                 "likeliest cause: no host fact explains it")
+    assert json.loads(json.dumps(report, allow_nan=False)) == report
 
 
 def test_the_interval_is_reproducible_and_narrows_with_more_repetitions() -> None:
