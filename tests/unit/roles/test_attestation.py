@@ -189,12 +189,16 @@ def test_command_line_and_dropins_change_the_measurement(
     assert changed["measurement"] == cli(sev_snp_measure, amdsev, 2, kernel, initrd, changed["inputs"]["cmdline"])
 
 
-def test_dropins_are_read_where_kata_reads_them(sev_snp_measure: List[str], amdsev: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("linked", [False, True], ids=["file", "symlink"])
+def test_dropins_are_read_where_kata_reads_them(sev_snp_measure: List[str], amdsev: Path, tmp_path: Path,
+                                                linked: bool) -> None:
     """kata-deploy's layout (tools/packaging/kata-deploy/binary/src/artifacts/install.rs setup_runtime_directory,
     3.29.0 to 4.1.0): the shipped configuration-<shim>.toml is a relative link to
     runtimes/<shim>/configuration-<shim>.toml, and the drop-ins (role kata's among them) are in
     runtimes/<shim>/config.d. Kata resolves the link before it looks for config.d (katautils/config.go
-    decodeConfig -> ResolvePath, decodeDropIns), so that drop-in is part of the measured line."""
+    decodeConfig -> ResolvePath, decodeDropIns), so that drop-in is part of the measured line. Kata reads each
+    entry with os.ReadFile (updateFromDropIn, 4.1.0), so a drop-in that is a symlink (say to a file an admin keeps
+    in /etc) counts as well."""
     root = tmp_path / "kata"
     shipped = kata_tree(root, amdsev)
     shim = "qemu-nvidia-gpu-snp"
@@ -205,8 +209,13 @@ def test_dropins_are_read_where_kata_reads_them(sev_snp_measure: List[str], amds
     real.write_text(shipped.read_text())
     link = defaults / ("configuration-%s.toml" % shim)
     link.symlink_to("runtimes/%s/configuration-%s.toml" % (shim, shim))
-    (shim_dir / "config.d" / "40-confidential-gpu.toml").write_text(
-        '[hypervisor.qemu]\nkernel_params = "agent.log=info nvrc.smi.srs=1"\n')
+    dropin = shim_dir / "config.d" / "40-confidential-gpu.toml"
+    if linked:
+        kept = tmp_path / "etc-kata" / dropin.name
+        kept.parent.mkdir()
+        dropin.symlink_to(kept)
+        dropin = kept
+    dropin.write_text('[hypervisor.qemu]\nkernel_params = "agent.log=info nvrc.smi.srs=1"\n')
     variables = {"attestation_runtime_classes": [{"name": "kata-qemu-nvidia-gpu-snp", "config": str(link)}],
                  "attestation_cmdline_source": "config"}
     proc = run_role(tmp_path, variables)
