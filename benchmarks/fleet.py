@@ -7,11 +7,12 @@ IOMMU on (groups, an IOMMU unit) or off, AMD (IVRS, kvm_amd) or Intel (DMAR, kvm
 ../shared/fixtures is there, every tenth host the Lenovo SD665-N V3 rebuilt from its captured ``lspci -tv``.
 Each root has a Debian 12 GRUB boot configuration, so prepare.yml --check has what it reads.
 
-Then it runs, with the settings given (``--forks``, ``--strategy``, ``--fact-cache``, ``--pipelining``; each takes
-several values, and every combination runs), ``playbooks/discover.yml``, ``playbooks/prepare.yml --check`` and
-``playbooks/report.yml`` (``--playbooks`` chooses), and prints per run: wall seconds, hosts per minute, and CPU
-seconds per host, split into the controller's (ansible-playbook and its workers: templating, task queueing,
-result handling) and the modules' (each module run, timed by /usr/bin/time around the hosts' interpreter).
+Then it runs, with the settings given (``--forks``, ``--strategy``, ``--fact-cache``, ``--pipelining``,
+``--display-ok``, ``--vars-plugins``; each takes several values, and every combination runs, ``--rounds`` times),
+``playbooks/discover.yml``, ``playbooks/prepare.yml --check`` and ``playbooks/report.yml`` (``--playbooks``
+chooses), and prints per run: wall seconds, hosts per minute, and CPU seconds per host, split into the
+controller's (ansible-playbook and its workers: templating, task queueing, result handling) and the modules'
+(each module run, timed by /usr/bin/time around the hosts' interpreter).
 For report.yml it also prints the seconds of its last play (combining the entries and writing the JSON and the
 HTML page with one Graphviz picture per host), from benchmarks/callback_plugins/task_times.py.
 
@@ -154,10 +155,23 @@ class Setting:
     strategy: str
     fact_cache: bool
     pipelining: bool
+    # the default callback's lines for each host's ok and skipped results (ANSIBLE_DISPLAY_OK_HOSTS and
+    # ANSIBLE_DISPLAY_SKIPPED_HOSTS; failures and the recap are printed either way)
+    display_ok: bool = True
+    # when vars plugins (host_vars/, group_vars/) run: "demand" (ansible-core's default) at every task, "start"
+    # once (ANSIBLE_RUN_VARS_PLUGINS)
+    vars_plugins: str = "demand"
 
     def describe(self) -> str:
-        return "forks=%d strategy=%s fact_cache=%s pipelining=%s" % (
-            self.forks, self.strategy, "jsonfile" if self.fact_cache else "memory", "on" if self.pipelining else "off")
+        return "forks=%d strategy=%s fact_cache=%s pipelining=%s display_ok=%s vars_plugins=%s" % (
+            self.forks, self.strategy, "jsonfile" if self.fact_cache else "memory", "on" if self.pipelining else "off",
+            "on" if self.display_ok else "off", self.vars_plugins)
+
+    def environment(self) -> Dict[str, str]:
+        """The Ansible settings of this run, as environment variables (they override ansible.cfg)."""
+        return {"ANSIBLE_FORKS": str(self.forks), "ANSIBLE_STRATEGY": self.strategy,
+                "ANSIBLE_PIPELINING": str(self.pipelining), "ANSIBLE_DISPLAY_OK_HOSTS": str(self.display_ok),
+                "ANSIBLE_DISPLAY_SKIPPED_HOSTS": str(self.display_ok), "ANSIBLE_RUN_VARS_PLUGINS": self.vars_plugins}
 
 
 def timed_interpreter(work: Path, python: Path) -> Path:
@@ -174,11 +188,13 @@ def run_playbook(work: Path, name: str, setting: Setting, python: Path, validate
     log = work / "module-cpu.log"
     log.write_text("")
     times = work / "task-times.json"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_FORKS=str(setting.forks), ANSIBLE_STRATEGY=setting.strategy,
-               ANSIBLE_PIPELINING=str(setting.pipelining), ANSIBLE_HOST_KEY_CHECKING="False",
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", **setting.environment(),
+               ANSIBLE_HOST_KEY_CHECKING="False",
                ANSIBLE_CALLBACK_PLUGINS=str(REPO / "benchmarks" / "callback_plugins"),
                ANSIBLE_CALLBACKS_ENABLED="task_times", CONFIDENTIAL_GPU_TASK_TIMES=str(times))
+    # A controller keeps the compiled plugin files (__pycache__); a PYTHONDONTWRITEBYTECODE=1 inherited from a
+    # sandbox would have every worker compile the collection's filter files again (docs/design.md, "Controller code").
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if setting.fact_cache:
         shutil.rmtree(work / "facts", ignore_errors=True)
         env.update(ANSIBLE_CACHE_PLUGIN="jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(work / "facts"))
@@ -212,9 +228,10 @@ def run_playbook(work: Path, name: str, setting: Setting, python: Path, validate
 
 
 def settings(options: argparse.Namespace) -> Iterator[Setting]:
-    for forks, strategy, cache, pipelining in itertools.product(options.forks, options.strategy, options.fact_cache,
-                                                                options.pipelining):
-        yield Setting(forks, strategy, cache == "on", pipelining == "on")
+    for forks, strategy, cache, pipelining, display_ok, vars_plugins in itertools.product(
+            options.forks, options.strategy, options.fact_cache, options.pipelining, options.display_ok,
+            options.vars_plugins):
+        yield Setting(forks, strategy, cache == "on", pipelining == "on", display_ok == "on", vars_plugins)
 
 
 def load() -> str:
@@ -228,6 +245,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--strategy", nargs="+", choices=("linear", "free"), default=["linear"])
     parser.add_argument("--fact-cache", nargs="+", choices=("on", "off"), default=["off"])
     parser.add_argument("--pipelining", nargs="+", choices=("on", "off"), default=["on"])
+    parser.add_argument("--display-ok", nargs="+", choices=("on", "off"), default=["on"],
+                        help="print each host's ok and skipped results (off: failures and the recap only)")
+    parser.add_argument("--vars-plugins", nargs="+", choices=("demand", "start"), default=["demand"],
+                        help="when vars plugins run (ANSIBLE_RUN_VARS_PLUGINS)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every setting this many times, the settings interleaved (a shared machine's "
+                             "speed drifts: only runs side by side compare)")
     parser.add_argument("--playbooks", nargs="+", choices=tuple(PLAYBOOKS), default=list(PLAYBOOKS))
     parser.add_argument("--report-validate", choices=("on", "off"), default="on",
                         help="report.yml's validate part (off: discovery only per host)")
@@ -247,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               % (len(hosts), time.perf_counter() - start, len(set(hosts.values())), os.cpu_count() or 0, load(),
                  options.python, python_version(options.python)))
         python = timed_interpreter(work, options.python)
-        for setting in settings(options):
+        for _round, setting in itertools.product(range(options.rounds), list(settings(options))):
             for name in options.playbooks:
                 result = run_playbook(work, name, setting, python, options.report_validate == "on")
                 count = len(hosts)

@@ -11,20 +11,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_pcie_plan import (
-    PlanError,
-    plan_lines,
-    plan_pcie,
-)
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
-    dropins_beside,
-    effective_config,
-    parse,
-    parse_version,
-    runs_on_runtime_rs,
-    shims_for_host,
-)
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import TomlError
+# The code behind these filters is imported when a filter runs, not when this file loads: ansible-core loads every
+# filter file of the collection in each worker process whenever any collection filter is used (docs/design.md,
+# "Controller code").
+
 
 # Release asset names, from kata-containers tools/packaging/release/release.sh (_upload_kata_static_tarball,
 # _upload_kata_go_static_tarball): kata-static-<v>-<arch>.tar.xz up to 3.20.0 (line 167), .tar.zst from 3.21.0
@@ -53,6 +43,11 @@ _CPU = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m)?\s*$")
 def kata_pcie_plan(topology: Dict[str, Any], devices: Sequence[str] = ("gpu",),
                    mode: str = "flatten", vfio_mode: str = "group") -> Dict[str, Any]:
     """The PCIe plan of confidential_gpu.host.kata_runtime_config, with its printable lines under ``lines``."""
+    from ansible_collections.confidential_gpu.host.plugins.module_utils.kata_pcie_plan import (
+        PlanError,
+        plan_lines,
+        plan_pcie,
+    )
     if isinstance(devices, str):
         devices = [devices]
     try:
@@ -65,6 +60,7 @@ def kata_pcie_plan(topology: Dict[str, Any], devices: Sequence[str] = ("gpu",),
 
 def kata_shims_for_host(cc_host: Dict[str, Any], gpu: bool = True) -> List[str]:
     """Kata runtime classes that fit a host's readiness verdicts (result of cc_host_info)."""
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import shims_for_host
     if not isinstance(cc_host, dict):
         raise AnsibleFilterError("kata_shims_for_host: expects the registered result of "
                                  "confidential_gpu.host.cc_host_info, got %s" % type(cc_host).__name__)
@@ -75,6 +71,10 @@ def kata_shims_for_host(cc_host: Dict[str, Any], gpu: bool = True) -> List[str]:
 
 def kata_release_assets(version: str, arch: str = "amd64", shims: Sequence[str] = ()) -> List[str]:
     """The release files a static install of ``version`` needs for ``shims`` (Go shims when none are named)."""
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
+        parse_version,
+        runs_on_runtime_rs,
+    )
     parsed = parse_version(version)
     if parsed is None or not re.match(r"^\s*v?\d+\.\d+\.\d+\s*$", str(version)):
         raise AnsibleFilterError("kata_release_assets: kata_version %r is not a release number like 3.32.0" % version)
@@ -139,7 +139,7 @@ def cpu_millis(quantity: Any) -> int:
 
 def guest_size(merged: Dict[str, Any], where: str) -> Tuple[Optional[int], Optional[float], str]:
     """(memory MiB, vCPUs, why) of a guest whose memory is fixed at boot, or (None, None, why) otherwise."""
-    tables = merged.get("hypervisor") if isinstance(merged.get("hypervisor"), dict) else {}
+    tables: Dict[str, Any] = merged["hypervisor"] if isinstance(merged.get("hypervisor"), dict) else {}
     if len(tables) != 1:
         raise AnsibleFilterError("%s should hold exactly one [hypervisor.<name>] table, found %s"
                                  % (where, ", ".join(sorted(tables)) or "none"))
@@ -168,6 +168,12 @@ def kata_pod_overhead(files: Mapping[str, str], config: str, vmm: Mapping[str, A
     fixed at boot (a confidential guest, or VFIO devices cold-plugged) adds its default_memory and default_vcpus to
     ``vmm`` (the VMM's own share); any other guest takes ``vmm`` as it is. Returns {"podFixed": {...}, "why": "..."}.
     """
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
+        dropins_beside,
+        effective_config,
+        parse,
+    )
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import TomlError
     if config not in files:
         raise AnsibleFilterError("kata_pod_overhead: %s is not among the files read" % config)
     vmm = dict(vmm or {})

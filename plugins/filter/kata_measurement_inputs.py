@@ -22,12 +22,10 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
-    apply_dropins,
-    parse,
-    parse_version,
-)
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import TomlError
+
+# The code behind these filters is imported when a filter runs, not when this file loads: ansible-core loads every
+# filter file of the collection in each worker process whenever any collection filter is used (docs/design.md,
+# "Controller code").
 
 # The Go runtime's composition of the guest kernel command line (QEMU -append), read at the release tags
 # 3.9.0 to 4.1.0 of github.com/kata-containers/kata-containers (docs/attestation.md lists what changed when).
@@ -135,6 +133,7 @@ def _resolve_max_vcpus(value: Any, host_cpus: Optional[int], name: Optional[str]
 
 def _kata_version(value: Any) -> Tuple[Optional[Tuple[int, int, int]], Optional[str]]:
     """The Go runtime release whose composition applies, or why none does."""
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import parse_version
     version = parse_version(value) if value else None
     if version is None:
         return None, ("the Kata version is not known%s: the kernel command line Kata composes differs between "
@@ -305,6 +304,8 @@ def _compose_cmdline(hv: Mapping[str, Any], agent: Mapping[str, Any], version: T
 
 
 def _merged_config(config: Any, dropins: Any, name: Optional[str]) -> Tuple[Dict[str, Any], Mapping[str, Any]]:
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import apply_dropins, parse
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import TomlError
     try:
         merged = apply_dropins(parse(config, "the configuration"),
                                [(label, parse(text, label)) for label, text in _dropin_texts(dropins, name)])

@@ -7,17 +7,26 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.readiness import (
-    cc_technology, check_line, readiness_checks)
+# The code behind these filters is imported when a filter runs, not when this file loads: ansible-core loads every
+# filter file of the collection in each worker process whenever any collection filter is used (docs/design.md,
+# "Controller code").
+
+
+def readiness_checks(facts: Mapping[str, Any]) -> List[Dict[str, str]]:
+    """Every readiness check, in a fixed order (plugin_utils/readiness.py, readiness_checks)."""
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils import readiness
+    return readiness.readiness_checks(facts)
 
 
 def readiness_lines(checks: Sequence[Mapping[str, str]]) -> List[str]:
     """One printable line per check."""
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.readiness import check_line
     return [check_line(item) for item in checks]
 
 
 def readiness_cc_technology(asked: str, cc_host: Mapping[str, Any]) -> str:
     """The technology role cc_host prepares for ``cc_host_technology`` (``asked``) on this host."""
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.readiness import cc_technology
     return cc_technology(str(asked), cc_host)
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.redaction import redact_urls
+# The code behind these filters is imported when a filter runs, not when this file loads: ansible-core loads every
+# filter file of the collection in each worker process whenever any collection filter is used (docs/design.md,
+# "Controller code").
 
 
 def redact_url(value: Any) -> Any:
     """``value`` (a URL, a text holding URLs, or a mapping or list of them) with every URL's user-info, query
     values and fragment masked."""
+    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.redaction import redact_urls
     return redact_urls(value)
 
 

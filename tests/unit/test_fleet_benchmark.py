@@ -1,6 +1,7 @@
 """benchmarks/fleet.py's host builder (issue 20, point 3): the simulated fleet has the varied layouts the benchmark
 claims (1-8 GPUs, with and without NVSwitches, the IOMMU on and off, both CPU vendors), and what pci_topology_info
-and cc_host_info read on the built trees says so. Not a timed test: the benchmark itself runs by hand."""
+and cc_host_info read on the built trees says so, and its settings reach ansible-playbook. Not a timed test: the
+benchmark itself runs by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from conftest import REPO, run_module_process
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from fleet import build_host, fleet_layouts  # noqa: E402
+from fleet import build_host, fleet_layouts, main  # noqa: E402
 
 
 def test_500_layouts_cover_gpu_counts_nvswitches_iommu_and_vendors() -> None:
@@ -42,3 +43,17 @@ def test_built_hosts_read_as_their_layouts(tmp_path: Path, shared_fixtures: Path
         assert roles.count("nvswitch") == layout.nvswitches, (index, layout)
         assert bool(pci["iommu_groups"]) is layout.iommu and cc["iommu"]["enabled"] is layout.iommu, (index, layout)
         assert cc["cpu"]["vendor"] == layout.vendor, cc["cpu"]
+
+
+def test_a_two_host_run_takes_its_settings(tmp_path: Path, shared_fixtures: Path) -> None:
+    """The benchmark end to end on two hosts, with the ok lines off and vars plugins at the start: discovery passes
+    on both hosts, the output has the recap but no host's ok or skipped line (the default callback honours
+    ANSIBLE_DISPLAY_OK_HOSTS), and every module run was timed."""
+    main(["--hosts", "2", "--playbooks", "discover", "--forks", "2", "--pipelining", "off", "--display-ok", "off",
+          "--vars-plugins", "start", "--keep", str(tmp_path)])
+    output = (tmp_path / "discover.out").read_text()
+    recap = [line for line in output.splitlines() if " : ok=" in line]
+    assert len(recap) == 2 and all("failed=0" in line and "unreachable=0" in line for line in recap), output
+    assert "ok: [gpu-" not in output and "skipping: [gpu-" not in output, output
+    timed = (tmp_path / "module-cpu.log").read_text().splitlines()
+    assert len(timed) >= 2 and all(len(line.split()) == 2 for line in timed), timed
