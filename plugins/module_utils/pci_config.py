@@ -441,8 +441,10 @@ def decode_config(data: Union[bytes, ConfigSpace], capabilities: bool = True) ->
     info["pcie"] = pcie
     decoded = None if capabilities else MODEL_EXTENDED_CAPS
     ecaps = extended_capabilities(cfg, decoded) if pcie is not None else {}
+    if decoded is not None:
+        ecaps = {cap_id: found for cap_id, found in ecaps.items() if cap_id in decoded}
     info["config_size"] = cfg.size
-    acs = ecaps.get(ECAP_ID_ACS) if capabilities else None
+    acs = ecaps.get(ECAP_ID_ACS)
     info["acs"] = None
     if acs is not None:
         vendor = cfg.u16(0x00) or 0
@@ -450,7 +452,7 @@ def decode_config(data: Union[bytes, ConfigSpace], capabilities: bool = True) ->
         quirk = uses_intel_pch_acs_quirk(vendor, device, pcie["port_type"] if pcie else None)
         info["acs"] = decode_acs(cfg, acs[0], quirk)
     for key, cap_id, decoder in EXTENDED_DECODERS:
-        found = ecaps.get(cap_id) if decoded is None or cap_id in decoded else None
+        found = ecaps.get(cap_id)
         info[key] = decoder(cfg, found[0]) if found is not None else None
     return info
 

@@ -7,6 +7,7 @@ part of the repository it reads, broken the way a later change could break it.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -198,3 +199,18 @@ def test_a_filter_documentation_file_that_is_not_yaml_is_reported(tmp_path: Path
                        "    - the ratio of medians per metric\n      (sandbox: native), with its spread\n")
     errors = plugin_doc_errors(tmp_path)
     assert len(errors) == 1 and errors[0].startswith("plugins/filter/broken.yml: mapping values"), errors
+
+
+def test_filter_files_import_no_collection_code_when_they_load() -> None:
+    """ansible-core loads every plugins/filter file whenever any collection filter is used (docs/design.md,
+    "Controller code"): loading them all in a fresh interpreter imports no plugin_utils or module_utils."""
+    script = ("import glob, importlib, os, sys\n"
+              "for path in sorted(glob.glob('plugins/filter/*.py')):\n"
+              "    importlib.import_module('ansible_collections.confidential_gpu.host.plugins.filter.'\n"
+              "                            + os.path.basename(path)[:-3])\n"
+              "print(' '.join(sorted(name for name in sys.modules if '.plugin_utils' in name\n"
+              "                      or '.module_utils' in name and 'confidential_gpu' in name)))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(REPO / ".collections"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", "imported when the filter files load: %s" % proc.stdout
