@@ -37,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare import print_task_times, task_medians  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CONVERGE = REPO / "extensions" / "molecule" / "fresh" / "converge.yml"
+# The fresh scenario's prepare variables: its converge.yml reads them with include_vars, its side_effect hands
+# them to validate.yml.
+PREPARE_VARS = REPO / "extensions" / "molecule" / "fresh" / "vars" / "prepare.yml"
 # Actions that run on the controller only (no SSH to the host), for the count of the tasks that reach the host.
 CONTROLLER_ACTIONS = frozenset({"set_fact", "debug", "assert", "fail", "set_stats", "include_tasks", "import_tasks",
                                 "include_role", "import_role", "meta", "validate_argument_spec"})
@@ -46,8 +48,7 @@ CACHE = Path(os.environ.get("CGPU_LAB_CACHE_DIR", Path.home() / ".cache" / "conf
 
 def converge_vars() -> Dict[str, Any]:
     """The vars that the fresh scenario hands prepare.yml: the lab's prepared state is theirs."""
-    plays = yaml.safe_load(CONVERGE.read_text())
-    return dict(plays[0]["vars"])
+    return dict(yaml.safe_load(PREPARE_VARS.read_text()))
 
 
 def environment(pipelining: bool, times: Path) -> Dict[str, str]:
