@@ -101,6 +101,49 @@ def ansible_version_disagreements(root: Path) -> List[str]:
     return problems
 
 
+def _versions_added(doc: Any) -> List[str]:
+    """Every ``version_added`` in a plugin's or role's documentation, options included."""
+    if isinstance(doc, dict):
+        found = [str(doc["version_added"])] if isinstance(doc.get("version_added"), (str, int, float)) else []
+        return found + [version for value in doc.values() for version in _versions_added(value)]
+    if isinstance(doc, list):
+        return [version for value in doc for version in _versions_added(value)]
+    return []
+
+
+def _documentation_blocks(root: Path) -> Dict[str, Any]:
+    """Each plugin's DOCUMENTATION (from its .py, or the .yml beside a filter or test) by path."""
+    blocks: Dict[str, Any] = {}
+    for path in sorted((root / "plugins").glob("*/*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                    and any(isinstance(target, ast.Name) and target.id == "DOCUMENTATION" for target in node.targets)):
+                blocks[str(path.relative_to(root))] = yaml.safe_load(str(node.value.value))
+    for path in sorted((root / "plugins").glob("*/*.yml")):
+        blocks[str(path.relative_to(root))] = (_load_yaml(path) or {}).get("DOCUMENTATION")
+    return blocks
+
+
+def version_disagreements(root: Path) -> List[str]:
+    """galaxy.yml's version against the changelog and the docs: with changelog fragments not yet released, it must
+    be later than the last release in changelogs/changelog.yaml (the built artifact carries those changes); and no
+    plugin may say it was added in a version later than the one being built."""
+    version = Version(str(_load_yaml(root / "galaxy.yml")["version"]))
+    released = [Version(str(name)) for name in (_load_yaml(root / "changelogs" / "changelog.yaml") or {})
+                .get("releases", {})]
+    unreleased = sorted(path.name for path in (root / "changelogs" / "fragments").glob("*.y*ml"))
+    problems = []
+    if released and unreleased and version <= max(released):
+        problems.append("galaxy.yml: version %s is already released (changelogs/changelog.yaml), and %d changelog "
+                        "fragments (%s, ...) are not: bump it" % (version, len(unreleased), unreleased[0]))
+    for where, doc in _documentation_blocks(root).items():
+        later = sorted({added for added in _versions_added(doc) if Version(added) > version})
+        if later:
+            problems.append("%s: version_added %s is later than galaxy.yml's version %s"
+                            % (where, ", ".join(later), version))
+    return problems
+
+
 def changelog_lint(root: Path) -> List[str]:
     """What ``antsibull-changelog lint`` reports on the checkout's changelogs/ (one line per finding)."""
     tool = Path(sys.executable).with_name("antsibull-changelog")

@@ -24,6 +24,7 @@ from collection_guards import (  # noqa: E402
     layer_violations,
     plugin_doc_errors,
     role_default_mismatches,
+    version_disagreements,
 )
 
 
@@ -136,6 +137,30 @@ def test_a_broken_changelog_fragment_is_reported(tmp_path: Path, text: str) -> N
     (root / "changelogs" / "fragments" / "broken.yml").write_text(text)
     problems = changelog_lint(root)
     assert problems and all("broken.yml" in line for line in problems), problems
+
+
+# --- the collection's version --------------------------------------------------------------------------------------
+
+def test_galaxy_version_is_unreleased_and_not_before_any_version_added() -> None:
+    assert version_disagreements(REPO) == []
+
+
+def test_a_released_version_with_unreleased_fragments_is_reported(tmp_path: Path) -> None:
+    root = copy_paths(tmp_path, "galaxy.yml", "changelogs")
+    released = max(yaml.safe_load((root / "changelogs" / "changelog.yaml").read_text())["releases"])
+    edit_yaml(root / "galaxy.yml", lambda data: data.update(version=released))
+    (root / "changelogs" / "fragments" / "unreleased.yml").write_text("bugfixes:\n  - Something changed.\n")
+    problems = version_disagreements(root)
+    assert len(problems) == 1 and problems[0].startswith("galaxy.yml: version %s is already released" % released)
+
+
+def test_a_version_added_after_the_galaxy_version_is_reported(tmp_path: Path) -> None:
+    root = copy_paths(tmp_path, "galaxy.yml", "changelogs", "plugins/modules/pci_topology_info.py")
+    module = root / "plugins" / "modules" / "pci_topology_info.py"
+    module.write_text(module.read_text().replace('version_added: "0.1.0"', 'version_added: "9.0.0"', 1))
+    assert version_disagreements(root) == [
+        "plugins/modules/pci_topology_info.py: version_added 9.0.0 is later than galaxy.yml's version %s"
+        % yaml.safe_load((root / "galaxy.yml").read_text())["version"]]
 
 
 # --- shared test helpers in tests/lib -----------------------------------------------------------------------------
