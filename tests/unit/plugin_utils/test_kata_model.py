@@ -18,7 +18,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.confidential_gpu.host.plugins.filter.kata import kata_pod_overhead
-from ansible_collections.confidential_gpu.host.plugins.filter.kata_measurement_inputs import kata_measurement_inputs
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_measurement import kata_measurement_inputs
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils import kata_model, toml_file
 
 SNP_FILES = ["configuration-qemu-nvidia-gpu-snp.kata-3.32.0.toml", "configuration-qemu-nvidia-gpu-snp.kata-4.1.0.toml"]

@@ -1,5 +1,6 @@
-"""The attestation role's filters (plugins/filter/kata_measurement_inputs.py) on Kata's real configurations,
-real QEMU command lines and the Trustee RVPS message shape."""
+"""The attestation role's filters (plugins/filter/kata_measurement_inputs.py, their code in
+plugins/plugin_utils/kata_measurement.py) on Kata's real configurations, real QEMU command lines and the Trustee RVPS
+message shape."""
 
 from __future__ import annotations
 
@@ -7,16 +8,11 @@ import base64
 import json
 from pathlib import Path
 
-import importlib.util
-
 import pytest
 from ansible.errors import AnsibleFilterError
 from conftest import REPO
 
-_SPEC = importlib.util.spec_from_file_location(
-    "kata_measurement_inputs", REPO / "plugins" / "filter" / "kata_measurement_inputs.py")
-kmi = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(kmi)
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils import kata_measurement as kmi
 
 SNP_CONFIGS = ["configuration-qemu-nvidia-gpu-snp.kata-3.32.0.toml",
                "configuration-qemu-nvidia-gpu-snp.kata-4.1.0.toml"]
@@ -232,3 +228,15 @@ def test_rvps_sample_message_shape() -> None:
     assert kmi.rvps_sample_message({"b": ["1"], "a": ["2"]}) == kmi.rvps_sample_message({"a": ["2"], "b": ["1"]})
     with pytest.raises(AnsibleFilterError):
         kmi.rvps_sample_message({})
+
+
+def test_the_filter_file_hands_each_filter_its_code() -> None:
+    """What ansible-core loads (plugins/filter/kata_measurement_inputs.py) offers the six filters, each running the
+    code of plugin_utils with the caller's arguments and errors."""
+    from ansible_collections.confidential_gpu.host.plugins.filter.kata_measurement_inputs import FilterModule
+    filters = FilterModule().filters()
+    assert sorted(filters) == sorted(["kata_measurement_inputs", "kata_kernel_cmdline", "qemu_measurement_inputs",
+                                      "sev_snp_measure_args", "snp_reference_values", "rvps_sample_message"])
+    assert filters["snp_reference_values"](MEASUREMENT, name="other") == {"other": [MEASUREMENT]}
+    with pytest.raises(AnsibleFilterError, match="has 47 bytes"):
+        filters["snp_reference_values"]("ab" * 47)
