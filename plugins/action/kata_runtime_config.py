@@ -149,9 +149,10 @@ class ActionModule(ActionBase):
         settings = {section: tables for section, tables in settings.items() if leaf_paths({section: tables})}
         header = [HEADER % shim]
 
-        outcome = {"method": method, "method_reason": why, "base_config": base_path,
-                   "config_path": paths["shim_config"], "hypervisor": hypervisor, "kernel_params": params,
-                   "settings": settings, "pcie_plan": plan, "files": [], "removed": []}
+        outcome: Dict[str, Any] = {
+            "method": method, "method_reason": why, "base_config": base_path, "config_path": paths["shim_config"],
+            "hypervisor": hypervisor, "kernel_params": params, "settings": settings, "pcie_plan": plan, "files": [],
+            "removed": []}
         if method == "dropin":
             changes = self._write_dropins(paths, files, base_text if sync_copy else None, settings, params,
                                           base_params, hypervisor, header, (settings_name, params_name), outcome)

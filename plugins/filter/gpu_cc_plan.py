@@ -63,7 +63,8 @@ def parse_query(query: Dict[str, Any]) -> Dict[str, Any]:
     that setting (a GPU without CC, a board without PPCIe) or it does not apply
     (CC on an NVSwitch).
     """
-    item = query.get("item") if isinstance(query.get("item"), dict) else {}
+    looped = query.get("item")
+    item: Dict[str, Any] = looped if isinstance(looped, dict) else {}
     address = str(query.get("address", item.get("address", "?")))
     role = str(query.get("role", item.get("role", "gpu")))
     text = "\n".join(str(query.get(key) or "") for key in ("stdout", "stderr", "msg"))

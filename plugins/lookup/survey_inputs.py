@@ -111,8 +111,8 @@ def converter(option: Dict[str, Any]) -> Optional[Tuple[str, str]]:
 
 def typed_value(name: str, value: Any, option: Dict[str, Any]) -> Any:
     kind, elements = converter(option) or ("raw", "")
-    converted = to_bool(value) if kind == "bool" else to_int(value) if kind == "int" else to_list(value, elements)
-    choices = option.get("choices")
+    converted: Any = to_bool(value) if kind == "bool" else to_int(value) if kind == "int" else to_list(value, elements)
+    choices = option.get("choices") or ()
     outside = [item for item in (converted if kind == "list" else [converted]) if choices and item not in choices]
     if outside:
         raise SurveyInputError("one or more of: %s" % ", ".join(str(choice) for choice in choices))
