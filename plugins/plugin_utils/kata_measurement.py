@@ -23,7 +23,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import apply_dropins, parse
+from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import (
+    apply_dropins,
+    parse,
+    parse_version,
+)
 from ansible_collections.confidential_gpu.host.plugins.plugin_utils.toml_file import TomlError
 
 # The Go runtime's composition of the guest kernel command line (QEMU -append), read at the release tags
@@ -132,7 +136,6 @@ def _resolve_max_vcpus(value: Any, host_cpus: Optional[int], name: Optional[str]
 
 def _kata_version(value: Any) -> Tuple[Optional[Tuple[int, int, int]], Optional[str]]:
     """The Go runtime release whose composition applies, or why none does."""
-    from ansible_collections.confidential_gpu.host.plugins.plugin_utils.kata_model import parse_version
     version = parse_version(value) if value else None
     if version is None:
         return None, ("the Kata version is not known%s: the kernel command line Kata composes differs between "

@@ -12,7 +12,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import yaml
 from packaging.specifiers import SpecifierSet
@@ -102,7 +102,7 @@ def ansible_version_disagreements(root: Path) -> List[str]:
 
 
 def _versions_added(doc: Any) -> List[str]:
-    """Every ``version_added`` in a plugin's or role's documentation, options included."""
+    """Every ``version_added`` in a plugin's documentation, options included."""
     if isinstance(doc, dict):
         found = [str(doc["version_added"])] if isinstance(doc.get("version_added"), (str, int, float)) else []
         return found + [version for value in doc.values() for version in _versions_added(value)]
@@ -113,12 +113,8 @@ def _versions_added(doc: Any) -> List[str]:
 
 def _documentation_blocks(root: Path) -> Dict[str, Any]:
     """Each plugin's DOCUMENTATION (from its .py, or the .yml beside a filter or test) by path."""
-    blocks: Dict[str, Any] = {}
-    for path in sorted((root / "plugins").glob("*/*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                    and any(isinstance(target, ast.Name) and target.id == "DOCUMENTATION" for target in node.targets)):
-                blocks[str(path.relative_to(root))] = yaml.safe_load(str(node.value.value))
+    blocks: Dict[str, Any] = {str(path.relative_to(root)): yaml.safe_load(text)
+                              for path, name, text in _doc_strings(root) if name == "DOCUMENTATION"}
     for path in sorted((root / "plugins").glob("*/*.yml")):
         blocks[str(path.relative_to(root))] = (_load_yaml(path) or {}).get("DOCUMENTATION")
     return blocks
@@ -223,23 +219,28 @@ def layer_violations(root: Path) -> List[str]:
 DOC_BLOCKS = ("DOCUMENTATION", "EXAMPLES", "RETURN")
 
 
-def plugin_doc_errors(root: Path) -> List[str]:
-    """Plugins whose DOCUMENTATION, EXAMPLES or RETURN is not YAML (e.g. ``: `` in a plain scalar): the string in a
-    plugin's .py, or the .yml beside it that documents a filter or test (one file per function): ansible-doc and
-    ansible-test's validate-modules then see no documentation at all."""
-    errors = []
+def _doc_strings(root: Path) -> Iterator[Tuple[Path, str, str]]:
+    """(path, name, text) of each DOCUMENTATION, EXAMPLES or RETURN string assigned in a plugin's .py."""
     for path in sorted((root / "plugins").glob("*/*.py")):
         for node in ast.parse(path.read_text()).body:
             if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
                     and isinstance(node.value.value, str)):
                 continue
-            names = [target.id for target in node.targets if isinstance(target, ast.Name)]
-            if not set(names) & set(DOC_BLOCKS):
-                continue
-            try:
-                yaml.safe_load(node.value.value)
-            except yaml.YAMLError as error:
-                errors.append("%s %s: %s" % (path.relative_to(root), names[0], str(error).replace("\n", " ")))
+            names = [target.id for target in node.targets if isinstance(target, ast.Name) and target.id in DOC_BLOCKS]
+            if names:
+                yield path, names[0], node.value.value
+
+
+def plugin_doc_errors(root: Path) -> List[str]:
+    """Plugins whose DOCUMENTATION, EXAMPLES or RETURN is not YAML (e.g. ``: `` in a plain scalar): the string in a
+    plugin's .py, or the .yml beside it that documents a filter or test (one file per function): ansible-doc and
+    ansible-test's validate-modules then see no documentation at all."""
+    errors = []
+    for path, name, text in _doc_strings(root):
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            errors.append("%s %s: %s" % (path.relative_to(root), name, str(error).replace("\n", " ")))
     for path in sorted((root / "plugins").glob("*/*.yml")):
         try:
             yaml.safe_load(path.read_text())
