@@ -308,6 +308,7 @@ def read_sev(host: HostRoot) -> dict[str, Any]:
         "kvm_amd_sev_es": _read_bool(host, params + "sev_es"),
         "kvm_amd_sev_snp": _read_bool(host, params + "sev_snp"),
         "dev_sev": host.exists("/dev/sev"),
+        "ccp_loaded": _module_loaded(host, "ccp"),
     }
 
 

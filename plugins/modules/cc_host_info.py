@@ -258,6 +258,11 @@ sev:
       description: True when C(/dev/sev) exists (the C(ccp) driver has initialised the SEV firmware).
       type: bool
       sample: true
+    ccp_loaded:
+      description: True when C(/sys/module/ccp) exists (the AMD Secure Processor driver is loaded or built in).
+      type: bool
+      sample: true
+      version_added: 0.2.0
     iommu_conflicts:
       description:
         - What in the IOMMU's set-up makes Linux turn SEV-SNP off at boot (C(drivers/iommu/amd/init.c)

@@ -118,12 +118,13 @@ class FakeHost:
 
 
 def amd_snp_host(root: Path) -> FakeHost:
-    """2-socket EPYC Genoa with SEV-SNP on: AMD-Vi, kvm_amd sev/sev_es/sev_snp, /dev/sev, vfio-pci loaded."""
+    """2-socket EPYC Genoa with SEV-SNP on: AMD-Vi, kvm_amd sev/sev_es/sev_snp, ccp and /dev/sev, vfio-pci loaded."""
     host = FakeHost(root)
     host.cpu("AuthenticAMD", 25, 17, "AMD EPYC 9454 48-Core Processor", AMD_FLAGS)
     host.kernel("6.11.0-29-generic", "BOOT_IMAGE=/vmlinuz-6.11.0-29-generic root=UUID=42 ro")
     host.iommu(["ivhd0", "ivhd1"], ["DMA-FQ"] * 5)
     host.module("kvm")
+    host.module("ccp")
     host.module("kvm_amd", sev="Y", sev_es="Y", sev_snp="1")
     host.module("vfio_pci", ids="")
     host.write("/dev/sev", "").write("/dev/kvm", "").write("/dev/iommu", "").mkdir("/dev/vfio/devices")
@@ -169,7 +170,7 @@ def test_amd_snp_ready_host(tmp_path: Path) -> None:
         "cc_support": {"snp": True, "tdx": False},
     }
     assert facts["sev"] == {"kvm_amd_loaded": True, "kvm_amd_sev": True, "kvm_amd_sev_es": True,
-                            "kvm_amd_sev_snp": True, "dev_sev": True, "iommu_conflicts": []}
+                            "kvm_amd_sev_snp": True, "dev_sev": True, "ccp_loaded": True, "iommu_conflicts": []}
     iommu = facts["iommu"]
     assert (iommu["enabled"], iommu["type"], iommu["units"], iommu["group_count"]) == (
         True, "amd_vi", ["ivhd0", "ivhd1"], 5)

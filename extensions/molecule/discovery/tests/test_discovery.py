@@ -157,3 +157,18 @@ def test_kernel_and_cpu_match_the_guest(cc: dict, host: Host) -> None:
     # a TCG guest has neither SEV-SNP nor TDX host support
     assert cc["verdicts"]["snp_ready"] is False
     assert cc["verdicts"]["tdx_ready"] is False
+
+
+def test_kernel_build_facts_match_the_guests_config_and_modinfo(cc: dict, host: Host) -> None:
+    """kernel.config against the guest's own /boot/config-<release>; kernel.module_files against kmod's modinfo,
+    which says "(builtin)" for a built-in module and the .ko path for a module file."""
+    release = host.check_output("uname -r")
+    config_lines = host.file("/boot/config-%s" % release).content_string.splitlines()
+    set_options = dict(line.split("=", 1) for line in config_lines if line.startswith("CONFIG_") and "=" in line)
+    assert cc["kernel"]["config"] == {name: set_options.get(name) for name in cc["kernel"]["config"]}
+    assert cc["kernel"]["config"]["CONFIG_IOMMUFD"] in ("y", "m"), "Debian 12's kernel has IOMMUFD"
+    for module, source in cc["kernel"]["module_files"].items():
+        modinfo = host.run("modinfo -F filename %s" % module)
+        filename = modinfo.stdout.strip() if modinfo.rc == 0 else ""
+        expected = "builtin" if filename == "(builtin)" else "module" if ".ko" in filename else None
+        assert (module, source) == (module, expected), modinfo.stdout + modinfo.stderr
