@@ -67,7 +67,14 @@ _HUGEPAGE_DIR = re.compile(r"^hugepages-(\d+)kB$")
 _NODE_DIR = re.compile(r"^node(\d+)$")
 _NODE_MEMTOTAL = re.compile(r"^Node\s+\d+\s+MemTotal:\s*(\S+)")
 _MEMINFO_HUGEPAGESIZE = re.compile(r"^Hugepagesize:\s*(\d+)\s*kB", re.MULTILINE)
-_VFIO_PCI_KO = re.compile(r"(^|/)vfio[-_]pci\.ko(\.[a-z0-9]+)?$")
+# The kernel build options the roles check, as the kernel's scripts/kconfig/confdata.c (Linux 6.12) writes them to
+# the .config that distributions install as /boot/config-<release>: "CONFIG_X=y", "=m" or "=<value>"; an option
+# turned off is a comment, "# CONFIG_X is not set".
+KERNEL_CONFIG_OPTIONS = ("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV", "CONFIG_KVM_AMD_SEV", "CONFIG_INTEL_TDX_HOST")
+# The modules whose install source the roles need. kmod 30's depmod writes /lib/modules/<release>/modules.dep
+# ("kernel/drivers/.../name.ko[.xz|.zst]: dependencies") and the kernel build modules.builtin (one path a line).
+KERNEL_MODULE_FILES = ("vfio_pci", "iommufd", "ccp")
+_KO_NAME = re.compile(r"(?:^|/)([^/\s]+)\.ko(?:\.[a-z0-9]+)?$")
 _REMAPPED_IRQ = re.compile(r"(^|\s)IR-")
 
 _TRUE_WORDS = ("y", "yes", "1", "on", "true")
@@ -160,12 +167,40 @@ def kernel_version(release: str | None) -> tuple[int, int] | None:
 def read_kernel(host: HostRoot) -> dict[str, Any]:
     raw = host.read_text("/proc/cmdline")
     args, init_args = parse_cmdline(raw)
+    release = host.read_text("/proc/sys/kernel/osrelease")
     return {
-        "release": host.read_text("/proc/sys/kernel/osrelease"),
+        "release": release,
         "cmdline": raw,
         "cmdline_args": args,
         "init_args": init_args,
+        "config": read_kernel_config(host, release),
+        "module_files": read_module_files(host, release),
     }
+
+
+def read_kernel_config(host: HostRoot, release: str | None) -> dict[str, str | None] | None:
+    """KERNEL_CONFIG_OPTIONS as /boot/config-<release> sets them (None: not set); None without that file."""
+    text = host.read_text(f"/boot/config-{release}") if release else None
+    if text is None:
+        return None
+    config: dict[str, str | None] = dict.fromkeys(KERNEL_CONFIG_OPTIONS)
+    for line in text.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and name in config:
+            config[name] = value
+    return config
+
+
+def read_module_files(host: HostRoot, release: str | None) -> dict[str, str | None]:
+    """KERNEL_MODULE_FILES each as ``builtin``, ``module`` (a .ko file for the running release) or None."""
+    sources: dict[str, str | None] = dict.fromkeys(KERNEL_MODULE_FILES)
+    for source, listing in (("module", "modules.dep"), ("builtin", "modules.builtin")) if release else ():
+        for line in (host.read_text(f"/lib/modules/{release}/{listing}") or "").splitlines():
+            match = _KO_NAME.search(line.split(":", 1)[0].strip())
+            name = match.group(1).replace("-", "_") if match else None
+            if name in sources:
+                sources[name] = source
+    return sources
 
 
 def read_cpu(host: HostRoot) -> dict[str, Any]:
@@ -243,20 +278,12 @@ def amd_iommu_v2_page_table(args: list[dict[str, str | None]]) -> bool:
     return v2
 
 
-def _vfio_pci_source(host: HostRoot, release: str | None) -> str | None:
+def _vfio_pci_source(host: HostRoot, kernel: dict[str, Any]) -> str | None:
     """``builtin``, ``loaded``, ``module`` (installed, not loaded) or ``None``."""
-    modules_dir = f"/lib/modules/{release}" if release else None
-    if modules_dir and _lists_vfio_pci(host.read_text(modules_dir + "/modules.builtin")):
+    installed = kernel["module_files"]["vfio_pci"]
+    if installed == "builtin":
         return "builtin"
-    if _module_loaded(host, "vfio_pci"):
-        return "loaded"
-    if modules_dir and _lists_vfio_pci(host.read_text(modules_dir + "/modules.dep")):
-        return "module"
-    return None
-
-
-def _lists_vfio_pci(text: str | None) -> bool:
-    return any(_VFIO_PCI_KO.search(line.split(":", 1)[0].strip()) for line in (text or "").splitlines())
+    return "loaded" if _module_loaded(host, "vfio_pci") else installed
 
 
 def _interrupt_remapping(host: HostRoot) -> bool | None:
@@ -280,7 +307,7 @@ def read_iommu(host: HostRoot, kernel: dict[str, Any]) -> dict[str, Any]:
     acpi_tables = host.listdir(ACPI_TABLES)
     groups = [name for name in host.listdir("/sys/kernel/iommu_groups") if name.isdigit()]
     group_types = _group_types(host, groups)
-    vfio_pci_source = _vfio_pci_source(host, kernel["release"])
+    vfio_pci_source = _vfio_pci_source(host, kernel)
     return {
         "enabled": bool(units or groups),
         "type": _iommu_type(units, len(groups)),

@@ -48,7 +48,11 @@ PCI_FILES = ("config", "numa_node", "boot_vga", "vendor", "device", "class", "su
              "sriov_drivers_autoprobe")
 PCI_LINKS = ("driver", "iommu_group", "physfn")
 # Kernel modules whose presence cc_host_info tests (module_utils/cc_host.py), and the parameters it reads.
-MODULES = ("kvm_amd", "kvm_intel", "vfio_pci", "nvidia", "nouveau")
+MODULES = ("kvm_amd", "kvm_intel", "vfio_pci", "ccp", "nvidia", "nouveau")
+# The lines of modules.dep and /boot/config-<release> that cc_host_info reads (cc_host.py, KERNEL_MODULE_FILES as
+# their files are named, KERNEL_CONFIG_OPTIONS).
+KERNEL_MODULE_NEEDLES = ("vfio", "iommufd", "ccp")
+KERNEL_CONFIG_OPTIONS = ("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV", "CONFIG_KVM_AMD_SEV", "CONFIG_INTEL_TDX_HOST")
 MODULE_PARAMETERS = {"kvm_amd": ("sev", "sev_es", "sev_snp"), "kvm_intel": ("tdx",)}
 # The counts cc_host_info reads of each hugepages-<N>kB pool, of the system and of each NUMA node.
 HUGEPAGE_COUNTS = ("nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages")
@@ -262,7 +266,8 @@ def capture_system(capture: Capture) -> None:
     release = kernel_release(capture)
     if release:
         capture.copy("/lib/modules/%s/modules.builtin" % release)
-        capture_filtered(capture, "/lib/modules/%s/modules.dep" % release, "vfio")
+        capture_filtered(capture, "/lib/modules/%s/modules.dep" % release, KERNEL_MODULE_NEEDLES)
+        capture_filtered(capture, "/boot/config-%s" % release, KERNEL_CONFIG_OPTIONS)
 
 
 def capture_hugepage_pools(capture: Capture, directory: str) -> None:
@@ -279,15 +284,16 @@ def capture_acpi_table_names(capture: Capture) -> None:
             capture.add_bytes("root%s/%s" % (ACPI_TABLES, name), b"")
 
 
-def capture_filtered(capture: Capture, host_path: str, needle: str) -> None:
-    """Only the lines naming ``needle`` of a large file (modules.dep runs to megabytes)."""
+def capture_filtered(capture: Capture, host_path: str, needles: Sequence[str]) -> None:
+    """Only the lines naming one of ``needles`` of a large file (modules.dep runs to megabytes)."""
+    wanted = [needle.encode() for needle in needles]
     try:
         with open(capture.local(host_path), "rb") as handle:
-            lines = [line for line in handle if needle.encode() in line]
+            lines = [line for line in handle if any(needle in line for needle in wanted)]
     except OSError:
         return
     capture.add_bytes("root" + host_path, b"".join(lines))
-    capture.left_out.append("%s: only the lines naming %s" % (host_path, needle))
+    capture.left_out.append("%s: only the lines naming %s" % (host_path, ", ".join(needles)))
 
 
 def capture_dev(capture: Capture) -> None:

@@ -142,6 +142,28 @@ kernel:
       type: list
       elements: str
       sample: []
+    config:
+      description:
+        - The build options C(CONFIG_IOMMUFD), C(CONFIG_VFIO_DEVICE_CDEV), C(CONFIG_KVM_AMD_SEV) and
+          C(CONFIG_INTEL_TDX_HOST) as C(/boot/config-<release>) sets them (C(y), C(m) or a value); null for one
+          the file has as not set or lacks.
+        - Null when the running release has no C(/boot/config-<release>).
+      type: dict
+      sample:
+        CONFIG_IOMMUFD: m
+        CONFIG_VFIO_DEVICE_CDEV: y
+        CONFIG_KVM_AMD_SEV: y
+        CONFIG_INTEL_TDX_HOST: null
+      version_added: 0.2.0
+    module_files:
+      description:
+        - For C(vfio_pci), C(iommufd) and C(ccp), where the running release has the module. C(builtin) when
+          C(/lib/modules/<release>/modules.builtin) lists it, C(module) when C(modules.dep) lists its C(.ko) file,
+          null when neither does.
+        - Whether a module is loaded is elsewhere (RV(iommu.vfio_pci_source), RV(sev.ccp_loaded)).
+      type: dict
+      sample: {"vfio_pci": "module", "iommufd": "module", "ccp": "module"}
+      version_added: 0.2.0
 iommu:
   description: IOMMU and VFIO state.
   returned: always

@@ -454,7 +454,8 @@ def test_empty_root_reports_nothing_and_warns(tmp_path: Path) -> None:
 
     assert warnings == [f"{tmp_path} has neither sys/ nor proc/: is it a host root or a captured tree?"]
     assert facts["cpu"]["vendor"] == "other"
-    assert facts["kernel"] == {"release": None, "cmdline": None, "cmdline_args": [], "init_args": []}
+    assert facts["kernel"] == {"release": None, "cmdline": None, "cmdline_args": [], "init_args": [], "config": None,
+                               "module_files": {"vfio_pci": None, "iommufd": None, "ccp": None}}
     assert facts["numa"] == {"nodes": []}
     assert facts["hugepages"] == {"default_size_kb": None, "pools": []}
     assert facts["verdicts"]["vfio_ready"] is False
@@ -655,6 +656,27 @@ def test_vfio_pci_source(tmp_path: Path, builtin: str, dep: str, loaded: bool, s
 
     assert facts["iommu"]["vfio_pci_source"] == source
     assert facts["iommu"]["vfio_pci_available"] is (source is not None)
+
+
+def test_kernel_build_options_and_module_files(tmp_path: Path) -> None:
+    """Lines as the kernel's kconfig writes /boot/config-<release> and depmod modules.dep: set options with their
+    value, an option turned off (a comment) and one the file lacks as null; built-in wins over a module file."""
+    host = FakeHost(tmp_path).kernel("6.1.0-28-amd64", "ro")
+    host.write("/boot/config-6.1.0-28-amd64", "#\n# Automatically generated file; DO NOT EDIT.\n"
+               "CONFIG_IOMMUFD=m\nCONFIG_IOMMUFD_TEST=y\nCONFIG_KVM_AMD_SEV=y\n# CONFIG_VFIO_DEVICE_CDEV is not set\n")
+    host.write("/lib/modules/6.1.0-28-amd64/modules.dep",
+               "kernel/drivers/iommu/iommufd/iommufd.ko.xz:\n"
+               "kernel/drivers/crypto/ccp/ccp-crypto.ko.xz: kernel/drivers/crypto/ccp/ccp.ko.xz\n"
+               "kernel/drivers/crypto/ccp/ccp.ko.xz: kernel/drivers/char/hw_random/rng-core.ko.xz\n"
+               "kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz\n")
+    host.write("/lib/modules/6.1.0-28-amd64/modules.builtin", "kernel/drivers/vfio/pci/vfio-pci.ko\n")
+    facts, _warnings = host.facts()
+
+    assert facts["kernel"]["config"] == {"CONFIG_IOMMUFD": "m", "CONFIG_VFIO_DEVICE_CDEV": None,
+                                         "CONFIG_KVM_AMD_SEV": "y", "CONFIG_INTEL_TDX_HOST": None}
+    assert facts["kernel"]["module_files"] == {"vfio_pci": "builtin", "iommufd": "module", "ccp": "module"}
+    host.remove("/boot/config-6.1.0-28-amd64")
+    assert host.facts()[0]["kernel"]["config"] is None, "no build configuration: nothing known, not all off"
 
 
 @pytest.mark.parametrize(("interrupts", "remapped"), [

@@ -317,9 +317,9 @@ def test_tdx_asked_on_a_xeon_without_tdx_is_refused_before_any_change(tmp_path: 
 def test_handed_the_facts_of_this_run_the_role_plans_from_them_without_reading_the_host(tmp_path: Path) -> None:
     """prepare.yml hands cc_host the cc_host_info result that role discovery read (cc_host_host_facts): the role
     plans from it as from its own read, and does not read the host again (here an AMD tree beside an Intel
-    host's facts: the plan is the Intel host's). Without IOMMUFD or SEV-SNP it skips the kernel scan, which
-    only those read."""
-    facts_out = REPORT + ("cc_host_facts", "cc_host_kernel_scan")
+    host's facts: the plan is the Intel host's). What the kernel was built with is part of those facts
+    (kernel.module_files): where ccp comes from decides the boot list."""
+    facts_out = REPORT + ("cc_host_facts",)
     intel = intel_host(tmp_path / "intel", cmdline="kvm_intel.tdx=1 nohibernate", tdx="Y")
     common = {"cc_host_iommufd": False}
 
@@ -336,5 +336,6 @@ def test_handed_the_facts_of_this_run_the_role_plans_from_them_without_reading_t
     assert alone_amd.facts["cc_host_check"]["technology"] == "snp", "the AMD tree, read by the role itself"
     assert {fact: given.facts[fact] for fact in REPORT} == {fact: alone_intel.facts[fact] for fact in REPORT}
     assert given.facts["cc_host_facts"]["cpu"]["vendor"] == "intel", "the facts handed over, not the tree's"
-    assert given.facts["cc_host_kernel_scan"]["skipped"] is True, "no IOMMUFD, no SEV-SNP: nothing reads the scan"
-    assert "rc" in alone_amd.facts["cc_host_kernel_scan"], "SEV-SNP reads where ccp comes from"
+    assert (tmp_path / "amd" / MODULES_LOAD).read_text().splitlines()[1:] == ["ccp"], \
+        "SEV-SNP: ccp is a module of the AMD tree's kernel"
+    assert not (tmp_path / "amd-given" / MODULES_LOAD).exists(), "the Intel facts' plan: TDX, no IOMMUFD, no list"
