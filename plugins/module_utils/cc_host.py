@@ -74,6 +74,8 @@ KERNEL_CONFIG_OPTIONS = ("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV", "CONFIG_KV
 # The modules whose install source the roles need. kmod 30's depmod writes /lib/modules/<release>/modules.dep
 # ("kernel/drivers/.../name.ko[.xz|.zst]: dependencies") and the kernel build modules.builtin (one path a line).
 KERNEL_MODULE_FILES = ("vfio_pci", "iommufd", "ccp")
+# Where kmod 30 (man/modprobe.d.xml) and systemd 252 (man/modules-load.d.xml) read the administrator's .conf files.
+MODULE_CONFIG_DIRS = (("modprobe_d", "/etc/modprobe.d"), ("modules_load_d", "/etc/modules-load.d"))
 _KO_NAME = re.compile(r"(?:^|/)([^/\s]+)\.ko(?:\.[a-z0-9]+)?$")
 _REMAPPED_IRQ = re.compile(r"(^|\s)IR-")
 
@@ -175,6 +177,8 @@ def read_kernel(host: HostRoot) -> dict[str, Any]:
         "init_args": init_args,
         "config": read_kernel_config(host, release),
         "module_files": read_module_files(host, release),
+        "module_config_files": {key: [name for name in host.listdir(directory) if name.endswith(".conf")]
+                                for key, directory in MODULE_CONFIG_DIRS},
     }
 
 

@@ -164,6 +164,26 @@ kernel:
       type: dict
       sample: {"vfio_pci": "module", "iommufd": "module", "ccp": "module"}
       version_added: 0.2.0
+    module_config_files:
+      description:
+        - The C(.conf) files in C(/etc/modprobe.d) (RV(kernel.module_config_files.modprobe_d)) and
+          C(/etc/modules-load.d) (RV(kernel.module_config_files.modules_load_d)), sorted by name; empty for a
+          directory that is missing.
+        - Role C(cc_host) calls module C(kernel_module_config) only when it has a file to write or one of these to
+          remove.
+      type: dict
+      contains:
+        modprobe_d:
+          description: File names in C(/etc/modprobe.d).
+          type: list
+          elements: str
+          sample: ["confidential-gpu-kvm-amd.conf", "confidential-gpu-vfio.conf"]
+        modules_load_d:
+          description: File names in C(/etc/modules-load.d).
+          type: list
+          elements: str
+          sample: ["confidential-gpu.conf"]
+      version_added: 0.2.0
 iommu:
   description: IOMMU and VFIO state.
   returned: always

@@ -455,7 +455,8 @@ def test_empty_root_reports_nothing_and_warns(tmp_path: Path) -> None:
     assert warnings == [f"{tmp_path} has neither sys/ nor proc/: is it a host root or a captured tree?"]
     assert facts["cpu"]["vendor"] == "other"
     assert facts["kernel"] == {"release": None, "cmdline": None, "cmdline_args": [], "init_args": [], "config": None,
-                               "module_files": {"vfio_pci": None, "iommufd": None, "ccp": None}}
+                               "module_files": {"vfio_pci": None, "iommufd": None, "ccp": None},
+                               "module_config_files": {"modprobe_d": [], "modules_load_d": []}}
     assert facts["numa"] == {"nodes": []}
     assert facts["hugepages"] == {"default_size_kb": None, "pools": []}
     assert facts["verdicts"]["vfio_ready"] is False

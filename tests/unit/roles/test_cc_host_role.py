@@ -339,3 +339,22 @@ def test_handed_the_facts_of_this_run_the_role_plans_from_them_without_reading_t
     assert (tmp_path / "amd" / MODULES_LOAD).read_text().splitlines()[1:] == ["ccp"], \
         "SEV-SNP: ccp is a module of the AMD tree's kernel"
     assert not (tmp_path / "amd-given" / MODULES_LOAD).exists(), "the Intel facts' plan: TDX, no IOMMUFD, no list"
+
+
+def test_a_list_left_from_before_is_removed_and_without_one_no_module_is_called(tmp_path: Path) -> None:
+    """Neither SEV-SNP nor IOMMUFD: nothing to load at boot. A list an earlier run wrote is removed; once the facts
+    (cc_host_info's kernel.module_config_files) show none, kernel_module_config is not called at all."""
+    root = intel_host(tmp_path / "host", cmdline="", tdx="N")
+    make_tree(root, {"/" + MODULES_LOAD: "iommufd\n", "/etc/modules-load.d/other.conf": "loop\n"})
+    settings = {"cc_host_root": str(root), "cc_host_technology": "none", "cc_host_iommufd": False}
+
+    first = run_role(tmp_path, "cc_host", settings, REPORT + ("cc_host_module_files",), name="stale")
+
+    assert first.rc == 0, first.output
+    assert first.facts["cc_host_module_files"]["changed"] is True
+    assert not (root / MODULES_LOAD).exists() and (root / "etc/modules-load.d/other.conf").exists()
+
+    second = run_role(tmp_path, "cc_host", settings, REPORT + ("cc_host_module_files",), name="again")
+
+    assert second.rc == 0 and second.recap["changed"] == 0, second.output
+    assert second.facts["cc_host_module_files"].get("skipped") is True, "no list to remove, none to write"
