@@ -215,3 +215,6 @@ def test_role_with_its_defaults_changes_nothing(tmp_path: Path, tree: HugepagesT
     assert "no pools requested" in proc.stdout
     assert not (tree.root / CONF).exists() and not (tree.root / DROPIN).exists(), \
         "no pool file, and boot arguments written elsewhere are left alone"
+    module_task = proc.stdout.split("Set the hugepage pools and write their boot-time configuration]", 1)[1]
+    assert module_task.split("TASK [", 1)[0].strip(" *\n").startswith("skipping:"), \
+        "no pools with persist: the module would change nothing, so the host is not called"
