@@ -26,7 +26,11 @@ CONF_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.conf$")
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # Option words "name" or "name=value"; a value may hold what a parameter takes (commas, colons, dots), no blanks.
 OPTION_WORDS = re.compile(r"^[A-Za-z0-9_-]+(=[^\s#]*)?(\s+[A-Za-z0-9_-]+(=[^\s#]*)?)*$")
-HEADER = "# Managed by confidential_gpu.host.kernel_module_config.\n"
+MODPROBE_HEADER = ("# Managed by confidential_gpu.host.kernel_module_config.\n"
+                   "# Read when a module loads (at boot, or modprobe -r NAME && modprobe NAME); a kernel\n"
+                   "# without one of these parameters ignores it with a warning.\n")
+MODULES_LOAD_HEADER = ("# Managed by confidential_gpu.host.kernel_module_config: systemd-modules-load.service loads"
+                       " these at boot.\n")
 
 
 class KernelModuleConfigError(Exception):
@@ -58,8 +62,7 @@ def modprobe_text(options: Mapping[str, str]) -> Optional[str]:
     if not options:
         return None
     lines = ["options %s %s\n" % (module, " ".join(options[module].split())) for module in sorted(options)]
-    return (HEADER + "# Read when a module loads (at boot, or modprobe -r NAME && modprobe NAME); a kernel\n"
-            "# without one of these parameters ignores it with a warning.\n" + "".join(lines))
+    return MODPROBE_HEADER + "".join(lines)
 
 
 def modules_load_text(load: Sequence[str]) -> Optional[str]:
@@ -67,8 +70,7 @@ def modules_load_text(load: Sequence[str]) -> Optional[str]:
     names = list(dict.fromkeys(load))
     if not names:
         return None
-    return HEADER.rstrip(".\n") + ": systemd-modules-load.service loads these at boot.\n" + "".join(
-        name + "\n" for name in names)
+    return MODULES_LOAD_HEADER + "".join(name + "\n" for name in names)
 
 
 def plan(host: HostRoot, modprobe_conf: str, modules_load_conf: str,
