@@ -70,7 +70,10 @@ PREPARE_FILES = ("/etc/os-release", "/etc/default/grub", "/boot/grub/grub.cfg",
                  "/etc/confidential-gpu/sriov.conf", "/usr/local/libexec/confidential-gpu/sriov-apply",
                  "/etc/udev/rules.d/70-confidential-gpu-vfio.rules", "/usr/local/libexec/confidential-gpu/pci-override",
                  "/etc/modprobe.d/confidential-gpu-vfio.conf", "/etc/initramfs-tools/hooks/confidential-gpu-vfio",
-                 "/etc/dracut.conf.d/confidential-gpu-vfio.conf")
+                 "/etc/dracut.conf.d/confidential-gpu-vfio.conf", "/etc/modprobe.d/confidential-gpu-kvm-amd.conf",
+                 "/etc/modules-load.d/confidential-gpu.conf")
+# Where cc_host_info lists the .conf files by name (kernel.module_config_files); the others' content is not read.
+MODULE_CONFIG_DIRS = ("/etc/modprobe.d", "/etc/modules-load.d")
 # Directories whose entries of these names prepare reads: GRUB's drop-ins (all sourced), driverctl's overrides, the
 # collection's units and their enablement links (module_utils/systemd_units.py).
 PREPARE_DIRS = {"/etc/default/grub.d": r"[^.].*\.cfg", "/etc/driverctl.d": r"pci-[0-9a-f:.]+",
@@ -284,6 +287,16 @@ def capture_acpi_table_names(capture: Capture) -> None:
             capture.add_bytes("root%s/%s" % (ACPI_TABLES, name), b"")
 
 
+def capture_module_config_names(capture: Capture) -> None:
+    """The .conf files of MODULE_CONFIG_DIRS as empty files (cc_host_info lists their names), but the collection's
+    own, which PREPARE_FILES copies."""
+    for directory in MODULE_CONFIG_DIRS:
+        for name in capture.listdir(directory):
+            host_path = "%s/%s" % (directory, name)
+            if name.endswith(".conf") and host_path not in PREPARE_FILES:
+                capture.add_bytes("root" + host_path, b"")
+
+
 def capture_filtered(capture: Capture, host_path: str, needles: Sequence[str]) -> None:
     """Only the lines naming one of ``needles`` of a large file (modules.dep runs to megabytes)."""
     wanted = [needle.encode() for needle in needles]
@@ -356,6 +369,7 @@ def capture_host(tar: tarfile.TarFile, root: str, name: str, commands: Sequence[
     capture_iommu(capture)
     capture_system(capture)
     capture_acpi_table_names(capture)
+    capture_module_config_names(capture)
     capture_dev(capture)
     capture_prepare_files(capture)
     if capture.prefix and commands:
