@@ -8,8 +8,9 @@ Three steps, the way the collection's design card splits them:
   host-critical devices (the controller of the disk holding ``/``, the NIC of
   the default route, the console's framebuffer), each function's
   ``driver_override``, the persistent files as they are, the drivers' modules;
-- **plan** (:func:`pci_driver_plan.make_plan`): a pure function of facts and
-  intent.  It selects functions (addresses, vendor:device IDs, roles, IOMMU
+- **plan** (:func:`pci_driver_plan.make_plans`): a pure function of facts and
+  intent, one per binding (each made on the facts the bindings before it
+  leave).  It selects functions (addresses, vendor:device IDs, roles, IOMMU
   groups), widens the selection to every endpoint of each IOMMU group, refuses
   groups that are not viable, host-critical devices the user did not name in
   ``allow_host_critical`` and group members the user did not select and did
@@ -17,8 +18,8 @@ Three steps, the way the collection's design card splits them:
   function in another slot), gives each function an action and computes the
   persistent files' new content (:mod:`pci_driver_persist`).  Check mode
   returns it as it is;
-- **apply** (:func:`manage`): files first (:func:`pci_driver_persist.apply_files`:
-  driverctl-compatible overrides, a udev rule and its helper, optionally a
+- **apply** (:func:`manage_all`): files first, every binding's merged
+  (:func:`pci_driver_persist.apply_files`: driverctl-compatible overrides, a udev rule and its helper, optionally a
   modprobe.d file, the initramfs generator's drop-in and the initramfs update),
   then the runtime moves (:mod:`pci_driver_runtime`, through :mod:`pci_bind`).
   A refusal raises before anything is written.  Errors and the shared types
@@ -61,7 +62,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_p
     read_file,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_plan import (
-    make_plan,
+    make_plans,
     refusal_message,
     slot_of,
 )
@@ -86,7 +87,7 @@ def _address(value: Any, option: str) -> str:
 
 
 def build_intent(params: Dict[str, Any]) -> Intent:
-    """Validate the module's parameters; every problem fails before anything is read or written."""
+    """Validate one selection and what to do with it; every problem fails before anything is read or written."""
     addresses = tuple(_address(item, "addresses") for item in params.get("addresses") or [])
     pci_ids = tuple(str(item).strip().lower() for item in params.get("pci_ids") or [])
     for pci_id in pci_ids:
@@ -120,6 +121,37 @@ def build_intent(params: Dict[str, Any]) -> Intent:
                   bool(params.get("persist", True)), early, members, params.get("_shipped_files"))
 
 
+# The options one item of ``bindings`` may set; those it leaves out (None) take the module's top-level value.
+BINDING_OPTIONS = ("addresses", "pci_ids", "roles", "iommu_groups", "driver", "whole_group", "allow_host_critical",
+                   "allow_group_members", "persist", "early_binding")
+SELECTION_KEYS = ("addresses", "pci_ids", "roles", "iommu_groups")
+
+
+def build_intents(params: Dict[str, Any]) -> List[Intent]:
+    """The run's bindings, in order: the items of ``bindings``, or the top-level selection alone."""
+    bindings = params.get("bindings") or []
+    if not bindings:
+        return [build_intent(params)]
+    if any(params.get(key) for key in SELECTION_KEYS):
+        raise PciDriverError("give the selection either at the top (addresses, pci_ids, roles, iommu_groups) or in "
+                             "each item of bindings, not both")
+    intents = []
+    for index, item in enumerate(bindings):
+        if not isinstance(item, dict):
+            raise PciDriverError("bindings[%d]: %r is not a dictionary of pci_driver options" % (index, item))
+        unknown = sorted(set(item) - set(BINDING_OPTIONS))
+        if unknown:
+            raise PciDriverError("bindings[%d]: %s not an option of a binding (%s)"
+                                 % (index, ", ".join(unknown), ", ".join(BINDING_OPTIONS)))
+        merged = dict(params, **{key: None for key in SELECTION_KEYS})
+        merged.update((key, value) for key, value in item.items() if value is not None)
+        try:
+            intents.append(build_intent(merged))
+        except PciDriverError as error:
+            raise PciDriverError("bindings[%d]: %s" % (index, error)) from None
+    return intents
+
+
 def gather_facts(host: HostRoot, intent: Intent) -> Facts:
     """Read what the plan needs: topology, host-critical devices, overrides, files, driver modules."""
     topology = read_topology(host)
@@ -148,18 +180,56 @@ def bridge_isolation(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[
     return {entry["address"]: entry for entry in describe_bridges(host, by_address, spread, {}, True)}
 
 
+def merge_devices(plans: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per function over all bindings: its driver before the run, the last move and where it ends."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    for plan in plans:
+        for entry in plan["devices"]:
+            first = merged.setdefault(entry["address"], entry)
+            if first is not entry and entry["action"] != "none":
+                merged[entry["address"]] = dict(entry, driver_before=first["driver_before"])
+    return [merged[address] for address in sorted(merged)]
+
+
+def merge_groups(plans: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    groups: Dict[int, Dict[str, Any]] = {}
+    for plan in plans:
+        for group in plan["groups"]:
+            groups.setdefault(group["id"], group)
+    return [groups[gid] for gid in sorted(groups)]
+
+
+def merge_file_changes(plans: Sequence[Dict[str, Any]]) -> List[FileChange]:
+    """Each file once: its content before the run and after the last binding that changes it."""
+    changes: Dict[str, FileChange] = {}
+    for plan in plans:
+        for change in plan["file_changes"]:
+            first = changes.get(change.host_path, change)
+            changes[change.host_path] = change._replace(before=first.before, mode_before=first.mode_before)
+    return [changes[path] for path in sorted(changes) if changes[path].before != changes[path].after]
+
+
 def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30.0,
            initramfs_setting: str = "auto") -> Dict[str, Any]:
-    """Facts, plan, refusal or apply: the module's result (``diff`` included; the module drops it unless asked)."""
-    facts = gather_facts(host, intent)
-    plan = make_plan(facts, intent)
+    """One binding: :func:`manage_all` of it alone."""
+    return manage_all(host, [intent], check_mode, timeout, initramfs_setting)
+
+
+def manage_all(host: HostRoot, intents: Sequence[Intent], check_mode: bool, timeout: float = 30.0,
+               initramfs_setting: str = "auto") -> Dict[str, Any]:
+    """Facts (read once), one plan per binding, refusal or apply: the module's result (``diff`` included; the
+    module drops it unless asked).  Every binding is planned and checked before anything is written."""
+    facts = gather_facts(host, intents[0])
+    plans = make_plans(facts, intents)
     runner = InitramfsRunner(SYSTEM_PATH, check_mode, host.root)
-    for warning in plan["warnings"]:
-        host.warn(warning)
-    if plan["refused"]:
-        raise PciDriverRefused(refusal_message(plan["refused"]), plan["refused"])
-    changes: List[FileChange] = plan["file_changes"]
-    result: Dict[str, Any] = {"changed": False, "devices": plan["devices"], "groups": plan["groups"],
+    for plan in plans:
+        for warning in plan["warnings"]:
+            host.warn(warning)
+    refused = [item for plan in plans for item in plan["refused"]]
+    if refused:
+        raise PciDriverRefused(refusal_message(refused), refused)
+    changes = merge_file_changes(plans)
+    result: Dict[str, Any] = {"changed": False, "devices": [], "groups": merge_groups(plans),
                               "files": [change.host_path for change in changes], "commands": runner.commands,
                               "vfio_nodes": [], "initramfs_updated": False, "refused": [],
                               "diff": [change.diff() for change in changes]}
@@ -169,17 +239,20 @@ def manage(host: HostRoot, intent: Intent, check_mode: bool, timeout: float = 30
             host.warn("root is %s: the initramfs is not updated (give initramfs_command to run one)" % host.root)
         else:
             initramfs = initramfs_command(initramfs_setting, host, facts.os_ids)
-    ensure_driver(host, plan, intent, timeout, runner)
+    for plan, intent in zip(plans, intents):
+        ensure_driver(host, plan, intent, timeout, runner)
     apply_files(host, changes, initramfs, runner, result)
     try:
-        apply_runtime(host, plan, intent, timeout, check_mode, result)
+        for plan, intent in zip(plans, intents):
+            apply_runtime(host, plan, intent, timeout, check_mode, result)
     except PciDriverError as error:
         if changes and not check_mode:
             raise PciDriverError("%s. The persistent files were written before (%s), so the next boot applies "
                                  "them" % (error, ", ".join(result["files"]))) from None
         raise
-    moved = any(entry["action"] in ("bind", "release") for entry in plan["devices"])
+    devices = result["devices"] = merge_devices(plans)  # after the moves, which set each entry's driver_after
+    moved = any(entry["action"] in ("bind", "release") for entry in devices)
     result["changed"] = bool(changes) or moved
-    if not check_mode and intent.state == "present" and intent.driver == DEFAULT_DRIVER:
-        result["vfio_nodes"] = vfio_nodes(host, plan["devices"], 2.0 if moved else 0.0)
+    if not check_mode and intents[0].state == "present" and any(i.driver == DEFAULT_DRIVER for i in intents):
+        result["vfio_nodes"] = vfio_nodes(host, devices, 2.0 if moved else 0.0)
     return result

@@ -303,5 +303,45 @@ def make_plan(facts: Facts, intent: Intent) -> Dict[str, Any]:
             "warnings": warnings}
 
 
+def conflict_refusal(entry: Dict[str, Any], earlier: str, driver: str) -> Dict[str, Any]:
+    return {"kind": "conflict", "group": entry["group"], "address": entry["address"], "driver": earlier,
+            "reason": "%s is in two bindings of this run: an earlier one puts it on %s, a later one on %s"
+                      % (entry["address"], earlier, driver),
+            "fix": "leave it out of one of them (each run would move it twice and end on the last driver)"}
+
+
+def advance(facts: Facts, plan: Dict[str, Any], intent: Intent) -> Facts:
+    """The facts as the host will be once ``plan`` is applied: drivers, overrides and persistent files."""
+    moved = {entry["address"]: intent.driver if entry["action"] == "bind" else None
+             for entry in plan["devices"] if entry["action"] in ("bind", "release")}
+    if not moved and not plan["file_changes"]:
+        return facts
+    devices = [dict(dev, driver=moved[dev["address"]]) if dev["address"] in moved else dev
+               for dev in facts.topology["devices"]]
+    files = dict(facts.files)
+    files.update((change.host_path, change.after) for change in plan["file_changes"])
+    return facts._replace(topology=dict(facts.topology, devices=devices), overrides=dict(facts.overrides, **moved),
+                          files=files)
+
+
+def make_plans(facts: Facts, intents: Sequence[Intent]) -> List[Dict[str, Any]]:
+    """One plan per binding, in order, each made on the host as the bindings before it leave it (so one run
+    with several bindings does what as many runs in a row would).  A function that a later binding would move
+    off the driver an earlier one gives it (or keeps it on) is refused: each run would move it twice."""
+    plans = []
+    given: Dict[str, str] = {}
+    for intent in intents:
+        plan = make_plan(facts, intent)
+        for entry in plan["devices"]:
+            earlier = given.get(entry["address"])
+            if entry["action"] == "bind" and earlier is not None and earlier != intent.driver:
+                plan["refused"].append(conflict_refusal(entry, earlier, intent.driver))
+            if entry["action"] in ("bind", "none") and intent.state == "present":
+                given.setdefault(entry["address"], intent.driver)
+        plans.append(plan)
+        facts = advance(facts, plan, intent)
+    return plans
+
+
 def refusal_message(refused: Sequence[Dict[str, Any]]) -> str:
     return "refused, nothing was changed: " + " | ".join("%s; %s" % (item["reason"], item["fix"]) for item in refused)

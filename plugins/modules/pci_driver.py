@@ -126,6 +126,58 @@ options:
     description: Seconds to wait for each unbind, probe and bind, and for C(modprobe).
     type: float
     default: 30
+  bindings:
+    description:
+      - Several selections, each with its own driver, in one run instead of the top-level selection (give one or
+        the other). The host is read once; each binding is planned, in order, on the host as the bindings before
+        it leave it, so the run does what as many runs in a row would. Every binding is checked before anything
+        is written, so one refusal refuses the run and nothing changes. The persistent files are written once,
+        the initramfs updated at most once, then the functions move binding by binding.
+      - A function that a later binding would move off the driver an earlier binding puts it on is refused
+        (C(conflict)), since every run would move it twice.
+      - An option a binding leaves out takes the top-level value (O(driver), O(whole_group), O(persist), ...).
+        O(root), O(state), O(timeout) and O(initramfs_command) are the run's, not a binding's.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      addresses:
+        description: As the top-level O(addresses).
+        type: list
+        elements: str
+      pci_ids:
+        description: As the top-level O(pci_ids).
+        type: list
+        elements: str
+      roles:
+        description: As the top-level O(roles).
+        type: list
+        elements: str
+        choices: [gpu, nvswitch, nic, bridge, storage, other]
+      iommu_groups:
+        description: As the top-level O(iommu_groups).
+        type: list
+        elements: int
+      driver:
+        description: As the top-level O(driver).
+        type: str
+      whole_group:
+        description: As the top-level O(whole_group).
+        type: bool
+      allow_host_critical:
+        description: As the top-level O(allow_host_critical).
+        type: list
+        elements: str
+      allow_group_members:
+        description: As the top-level O(allow_group_members).
+        type: list
+        elements: str
+      persist:
+        description: As the top-level O(persist).
+        type: bool
+      early_binding:
+        description: As the top-level O(early_binding).
+        type: bool
 attributes:
   check_mode:
     support: full
@@ -185,6 +237,13 @@ EXAMPLES = r"""
     addresses: ["0000:01:00.1", "0000:01:00.2"]
     timeout: 10
 
+- name: The VFs of a ConnectX PF to their NIC driver and the GPUs to vfio-pci, in one call
+  confidential_gpu.host.pci_driver:
+    bindings:
+      - addresses: ["0000:c1:00.2", "0000:c1:00.3"]
+        driver: mlx5_core
+      - roles: [gpu]
+
 - name: A GPU that also drives the console; the host loses it on purpose
   confidential_gpu.host.pci_driver:
     addresses: ["0000:03:00.0"]
@@ -203,7 +262,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 devices:
-  description: Every function the run looked at, by address; bridges of the touched groups with action C(keep).
+  description:
+    - Every function the run looked at, by address; bridges of the touched groups with action C(keep).
+    - With O(bindings), one entry per function over all of them, with its driver before the run, and the action
+      and driver of the last binding that moves it.
   returned: always
   type: list
   elements: dict
@@ -298,7 +360,8 @@ refused:
     - C(kind) is C(not_viable) (with C(members), each with C(address), C(driver) and C(why)), C(host_critical),
       C(group_member) (functions the group would take that were not selected nor named in
       O(allow_group_members); C(members), each with C(address), C(driver), C(role) and C(why) they share the
-      group), C(bridge) (a bridge selected by address) or C(no_iommu_group).
+      group), C(bridge) (a bridge selected by address), C(no_iommu_group) or C(conflict) (a function that two
+      O(bindings) give different drivers).
   returned: always
   type: list
   elements: dict
@@ -312,7 +375,7 @@ refused:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.confidential_gpu.host.plugins.module_utils.module_result import hand_over
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import SELECTION_OPTIONS
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent, manage
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intents, manage_all
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_model import (
     PciDriverError,
     PciDriverRefused,
@@ -332,6 +395,16 @@ ARGUMENT_SPEC = {
     "early_binding": {"type": "bool", "default": False},
     "initramfs_command": {"type": "str", "default": "auto"},
     "timeout": {"type": "float", "default": 30.0},
+    "bindings": {"type": "list", "elements": "dict", "default": [], "options": {
+        **{key: {key2: value for key2, value in option.items() if key2 != "default"}
+           for key, option in SELECTION_OPTIONS.items()},
+        "driver": {"type": "str"},
+        "whole_group": {"type": "bool"},
+        "allow_host_critical": {"type": "list", "elements": "str"},
+        "allow_group_members": {"type": "list", "elements": "str"},
+        "persist": {"type": "bool"},
+        "early_binding": {"type": "bool"},
+    }},
     **SHIPPED_FILES_OPTION,
 }
 
@@ -343,9 +416,9 @@ def main() -> None:
     try:
         if params["timeout"] <= 0:
             raise PciDriverError("timeout must be more than 0 seconds, not %s" % params["timeout"])
-        intent = build_intent(params)
+        intents = build_intents(params)
         host = HostRoot(params["root"])
-        result = manage(host, intent, module.check_mode, params["timeout"], params["initramfs_command"])
+        result = manage_all(host, intents, module.check_mode, params["timeout"], params["initramfs_command"])
     except PciDriverRefused as error:
         module.fail_json(msg=str(error), **hand_over(module, host, {"refused": error.refused, "changed": False}))
     except (PciDriverError, HostRootError) as error:

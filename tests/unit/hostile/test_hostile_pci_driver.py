@@ -55,6 +55,18 @@ CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
      ["driver aaaa", "is not loaded in", "modprobe runs only on the live host (root /)", "nothing was changed"]),
     ("driver-not-loaded-nvidia", {"addresses": ["05:00.0"], "driver": "nvidia"},
      ["driver nvidia is not loaded in", "nothing was changed"]),
+    ("bindings-driver-traversal", {"bindings": [{"addresses": ["05:00.0"], "driver": "../../x"}]},
+     ["bindings[0]: driver: '../../x'", DRIVER_FIX]),
+    ("bindings-address-shell", {"bindings": [{"addresses": ["05:00.0"]}, {"addresses": ["01:00.0; reboot"]}]},
+     ["bindings[1]: addresses: '01:00.0; reboot'", ADDRESS_FIX]),
+    # ansible-core's own check of elements: dict refuses it (its message does not name the option)
+    ("bindings-item-not-a-dict", {"bindings": ["05:00.0"]}, ["dictionary requested, could not parse JSON"]),
+    ("bindings-and-top-selection", {"addresses": ["05:00.0"], "bindings": [{"addresses": ["01:00.1"]}]},
+     ["give the selection either at the top", "or in each item of bindings, not both"]),
+    # the second binding's driver is missing: the first binding's files are not written either
+    ("bindings-later-driver-not-loaded", {"bindings": [{"addresses": ["05:00.0"]},
+                                                       {"addresses": ["01:00.1"], "driver": "nvidia"}]},
+     ["driver nvidia is not loaded in", "nothing was changed"]),
     ("timeout-negative", {"addresses": ["05:00.0"], "timeout": -1}, ["timeout must be more than 0 seconds, not -1"]),
     ("timeout-zero", {"addresses": ["05:00.0"], "timeout": 0}, ["timeout must be more than 0 seconds"]),
     ("allow-wildcard", {"addresses": ["05:00.0"], "allow_host_critical": ["*"]},

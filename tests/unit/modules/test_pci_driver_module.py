@@ -303,6 +303,25 @@ def test_vfio_role_binds_summarises_and_refuses(tmp_path: Path) -> None:
     assert nothing.returncode == 0 and "no PCI function selected" in nothing.stdout, "vfio_roles [gpu]: no NVIDIA GPU"
 
 
+def test_vfio_role_binds_other_bindings_in_its_one_call(tmp_path: Path) -> None:
+    """prepare.yml hands role vfio the VFs of role sriov (vfio_other_bindings): one pci_driver task binds both."""
+    root = tmp_path / "root"
+    lab_vm(root, lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci", vf_driver="vfio-pci"))
+    (root / "dev/vfio/11").touch()
+    extra = {"vfio_root": str(root), "vfio_addresses": ["02:00.0"],
+             "vfio_other_bindings": [{"addresses": ["0000:01:00.1", "0000:01:00.2"], "driver": "vfio-pci"}]}
+    first = role(tmp_path, extra)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count("TASK [confidential_gpu.host.vfio : Bind the selected PCI functions") == 1
+    for address in ("0000:01:00.1", "0000:01:00.2", "0000:02:00.0", "0000:02:00.1"):
+        assert (root / "etc/driverctl.d" / ("pci-" + address)).read_text() == "vfio-pci\n"
+        assert re.search("none +%s .* vfio-pci -> vfio-pci" % address, first.stdout), first.stdout
+    assert recap_changed(role(tmp_path, extra)) == 0
+    released = role(tmp_path, dict(extra, vfio_state="absent"), "--check")
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert "0000:01:00.1" not in released.stdout.split("Show what is bound")[1], "absent: the role's own selection"
+
+
 def test_vfio_role_passes_the_group_members_it_may_take(tmp_path: Path) -> None:
     root = lab_vm(tmp_path / "root", shared_group_functions())
     before = snapshot(root)
