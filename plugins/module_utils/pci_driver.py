@@ -72,7 +72,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_r
     vfio_nodes,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges, read_host_facts
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 DRIVER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
@@ -177,7 +177,8 @@ def bridge_isolation(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[
     if not spread:
         return {}
     by_address = {dev["address"]: dev for dev in devices}
-    return {entry["address"]: entry for entry in describe_bridges(host, by_address, spread, {}, True)}
+    facts = read_host_facts(host, devices, spread)
+    return {entry["address"]: entry for entry in describe_bridges(facts, by_address, spread, True)}
 
 
 def merge_devices(plans: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

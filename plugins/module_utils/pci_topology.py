@@ -445,8 +445,9 @@ def filter_topology(topology: Dict[str, Any], selector: Selector) -> Dict[str, A
 # removes one, "!all" every one, a name given explicitly stays, and exclusions alone start from all.
 SUBSETS = ("capabilities", "host_critical", "iommu_groups", "gpu_nic_affinity")
 # Parts outside "all", returned only when named: cc_host (cc_host_info's facts, so that a caller needing both reads
-# the host in one module run; each module run costs a Python start and its payload, about 0.25 CPU s).
-NAMED_ONLY_SUBSETS = ("cc_host",)
+# the host in one module run; each module run costs a Python start and its payload, about 0.25 CPU s) and acs
+# (what pcie_acs reads besides the topology, so that role pcie_acs plans from discovery's result).
+NAMED_ONLY_SUBSETS = ("cc_host", "acs")
 CAPABILITY_KEYS = ("pcie", "acs", "ats", "pri", "pasid", "sriov", "ari", "resizable_bar")
 # Capabilities returned only when the function has them (null values are not materialised).
 ABSENT_WHEN_NULL = ("acs", "ats", "pri", "pasid", "ari", "resizable_bar")
@@ -468,6 +469,12 @@ def gathered_subsets(requested: Sequence[str]) -> FrozenSet[str]:
     if all(value.startswith("!") for value in requested):
         added.update(SUBSETS)
     return frozenset((added - removed) | named)
+
+
+def unshape_devices(devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Devices of a result gathered with V(capabilities), as :func:`read_topology` has them (null capabilities
+    back), for planning code that runs on the controller from a module's result."""
+    return [dict({key: None for key in ABSENT_WHEN_NULL}, **dev) for dev in devices]
 
 
 def shape_devices(devices: Sequence[Dict[str, Any]], subsets: FrozenSet[str]) -> None:

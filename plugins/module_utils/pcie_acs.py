@@ -30,7 +30,7 @@ import os
 import re
 import struct
 from itertools import combinations
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks import (
     CR,
@@ -68,6 +68,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     common_bridge,
     read_config,
     read_topology,
+    unshape_devices,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
@@ -254,23 +255,41 @@ def hex_id(value: Optional[str]) -> int:
     return int(value, 16) if value else -1
 
 
-def quirk_of(host: HostRoot, bridge: Dict[str, Any], iommu_on: bool,
-             configs: Dict[str, bytes]) -> Optional[QuirkVerdict]:
+def read_host_facts(host: HostRoot, devices: Sequence[Dict[str, Any]],
+                    below: Optional[Sequence[Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """What the plan reads from the host besides the topology (``devices``), for the bridges above ``below``
+    (default: every device): each config space's readable size where the ACS capability is missing (to tell
+    "absent" from "unreadable"), the multi-function bit of the bridges whose kernel quirk reads the header,
+    whether the ACPI IVRS table exists, the kernel command line and release.  The plan itself
+    (:func:`plan_from_facts`) reads nothing, so it runs as well on discovery's facts of the same run."""
+    by_address = {dev["address"]: dev for dev in devices}
+    configs: Dict[str, bytes] = {}
+    sizes: Dict[str, int] = {}
+    multifunction: Dict[str, bool] = {}
+    paths = (dev.get("path") or [] for dev in (devices if below is None else below))
+    for address in sorted({address for path in paths for address in path[:-1]}):
+        bridge = by_address.get(address, {})
+        if not bridge.get("acs"):
+            sizes[address] = config_size(host, address, configs)
+        if reads_header(hex_id(bridge.get("vendor_id")), hex_id(bridge.get("device_id"))):
+            config_size(host, address, configs)
+            header = configs[address][0x0E:0x0F]
+            multifunction[address] = bool(header and header[0] & 0x80)
+    return {"config_sizes": sizes, "multifunction": multifunction, "ivrs": host.exists(ACPI_IVRS),
+            "cmdline": host.read_text(PROC_CMDLINE), "os_release": host.read_text(PROC_OSRELEASE)}
+
+
+def quirk_of(facts: Dict[str, Any], bridge: Dict[str, Any], iommu_on: bool) -> Optional[QuirkVerdict]:
     """The kernel quirk that decides whether this bridge isolates the devices below it (acs_quirks)."""
-    vendor, device = hex_id(bridge.get("vendor_id")), hex_id(bridge.get("device_id"))
-    multifunction = False
-    if reads_header(vendor, device):
-        config_size(host, bridge["address"], configs)
-        header = configs[bridge["address"]][0x0E:0x0F]
-        multifunction = bool(header and header[0] & 0x80)
+    multifunction = facts["multifunction"].get(bridge["address"], False)
     return acs_quirk(QuirkDevice(
-        vendor=vendor, device=device, port_type=port_type(bridge), has_acs=bridge.get("acs") is not None,
-        multifunction=multifunction, on_root_bus=len(bridge.get("path") or ()) == 1,
-        ivrs_table=multifunction and host.exists(ACPI_IVRS), iommu_on=iommu_on))
+        vendor=hex_id(bridge.get("vendor_id")), device=hex_id(bridge.get("device_id")), port_type=port_type(bridge),
+        has_acs=bridge.get("acs") is not None, multifunction=multifunction,
+        on_root_bus=len(bridge.get("path") or ()) == 1, ivrs_table=multifunction and facts["ivrs"], iommu_on=iommu_on))
 
 
-def describe_bridges(host: HostRoot, by_address: Dict[str, Dict[str, Any]], selected: Sequence[Dict[str, Any]],
-                     configs: Dict[str, bytes], iommu_on: bool) -> List[Dict[str, Any]]:
+def describe_bridges(facts: Dict[str, Any], by_address: Dict[str, Dict[str, Any]], selected: Sequence[Dict[str, Any]],
+                     iommu_on: bool) -> List[Dict[str, Any]]:
     """Every bridge on the path of a selected device (the device itself excluded), by address."""
     below: Dict[str, List[str]] = {}
     for dev in selected:
@@ -279,9 +298,8 @@ def describe_bridges(host: HostRoot, by_address: Dict[str, Dict[str, Any]], sele
     entries = []
     for address in sorted(below):
         bridge = by_address.get(address, {"address": address})
-        # Config space is read again only where capabilities are missing, to tell "absent" from "unreadable".
-        readable = EXTENDED_SIZE if bridge.get("acs") else config_size(host, address, configs)
-        entries.append(bridge_entry(bridge, below[address], readable, quirk_of(host, bridge, iommu_on, configs)))
+        readable = EXTENDED_SIZE if bridge.get("acs") else facts["config_sizes"].get(address, 0)
+        entries.append(bridge_entry(bridge, below[address], readable, quirk_of(facts, bridge, iommu_on)))
     return entries
 
 
@@ -293,7 +311,7 @@ def device_entry(dev: Dict[str, Any]) -> Dict[str, Any]:
         "role": dev["role"],
         "iommu_group": dev["iommu_group"],
         "bridges": dev["path"][:-1],
-        "ats": dev["ats"],
+        "ats": dev.get("ats"),
     }
 
 
@@ -496,10 +514,10 @@ def direct_translated_warnings(ports: Sequence[str], by_address: Dict[str, Dict[
     return warnings
 
 
-def config_acs_kernel_warning(host: HostRoot, request: Request) -> List[str]:
+def config_acs_kernel_warning(os_release: Optional[str], request: Request) -> List[str]:
     if request.p2p_mode == "disable_acs_redir":
         return []
-    release = kernel_version(host.read_text(PROC_OSRELEASE))
+    release = kernel_version(os_release)
     if release is None or release >= CONFIG_ACS_SINCE:
         return []
     return ["the running kernel is %d.%d: pci=config_acs= exists from Linux 6.11 on, and older kernels ignore it "
@@ -532,13 +550,13 @@ def config_acs_warnings(ports: Sequence[str], request: Request, by_address: Dict
 # Kernel command line
 # --------------------------------------------------------------------------
 
-def current_options(host: HostRoot, given: Optional[str]) -> Dict[str, Any]:
-    """The ``pci=`` options (split at commas) and ACS overrides of the current command line."""
+def current_options(proc_cmdline: Optional[str], given: Optional[str]) -> Dict[str, Any]:
+    """The ``pci=`` options (split at commas) and ACS overrides of the command line given, else /proc/cmdline's."""
     text: Optional[str]
     if given is not None:
         text, source = given, "current_cmdline"
     else:
-        text, source = host.read_text(PROC_CMDLINE), PROC_CMDLINE
+        text, source = proc_cmdline, PROC_CMDLINE
     options: List[str] = []
     override: List[str] = []
     for arg in parse_cmdline(text)[0] if text is not None else []:
@@ -710,33 +728,26 @@ def plan_boot(request: Request, selected: Sequence[Dict[str, Any]], by_address: 
     return ports, args, absent
 
 
-def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
-    """Read the topology once and return the module's result (without ``warnings`` from ``host``)."""
-    topology = read_topology(host)
+Writer = Callable[[List[Dict[str, Any]], List[str], List[str]], List[Dict[str, Any]]]
+
+
+def plan_from_facts(topology: Dict[str, Any], facts: Dict[str, Any], request: Request,
+                    write: Optional[Writer] = None) -> Dict[str, Any]:
+    """The result, from the topology and :func:`read_host_facts` alone (the module's, or discovery's of the same
+    run); ``write`` (runtime_write) changes ACS control registers before the violations are judged."""
     by_address = {dev["address"]: dev for dev in topology["devices"]}
     selected = select_devices(topology["devices"], request)
-    configs: Dict[str, bytes] = {}
     iommu_enabled = any(dev["iommu_group"] is not None for dev in topology["devices"])
-    bridges = describe_bridges(host, by_address, selected, configs, iommu_enabled)
+    bridges = describe_bridges(facts, by_address, selected, iommu_enabled)
     notes: List[str] = []
     warnings: List[str] = []
     if not selected:
         notes.append("no device matches the selection: nothing to judge")
-    options = current_options(host, request.current_cmdline)
+    options = current_options(facts["cmdline"], request.current_cmdline)
     ports, args, absent = plan_boot(request, selected, by_address, options, notes, warnings)
     if ports:
-        warnings += config_acs_kernel_warning(host, request)
-    changes: List[Dict[str, Any]] = []
-    if request.runtime_write:
-        targets = ports if request.profile == "p2p" else [
-            bridge["address"] for bridge in bridges if bridge["port_type"] in PORTS_NEEDING_ACS]
-        writes = plan_writes(host, bridges, targets, request, configs)
-        if writes and not check_mode and host.root == "/" and os.geteuid() != 0:
-            raise PcieAcsError("runtime_write would change the ACS control register of %s: that needs root "
-                               "(become: true)" % ", ".join(write.address for write in writes))
-        changes = run_writes(host, bridges, writes, check_mode, warnings)
-        if changes:
-            warnings.append(NOT_REGROUPED)
+        warnings += config_acs_kernel_warning(facts["os_release"], request)
+    changes = write(bridges, ports, warnings) if write is not None else []
     violations: List[Dict[str, Any]] = []
     if request.profile == "confidential":
         found = [bridge_violation(bridge, topology) for bridge in bridges] + [cmdline_violation(options)]
@@ -760,3 +771,46 @@ def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
         "warnings": warnings,
         "diff": write_diff(changes),
     }
+
+
+def plan_from_discovery(result: Dict[str, Any], request: Request) -> Dict[str, Any]:
+    """:func:`plan_from_facts` on a result of pci_topology_info gathered with ``[all, acs]`` (role discovery's, with
+    cc_host too): the plan the module would make on that host then, without reading it again."""
+    acs, devices = result.get("acs"), result.get("devices")
+    if not isinstance(acs, dict) or not isinstance(devices, list) or "iommu_groups" not in result:
+        raise PcieAcsError("give the result of confidential_gpu.host.pci_topology_info gathered with gather_subset "
+                           "[all, acs]: it lacks %s" % ("acs" if not isinstance(acs, dict) else "devices"
+                                                        if not isinstance(devices, list) else "iommu_groups"))
+    if acs.get("functions") != len(devices):
+        raise PcieAcsError("the pci_topology_info result holds %d of the host's %s functions (selected by addresses, "
+                           "pci_ids, roles or iommu_groups): the plan needs every one"
+                           % (len(devices), acs.get("functions")))
+    if any("pcie" not in dev for dev in devices):
+        raise PcieAcsError("the pci_topology_info result was gathered without capabilities: give gather_subset "
+                           "[all, acs]")
+    topology = {"devices": unshape_devices(devices), "iommu_groups": result["iommu_groups"]}
+    return plan_from_facts(topology, acs, request)
+
+
+def runtime_writer(host: HostRoot, request: Request, check_mode: bool) -> Writer:
+    """runtime_write: set the profile's ACS control bits on the ports it names, through sysfs ``config``."""
+    def write(bridges: List[Dict[str, Any]], ports: List[str], warnings: List[str]) -> List[Dict[str, Any]]:
+        targets = ports if request.profile == "p2p" else [
+            bridge["address"] for bridge in bridges if bridge["port_type"] in PORTS_NEEDING_ACS]
+        writes = plan_writes(host, bridges, targets, request, {})
+        if writes and not check_mode and host.root == "/" and os.geteuid() != 0:
+            raise PcieAcsError("runtime_write would change the ACS control register of %s: that needs root "
+                               "(become: true)" % ", ".join(write.address for write in writes))
+        changes = run_writes(host, bridges, writes, check_mode, warnings)
+        if changes:
+            warnings.append(NOT_REGROUPED)
+        return changes
+    return write
+
+
+def plan(host: HostRoot, request: Request, check_mode: bool) -> Dict[str, Any]:
+    """Read the topology once and return the module's result (without ``warnings`` from ``host``)."""
+    topology = read_topology(host)
+    facts = read_host_facts(host, topology["devices"], select_devices(topology["devices"], request))
+    return plan_from_facts(topology, facts, request,
+                           runtime_writer(host, request, check_mode) if request.runtime_write else None)

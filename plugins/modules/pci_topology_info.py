@@ -42,6 +42,9 @@ options:
       - V(cc_host) is not part of V(all) and is returned only when named. It adds the facts of
         M(confidential_gpu.host.cc_host_info) under RV(cc_host), read from the same O(root), so a caller that needs
         both reads the host in one module run (role C(discovery) does; each module run costs a Python start).
+      - V(acs) is not part of V(all) either. It adds RV(acs), what M(confidential_gpu.host.pcie_acs) reads besides
+        the topology, so that role C(pcie_acs) can plan from this result (with V(all)) instead of reading the host
+        again (C(playbooks/prepare.yml) does).
       - A name adds its part to the minimum, which is always returned (each function's identity, place, driver, group,
         NUMA node, role and kind, and RV(summary)); V(!name) leaves a part out, V(!all) every part; a name given
         explicitly stays; a list of exclusions only starts from V(all). So V(!all) returns the minimum, and
@@ -387,6 +390,37 @@ cc_host:
   returned: when O(gather_subset) names V(cc_host)
   type: dict
   sample: {"iommu": {"enabled": true}, "verdicts": {"vfio_ready": true, "vfio_ready_reasons": []}}
+acs:
+  description:
+    - What M(confidential_gpu.host.pcie_acs) reads from the host besides the topology, over every bridge on a
+      function's path. Filter P(confidential_gpu.host.pcie_acs_plan#filter) plans from it and this result.
+  returned: when O(gather_subset) names V(acs)
+  type: dict
+  contains:
+    config_sizes:
+      description: Bytes of config space readable, by bridge address, for the bridges without an ACS capability
+        (256 or 4096; 64 for a reader that is not root).
+      type: dict
+    multifunction:
+      description: The multi-function bit of the header, by bridge address, for the bridges whose kernel ACS quirk
+        reads it.
+      type: dict
+    ivrs:
+      description: Whether the ACPI IVRS table (AMD-Vi) exists.
+      type: bool
+    cmdline:
+      description: C(/proc/cmdline); null when it cannot be read.
+      type: str
+    os_release:
+      description: C(/proc/sys/kernel/osrelease); null when it cannot be read.
+      type: str
+    functions:
+      description: How many functions the host has (the plan needs all of them; a result filtered by the
+        selectors holds fewer).
+      type: int
+  sample: {"config_sizes": {"0000:03:00.0": 4096}, "multifunction": {}, "ivrs": false,
+           "cmdline": "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=LABEL=root ro intel_iommu=on",
+           "os_release": "6.1.0-28-amd64", "functions": 25}
 summary:
   description: Counts over the selected functions; C(groups_not_viable) counts groups that hold a function
     other than a bridge (host, ISA or PCI bridge) and cannot be passed through; C(host_critical) functions and
@@ -417,6 +451,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     read_topology,
     shape_devices,
 )
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import read_host_facts
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError, open_host_root
 
 
@@ -476,6 +511,8 @@ def main() -> None:
         module.fail_json(msg=str(error))
     if "host_critical" in subsets:
         mark_host_critical(host, topology)
+    acs = dict(read_host_facts(host, topology["devices"]), functions=len(topology["devices"])) \
+        if "acs" in subsets else None
     topology = filter_topology(topology, Selector.of(params["addresses"], params["pci_ids"], params["roles"],
                                                      params["iommu_groups"]))
     summary = summarize(topology, subsets)
@@ -485,6 +522,8 @@ def main() -> None:
             del topology[part]
     if "cc_host" in subsets:
         topology["cc_host"] = gather_facts(host)
+    if acs is not None:
+        topology["acs"] = acs
     module.exit_json(changed=False, summary=summary, **hand_over(module, host, topology))
 
 
