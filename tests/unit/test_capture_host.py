@@ -40,8 +40,20 @@ def test_this_machine_replays_like_itself(tmp_path: Path, run_module) -> None:
     captured_tables = root / "sys/firmware/acpi/tables"
     assert (sorted(os.listdir(captured_tables)) if captured_tables.is_dir() else []) == table_files
 
-    live_pci = run_module("pci_topology_info", {"root": "/"})
-    replay_pci = run_module("pci_topology_info", {"root": str(root)})
+    live_pci = run_module("pci_topology_info", {"root": "/", "gather_subset": ["all", "acs"]})
+    replay_pci = run_module("pci_topology_info", {"root": str(root), "gather_subset": ["all", "acs"]})
+    # what role pcie_acs plans from in prepare (config sizes and header types of bridges, IVRS, cmdline, release)
+    assert replay_pci["acs"] == live_pci["acs"]
     # A capture holds no mounts, routes or consoles: host_critical is what only the live host can say.
     assert without_host_critical(replay_pci["devices"]) == without_host_critical(live_pci["devices"])
     assert without_host_critical(replay_pci["iommu_groups"]) == without_host_critical(live_pci["iommu_groups"])
+
+
+def test_the_capture_keeps_what_the_info_modules_name() -> None:
+    """host_capture.py repeats cc_host's and pcie_acs's names on purpose (scripts/capture-host loads it alone, with
+    the standard library only): the copies must stay equal to the originals."""
+    from ansible_collections.confidential_gpu.host.plugins.module_utils import cc_host, host_capture, pcie_acs
+    assert host_capture.KERNEL_CONFIG_OPTIONS == cc_host.KERNEL_CONFIG_OPTIONS
+    assert tuple(directory for _key, directory in cc_host.MODULE_CONFIG_DIRS) == host_capture.MODULE_CONFIG_DIRS
+    assert {pcie_acs.PROC_CMDLINE, pcie_acs.PROC_OSRELEASE} <= {"/proc/" + name for name in host_capture.PROC_FILES}
+    assert pcie_acs.ACPI_IVRS.startswith(host_capture.ACPI_TABLES + "/")
