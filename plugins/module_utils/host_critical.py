@@ -17,7 +17,7 @@ Read through :class:`HostRoot` (so a captured or synthetic tree works too):
   through their ``lower_*`` links, ``brif/`` and ``bonding/slaves``;
 - **console**: when fbcon is bound to a virtual console
   (``/sys/class/vtconsole/vtcon*/name`` says "frame buffer device" and ``bind``
-  is 1), the framebuffers it maps consoles to (``fbcon=map:`` on the kernel
+  is 1, or does not answer within BIND_READ_SECONDS), the framebuffers it maps consoles to (``fbcon=map:`` on the kernel
   command line, else fb0 and the boot VGA device's framebuffer, which fbcon
   takes as primary) and the PCI function under
   ``/sys/class/graphics/fbN``; for a firmware framebuffer (efifb,
@@ -36,12 +36,15 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import read_attributes
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import VFIO_DRIVERS
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import split_sysfs_path
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
 # Mounts whose disk the host needs to run and to boot again.
 BOOT_MOUNTS = ("/", "/boot", "/boot/efi")
+# How long the vtconsole ``bind`` reads may wait for the console lock (see bound_consoles).
+BIND_READ_SECONDS = 5
 
 
 def _unescape(field: str) -> str:
@@ -216,22 +219,29 @@ def console_framebuffer_numbers(host: HostRoot, boot_vga: Sequence[str]) -> List
     return sorted(numbers)
 
 
-def bound_consoles(host: HostRoot) -> Tuple[bool, bool]:
-    """(fbcon bound, VGA text console bound), from /sys/class/vtconsole/vtcon*/{name,bind}.
+def bound_consoles(host: HostRoot) -> Tuple[bool, bool, str]:
+    """(fbcon bound, VGA text console bound, a note for the reasons), from /sys/class/vtconsole/vtcon*/{name,bind}.
 
-    Without vtconsole entries, fbcon counts as bound when /sys/class/graphics/fbcon exists.
+    Without vtconsole entries, fbcon counts as bound when /sys/class/graphics/fbcon exists.  Reading ``bind``
+    takes the console lock (show_bind() in drivers/tty/vt/vt.c), which a task stuck in a display driver can hold
+    for ever (seen on the lab guest's Linux 6.1 during a DRM modeset deadlock).  So the reads run in a child with
+    a time limit (host_write.read_attributes), and consoles whose ``bind`` does not answer count as bound, with a
+    note saying so.
     """
     entries = host.listdir("/sys/class/vtconsole")
     if not entries:
-        return host.exists("/sys/class/graphics/fbcon"), False
-    fbcon = vga = False
-    for entry in entries:
-        name = host.read_text("/sys/class/vtconsole/%s/name" % entry) or ""
-        if host.read_text("/sys/class/vtconsole/%s/bind" % entry) != "1":
-            continue
-        fbcon = fbcon or "frame buffer" in name
-        vga = vga or "VGA" in name
-    return fbcon, vga
+        return host.exists("/sys/class/graphics/fbcon"), False, ""
+    names = {entry: host.read_text("/sys/class/vtconsole/%s/name" % entry) or "" for entry in entries}
+    consoles = [entry for entry in entries if "frame buffer" in names[entry] or "VGA" in names[entry]]
+    if not consoles:
+        return False, False, ""
+    paths = ["/sys/class/vtconsole/%s/bind" % entry for entry in consoles]
+    binds = read_attributes(host, paths, BIND_READ_SECONDS)
+    note = "" if binds is not None else (
+        " (counted as bound: reading %s did not answer within %d s, so the console lock is held)"
+        % (" and ".join(paths), BIND_READ_SECONDS))
+    bound = [names[entry] for index, entry in enumerate(consoles) if binds is None or binds[index] == "1"]
+    return any("frame buffer" in name for name in bound), any("VGA" in name for name in bound), note
 
 
 def boot_vga_devices(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -250,7 +260,7 @@ def console_devices(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[s
       when fbcon is bound but none of its framebuffers exists, or when the VGA
       text console (vgacon) is bound.
     """
-    fbcon, vga = bound_consoles(host)
+    fbcon, vga, note = bound_consoles(host)
     critical: Dict[str, List[str]] = {}
     if not (fbcon or vga):
         return critical
@@ -282,7 +292,7 @@ def console_devices(host: HostRoot, devices: Sequence[Dict[str, Any]]) -> Dict[s
         for dev in boot_vga:
             critical.setdefault(dev["address"], []).append("the VGA text console (vgacon) is drawn by this boot "
                                                            "VGA device")
-    return critical
+    return {address: [reason + note for reason in reasons] for address, reasons in critical.items()}
 
 
 # What makes a function host-critical, as discovery and pci_driver report it.

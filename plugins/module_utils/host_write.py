@@ -3,8 +3,9 @@
 """The write side beside :class:`HostRoot`: one sysfs attribute writer and one command runner.
 
 :func:`write_attribute` is the only way a module writes a sysfs file (``driver_override``, ``unbind``,
-``sriov_numvfs``, ``nr_hugepages``, a config-space register); :class:`CommandRunner` is the only way it runs a
-host tool (modprobe, initramfs generators, boot-loader tools).  Files the modules own go through
+``sriov_numvfs``, ``nr_hugepages``, a config-space register), and :func:`read_attributes` the way it reads one
+whose read can wait in the kernel; :class:`CommandRunner` is the only way it runs a host tool (modprobe,
+initramfs generators, boot-loader tools).  Files the modules own go through
 ``host_files``.  Standard library only: this runs on target hosts with Python >= 3.8.
 """
 
@@ -14,7 +15,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence, Type, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
 
@@ -79,6 +80,30 @@ def seconds(value: float) -> str:
     return ("%d" % value) if float(value).is_integer() else ("%g" % value)
 
 
+class _ChildTimeout(Exception):
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+def _run_child(argv: List[str], timeout: float) -> Tuple[subprocess.Popen, bytes, bytes]:
+    """Run ``argv`` in a child: (child, stdout, stderr).
+
+    The policy above: a child still in the kernel after ``timeout`` is killed, reaped for at most REAP_SECONDS,
+    and :class:`_ChildTimeout` raised.  OSError when it cannot start.
+    """
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=REAP_SECONDS)
+        raise _ChildTimeout(child.pid) from None
+    return child, out, err
+
+
 def write_attribute(host: HostRoot, host_path: str, value: Union[str, bytes], timeout: float,
                     offset: Optional[int] = None, read_back: int = 0) -> bytes:
     """Write ``value`` to an existing file below the root, at ``offset`` when given; what reads back after it.
@@ -88,22 +113,15 @@ def write_attribute(host: HostRoot, host_path: str, value: Union[str, bytes], ti
     """
     data = value.encode() if isinstance(value, str) else value
     shown = value.strip() if isinstance(value, str) else "0x" + data.hex()
-    argv = [sys.executable or "python3", "-I", "-S", "-c", _WRITER, host.path(host_path), data.hex(),
-            str(-1 if offset is None else offset), str(read_back)]
     try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True)
+        child, out, err = _run_child([sys.executable or "python3", "-I", "-S", "-c", _WRITER, host.path(host_path),
+                                      data.hex(), str(-1 if offset is None else offset), str(read_back)], timeout)
     except OSError as error:
         raise SysfsWriteError("cannot start a writer for %s: %s" % (host_path, error)) from None
-    try:
-        out, err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=REAP_SECONDS)
+    except _ChildTimeout as timed_out:
         raise SysfsWriteTimeout("writing %s to %s did not return within %s s (writer process %d killed; the write "
                                 "may still take effect when the kernel lets it go)"
-                                % (shown, host_path, seconds(timeout), child.pid), child.pid) from None
+                                % (shown, host_path, seconds(timeout), timed_out.pid), timed_out.pid) from None
     if child.returncode == 0:
         return bytes.fromhex(out.decode("ascii", "replace").strip() or "")
     stage, _space, rest = err.decode("utf-8", "replace").strip().partition(" ")
@@ -114,6 +132,24 @@ def write_attribute(host: HostRoot, host_path: str, value: Union[str, bytes], ti
     else:
         message = "writing %s to %s failed: %s" % (shown, host_path, reason)
     raise SysfsWriteError(message, int(code) if code.isdigit() else 0, reason, stage)
+
+
+def read_attributes(host: HostRoot, host_paths: Sequence[str], timeout: float) -> Optional[List[Optional[str]]]:
+    """Each file's text as :meth:`HostRoot.read_text` gives it (None: missing or unreadable), each read by ``cat``
+    in a child with the writer's timeout policy; ``None`` when one did not answer within ``timeout`` (the rest are
+    not tried: what holds one read holds the next) or no child could start.
+
+    For attributes whose read takes a lock another task may hold for ever (vtconsole's ``bind``).  ``cat`` starts
+    in about a millisecond where a Python child takes 10 to 20; Ansible's own remote commands need coreutils too.
+    """
+    texts: List[Optional[str]] = []
+    for host_path in host_paths:
+        try:
+            child, out, _err = _run_child(["cat", host.path(host_path)], timeout)
+        except (OSError, _ChildTimeout):
+            return None
+        texts.append(out.decode("utf-8", "replace").strip() if child.returncode == 0 else None)
+    return texts
 
 
 # --------------------------------------------------------------------------

@@ -121,14 +121,14 @@ def build_intent(params: Dict[str, Any]) -> Intent:
                   bool(params.get("persist", True)), early, members, params.get("_shipped_files"))
 
 
-# The options one item of ``bindings`` may set; those it leaves out (None) take the module's top-level value.
-BINDING_OPTIONS = ("addresses", "pci_ids", "roles", "iommu_groups", "driver", "whole_group", "allow_host_critical",
-                   "allow_group_members", "persist", "early_binding")
 SELECTION_KEYS = ("addresses", "pci_ids", "roles", "iommu_groups")
 
 
 def build_intents(params: Dict[str, Any]) -> List[Intent]:
-    """The run's bindings, in order: the items of ``bindings``, or the top-level selection alone."""
+    """The run's bindings, in order: the items of ``bindings``, or the top-level selection alone.
+
+    An option an item leaves out (None) takes the top-level value; AnsibleModule has checked the items' keys.
+    """
     bindings = params.get("bindings") or []
     if not bindings:
         return [build_intent(params)]
@@ -137,12 +137,6 @@ def build_intents(params: Dict[str, Any]) -> List[Intent]:
                              "each item of bindings, not both")
     intents = []
     for index, item in enumerate(bindings):
-        if not isinstance(item, dict):
-            raise PciDriverError("bindings[%d]: %r is not a dictionary of pci_driver options" % (index, item))
-        unknown = sorted(set(item) - set(BINDING_OPTIONS))
-        if unknown:
-            raise PciDriverError("bindings[%d]: %s not an option of a binding (%s)"
-                                 % (index, ", ".join(unknown), ", ".join(BINDING_OPTIONS)))
         merged = dict(params, **{key: None for key in SELECTION_KEYS})
         merged.update((key, value) for key, value in item.items() if value is not None)
         try:

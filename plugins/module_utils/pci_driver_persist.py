@@ -119,6 +119,12 @@ def parse_modprobe_conf(text: Optional[str], driver: str) -> Tuple[List[str], Li
     return ids, softdeps
 
 
+def claiming_drivers(text: Optional[str]) -> List[str]:
+    """Drivers our modprobe.d file gives ``ids=`` to, in modprobe's spelling (``vfio_pci``: ``vfio-pci``)."""
+    return sorted({words[1].replace("_", "-") for words in (line.split() for line in (text or "").splitlines())
+                   if len(words) >= 3 and words[0] == "options" and any(w.startswith("ids=") for w in words[2:])})
+
+
 def render_modprobe_conf(driver: str, ids: Iterable[str], softdeps: Iterable[str]) -> Optional[str]:
     ids = sorted(set(ids))
     if not ids:
@@ -152,6 +158,11 @@ def early_binding_content(facts: Facts, intent: Intent, targets: Sequence[Dict[s
         if not set(ids) & mine:
             return before
         return render_modprobe_conf(intent.driver, [i for i in ids if i not in mine], softdeps)
+    others = [driver for driver in claiming_drivers(before) if driver != intent.driver.replace("_", "-")]
+    if others:
+        raise PciDriverError("early binding: %s holds the ids= of one driver, and it holds %s's; bind these devices "
+                             "to %s at runtime and by the udev rule (early_binding: false), or first take %s's "
+                             "devices off it (state: absent)" % (MODPROBE_CONF, others[0], intent.driver, others[0]))
     target_addresses = {dev["address"] for dev in targets}
     wanted = set(ids)
     for pci_id in sorted(mine):

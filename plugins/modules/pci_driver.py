@@ -111,6 +111,8 @@ options:
         from the initramfs takes the device first.
       - With C(false) existing files are left as they are (O(state=absent) still takes the released devices' IDs
         out).
+      - The file serves one driver. Early binding to a second one while it holds another driver's IDs is refused,
+        in one run's O(bindings) as across runs; bind those devices with O(early_binding=false).
     type: bool
     default: false
   initramfs_command:

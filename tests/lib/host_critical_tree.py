@@ -247,6 +247,18 @@ def lab_vm(root: Path, functions: Optional[List[FakeFunction]] = None) -> Path:
     return root
 
 
+def bound_lab(root: Path, vf_driver: Optional[str] = None) -> Path:
+    """The lab with the GPU pair (and the NVMe VFs, given ``vf_driver``) on vfio-pci already, so that nothing waits
+    for a kernel: the GPU group's node and the pair's VFIO cdev nodes too."""
+    lab_vm(root, lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci", vf_driver=vf_driver))
+    (root / "dev/vfio/11").touch()
+    for index, address in enumerate(("0000:02:00.0", "0000:02:00.1")):
+        (device_dir(root, address) / "vfio-dev" / ("vfio%d" % index)).mkdir(parents=True)
+        (root / "dev/vfio/devices").mkdir(exist_ok=True)
+        (root / "dev/vfio/devices" / ("vfio%d" % index)).touch()
+    return root
+
+
 def shared_group_functions(nic_driver: Optional[str] = "mlx5_core") -> List[FakeFunction]:
     """The lab VM plus what makes IOMMU groups take functions nobody selected.
 

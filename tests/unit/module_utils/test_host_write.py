@@ -18,6 +18,7 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write i
     CommandRunner,
     SysfsWriteError,
     SysfsWriteTimeout,
+    read_attributes,
     write_attribute,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
@@ -94,6 +95,19 @@ def tool(bin_dir: Path, name: str, body: str) -> None:
     path = bin_dir / name
     path.write_text("#!/bin/sh\n" + body + "\n")
     path.chmod(0o755)
+
+
+def test_reads_that_may_wait_answer_each_file_or_none_at_all(tmp_path: Path) -> None:
+    """Each file's text as HostRoot.read_text gives it, None where missing; a FIFO nobody writes blocks the read
+    as the console lock blocks vtconsole's bind: the call returns None after the limit, and tries nothing after it."""
+    host = HostRoot(str(tmp_path))
+    attribute(tmp_path, b" 1\n")
+    assert read_attributes(host, [ATTRIBUTE, "/sys/missing"], 5) == [host.read_text(ATTRIBUTE), None] == ["1", None]
+    blocked = tmp_path / "sys/blocked"
+    os.mkfifo(blocked)
+    started = time.monotonic()
+    assert read_attributes(host, [ATTRIBUTE, "/sys/blocked", "/sys/blocked"], 1.0) is None
+    assert time.monotonic() - started < 1.9, "one wait of 1 s, not one per blocked file"
 
 
 def test_every_tool_gets_the_root_the_same_way(tmp_path: Path) -> None:

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from conftest import REPO
-
 from ansible_collections.confidential_gpu.host.plugins.module_utils import pci_bind
-from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import host_critical
+from ansible_collections.confidential_gpu.host.plugins.module_utils.host_critical import (
+    BIND_READ_SECONDS,
+    host_critical,
+)
 from ansible_collections.confidential_gpu.host.plugins.module_utils.host_write import ROOT_ENV, SYSTEM_PATH
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver import build_intent, gather_facts
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_model import PciDriverError
@@ -30,17 +31,17 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_p
     DRACUT_CONF,
     HELPER,
     INITRAMFS_TOOLS_HOOK,
-    InitramfsRunner,
     MODPROBE_CONF,
     UDEV_RULES,
+    InitramfsRunner,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_plan import make_plan
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot
+from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 from fake_sysfs import ServerShape, build_tree, gpu_server, lab_like_host  # noqa: E402
-from shipped_files import shipped_for  # noqa: E402
 from host_critical_tree import (  # noqa: E402
     add_bond,
     add_disk,
@@ -59,6 +60,7 @@ from host_critical_tree import (  # noqa: E402
     snapshot,
     write,
 )
+from shipped_files import shipped_for  # noqa: E402
 
 GPU_PAIR = ["0000:02:00.0", "0000:02:00.1"]
 
@@ -413,6 +415,21 @@ def test_vga_text_console_and_no_console(tmp_path: Path) -> None:
         entry.unlink()
     set_consoles(tmp_path, fbcon=False, vga=False)
     assert set(critical_of(tmp_path)) == {"0000:00:03.0", "0000:00:04.0"}, "serial console only"
+
+
+def test_a_console_whose_bind_never_answers_counts_as_bound(tmp_path: Path) -> None:
+    """Reading vtconsole's bind takes the console lock; a FIFO blocks the same way, in a real open()."""
+    lab_vm(tmp_path)
+    bind = tmp_path / "sys/devices/virtual/vtconsole/vtcon1/bind"
+    assert "frame buffer" in (bind.parent / "name").read_text()
+    bind.unlink()
+    os.mkfifo(bind)
+    started = time.monotonic()
+    critical = critical_of(tmp_path)
+    assert time.monotonic() - started < BIND_READ_SECONDS + 3, "the read has a time limit"
+    assert critical["0000:06:00.0"] == [
+        "fbcon draws the active console on its framebuffer fb0 (virtio_gpudrmfb) (counted as bound: reading "
+        "/sys/class/vtconsole/vtcon1/bind did not answer within 5 s, so the console lock is held)"]
 
 
 # --------------------------------------------------------------------------

@@ -15,19 +15,12 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from host_critical_tree import lab_vm, lab_vm_functions, snapshot  # noqa: E402
+from host_critical_tree import add_kernel_interface, bound_lab, lab_vm, lab_vm_functions, snapshot  # noqa: E402
 
 MODULE = "pci_driver"
 RULES = "etc/udev/rules.d/70-confidential-gpu-vfio.rules"
 VF = "0000:01:00.1"
 GPU = "0000:02:00.0"
-
-
-def bound_lab(root: Path) -> Path:
-    """The lab with the GPU pair and the NVMe VFs on vfio-pci already, and the GPU group's node."""
-    lab_vm(root, lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci", vf_driver="vfio-pci"))
-    (root / "dev/vfio/11").touch()
-    return root
 
 
 def run_all(run_module, root: Path, bindings: List[Dict[str, Any]], **extra: Any) -> Dict[str, Any]:
@@ -37,11 +30,11 @@ def run_all(run_module, root: Path, bindings: List[Dict[str, Any]], **extra: Any
 def test_one_run_leaves_the_tree_as_one_run_per_binding_does(run_module, tmp_path: Path) -> None:
     bindings = [{"addresses": [VF]},
                 {"addresses": [GPU], "early_binding": True}]
-    in_a_row = bound_lab(tmp_path / "row")
+    in_a_row = bound_lab(tmp_path / "row", vf_driver="vfio-pci")
     for binding in bindings:
         result = run_module(MODULE, dict({"root": str(in_a_row), "initramfs_command": ""}, **binding))
         assert result["rc"] == 0, result
-    together = bound_lab(tmp_path / "together")
+    together = bound_lab(tmp_path / "together", vf_driver="vfio-pci")
     result = run_all(run_module, together, bindings, initramfs_command="", _ansible_diff=True)
     assert result["rc"] == 0 and result["changed"] is True, result
     assert snapshot(together) == snapshot(in_a_row)
@@ -50,7 +43,7 @@ def test_one_run_leaves_the_tree_as_one_run_per_binding_does(run_module, tmp_pat
     assert result["files"].count("/" + RULES) == 1 and len(result["diff"]) == len(result["files"])
     assert [(d["address"], d["action"]) for d in result["devices"]] == [
         (VF, "none"), (GPU, "none"), ("0000:02:00.1", "none")]
-    assert result["vfio_nodes"] == ["/dev/vfio/11"]
+    assert result["vfio_nodes"] == ["/dev/vfio/11", "/dev/vfio/devices/vfio0", "/dev/vfio/devices/vfio1"]
     again = run_all(run_module, together, bindings, initramfs_command="")
     assert again["changed"] is False and again["files"] == [], again
 
@@ -68,7 +61,7 @@ def test_check_mode_plans_every_binding_and_writes_nothing(run_module, tmp_path:
 
 
 def test_a_function_two_bindings_give_different_drivers_is_refused(run_module, tmp_path: Path) -> None:
-    root = bound_lab(tmp_path / "root")
+    root = bound_lab(tmp_path / "root", vf_driver="vfio-pci")
     before = snapshot(root)
     result = run_all(run_module, root, [{"addresses": [GPU]}, {"addresses": [GPU], "driver": "pci-stub"}])
     assert result["failed"] is True and [item["kind"] for item in result["refused"]] == ["conflict", "conflict"]
@@ -102,8 +95,30 @@ def test_bad_bindings_change_nothing(run_module, tmp_path: Path, params: Dict[st
     assert snapshot(root) == before
 
 
+def test_a_second_early_binding_driver_is_refused(run_module, tmp_path: Path) -> None:
+    """The modprobe.d file holds one driver's ids=: a second driver would silently drop the first one's IDs."""
+    root = bound_lab(tmp_path / "root", vf_driver="vfio-pci")
+    add_kernel_interface(root, ("pci-stub",))
+    before = snapshot(root)
+    two = [{"addresses": [GPU], "early_binding": True},
+           {"addresses": ["05:00.0"], "early_binding": True, "driver": "pci-stub"}]
+    result = run_all(run_module, root, two, initramfs_command="")
+    expected = ("early binding: /etc/modprobe.d/confidential-gpu-vfio.conf holds the ids= of one driver, and it holds "
+                "vfio-pci's; bind these devices to pci-stub at runtime")
+    assert result["failed"] is True and expected in result["msg"], result
+    assert snapshot(root) == before
+    first = run_module(MODULE, dict(two[0], root=str(root), initramfs_command=""))
+    assert first["rc"] == 0 and first["changed"] is True, first
+    written = snapshot(root)
+    second = run_module(MODULE, dict(two[1], root=str(root), initramfs_command=""))
+    assert second["failed"] is True and expected in second["msg"], "the same across two runs"
+    assert snapshot(root) == written
+    runtime_only = dict(two[1], root=str(root), early_binding=False, _ansible_check_mode=True)
+    assert run_module(MODULE, runtime_only)["rc"] == 0, "the fix the message names is accepted"
+
+
 def test_options_a_binding_leaves_out_come_from_the_top(run_module, tmp_path: Path) -> None:
-    root = bound_lab(tmp_path / "root")
+    root = bound_lab(tmp_path / "root", vf_driver="vfio-pci")
     result = run_all(run_module, root, [{"addresses": [VF]}, {"addresses": [GPU], "persist": True}], persist=False)
     assert result["rc"] == 0, result
     assert result["files"] == ["/etc/driverctl.d/pci-0000:02:00.0", "/etc/driverctl.d/pci-0000:02:00.1", "/" + RULES,

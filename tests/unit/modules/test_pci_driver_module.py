@@ -22,23 +22,19 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from host_critical_tree import device_dir, lab_vm, lab_vm_functions, shared_group_functions, snapshot  # noqa: E402
+from host_critical_tree import (  # noqa: E402
+    bound_lab,
+    device_dir,
+    lab_vm,
+    lab_vm_functions,
+    shared_group_functions,
+    snapshot,
+)
 
 MODULE = "pci_driver"
 HELPER = "usr/local/libexec/confidential-gpu/pci-override"
 RULES = "etc/udev/rules.d/70-confidential-gpu-vfio.rules"
 MODPROBE = "etc/modprobe.d/confidential-gpu-vfio.conf"
-
-
-def bound_lab(root: Path) -> Path:
-    """The lab with the GPU pair on vfio-pci already, its group node and VFIO cdev nodes."""
-    lab_vm(root, lab_vm_functions(gpu_driver="vfio-pci", audio_driver="vfio-pci"))
-    (root / "dev/vfio/11").touch()
-    for index, address in enumerate(("0000:02:00.0", "0000:02:00.1")):
-        (device_dir(root, address) / "vfio-dev" / ("vfio%d" % index)).mkdir(parents=True)
-        (root / "dev/vfio/devices").mkdir(exist_ok=True)
-        (root / "dev/vfio/devices" / ("vfio%d" % index)).touch()
-    return root
 
 
 def args(root: Path, **extra: Any) -> Dict[str, Any]:
