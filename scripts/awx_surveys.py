@@ -103,7 +103,8 @@ TEMPLATES: Tuple[Template, ...] = (
         playbook="playbooks/report.yml",
         job_type="run",
         description="The fleet report: one HTML page and one JSON file for all hosts, what changed since the last "
-                    "one; report_dir is an extra var the job must keep (docs/report.md). Changes nothing on hosts.",
+                    "one, written to report_dir (an extra var: a directory on a volume, or it goes with the job's "
+                    "container); the summary is the job's artifacts (docs/awx.md). Changes nothing on hosts.",
         surveyed=("discovery_roles",),
     ),
 )

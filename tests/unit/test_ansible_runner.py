@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import ansible_runner
 import pytest
@@ -28,6 +28,7 @@ from fact_cache import cached_facts  # noqa: E402
 from fake_sysfs import ServerShape, build_tree, gpu_server  # noqa: E402
 from galaxy_build import build_artifact, install_artifact  # noqa: E402
 from prepare_run import debian_grub_host, prepared_lab  # noqa: E402
+from required_tools import require_tool  # noqa: E402
 
 HOSTS = ("gpu-node-a", "gpu-node-b")
 
@@ -76,7 +77,7 @@ def survey_answers(playbook: str, job_type: str) -> Dict[str, Any]:
 
 def run_like_awx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collections_path: Path,
                  hosts: Dict[str, Dict[str, Any]], playbook: str, extravars: Dict[str, Any],
-                 cmdline: str = "") -> Any:
+                 cmdline: str = "", job_env: Optional[Dict[str, str]] = None) -> Any:
     """ansible_runner.run of the collection's playbook ``playbook`` (FQCN) with a private data dir of its own."""
     monkeypatch.delenv("ANSIBLE_CONFIG", raising=False)
     monkeypatch.delenv("ANSIBLE_COLLECTIONS_PATHS", raising=False)
@@ -88,7 +89,8 @@ def run_like_awx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collections_pa
     return ansible_runner.run(
         private_data_dir=str(private), ident="job", playbook=playbook, quiet=True,
         inventory={"all": {"hosts": hosts}}, extravars=extravars,
-        envvars={"ANSIBLE_COLLECTIONS_PATH": str(collections_path), "ANSIBLE_NOCOLOR": "1"}, **kwargs)
+        envvars=dict({"ANSIBLE_COLLECTIONS_PATH": str(collections_path), "ANSIBLE_NOCOLOR": "1"}, **(job_env or {})),
+        **kwargs)
 
 
 def events_of(runner: Any, kind: str) -> List[Dict[str, Any]]:
@@ -96,14 +98,15 @@ def events_of(runner: Any, kind: str) -> List[Dict[str, Any]]:
 
 
 def check_job(runner: Any, collections_path: Path) -> Dict[str, Any]:
-    """The job succeeded, every host had tasks that ran from the installed artifact; the set_stats data."""
+    """The job succeeded, every host had tasks that ran from the installed artifact (and at most the controller,
+    localhost, besides them); the set_stats data."""
     output = runner.stdout.read()
     assert (runner.status, runner.rc) == ("successful", 0), output
     installed = collections_path / "ansible_collections" / "confidential_gpu" / "host"
     (start,) = events_of(runner, "playbook_on_start")
     assert Path(start["event_data"]["playbook"]).resolve().parent == (installed / "playbooks").resolve(), start
     ok = events_of(runner, "runner_on_ok")
-    assert {event["event_data"]["host"] for event in ok} == set(HOSTS), output
+    assert {event["event_data"]["host"] for event in ok} - {"localhost"} == set(HOSTS), output
     summaries = [event for event in ok if event["event_data"]["task_action"] == "ansible.builtin.set_fact"
                  and "discovery_summary" in event["event_data"]["res"].get("ansible_facts", {})]
     assert sorted(event["event_data"]["host"] for event in summaries) == sorted(HOSTS), output
@@ -147,3 +150,27 @@ def test_prepare_check_as_awx_runs_it(tmp_path: Path, monkeypatch: pytest.Monkey
     after = {host: sorted(str(path) for path in Path(variables["confidential_gpu_root"]).rglob("*"))
              for host, variables in hosts.items()}
     assert after == before, "check mode created or removed nothing in the hosts' trees"
+
+
+def test_report_as_awx_runs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collections_path: Path,
+                               hosts: Dict[str, Dict[str, Any]]) -> None:
+    """The fleet report's files stay in the job's execution environment; its summary is the job's artifacts, and
+    the job's output says so (AWX sets JOB_ID in a job's environment)."""
+    require_tool("dot", "Graphviz lays out the fleet report's PCIe pictures")
+    answers = survey_answers("playbooks/report.yml", "run")
+    assert answers == {"discovery_roles": []}
+    reports = tmp_path / "reports"
+    runner = run_like_awx(tmp_path, monkeypatch, collections_path, hosts, "confidential_gpu.host.report",
+                          dict(answers, report_dir=str(reports)), job_env={"JOB_ID": "42"})
+    artifact_data = check_job(runner, collections_path)
+    check_results(runner, artifact_data)
+    written = json.loads((reports / "fleet.json").read_text())
+    report = artifact_data["confidential_gpu_report"]
+    assert report == {"generated": written["generated"], "report_dir": str(reports), "summary": written["summary"],
+                      "states": {name: entry["state"] for name, entry in written["hosts"].items()},
+                      "changed": sorted(name for name, entry in written["hosts"].items() if entry["changes"]),
+                      "removed": []}
+    assert sorted(report["states"]) == sorted(HOSTS) and report["summary"]["hosts"] == 2
+    (said,) = [event["event_data"]["res"]["msg"] for event in events_of(runner, "runner_on_ok")
+               if event["event_data"]["task"] == "Say where the report is"]
+    assert said.startswith("2 hosts (") and "AWX job 42: that directory is in the job's execution environment" in said
