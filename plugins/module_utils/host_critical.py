@@ -223,10 +223,11 @@ def bound_consoles(host: HostRoot) -> Tuple[bool, bool, str]:
     """(fbcon bound, VGA text console bound, a note for the reasons), from /sys/class/vtconsole/vtcon*/{name,bind}.
 
     Without vtconsole entries, fbcon counts as bound when /sys/class/graphics/fbcon exists.  Reading ``bind``
-    takes the console lock (show_bind() in drivers/tty/vt/vt.c), which a task stuck in a display driver can hold
-    for ever (seen on the lab guest's Linux 6.1 during a DRM modeset deadlock).  So the reads run in a child with
-    a time limit (host_write.read_attributes), and consoles whose ``bind`` does not answer count as bound, with a
-    note saying so.
+    takes the console lock (show_bind() in drivers/tty/vt/vt.c, since Linux 5.3: commit 61d51456f357 "vt: Grab
+    console_lock around con_is_bound in show_bind"), which a task stuck in a display driver can hold for ever
+    (seen on the lab guest's Linux 6.1 during a DRM modeset deadlock).  So the reads run in a child with a time
+    limit (host_write.read_attributes), and consoles whose ``bind`` does not answer count as bound, with a note
+    saying so.
     """
     entries = host.listdir("/sys/class/vtconsole")
     if not entries:

@@ -103,26 +103,20 @@ def render_rules(addresses: Iterable[str]) -> Optional[str]:
     return RULES_HEADER + "\n".join(lines) + "\n" if lines else None
 
 
-def parse_modprobe_conf(text: Optional[str], driver: str) -> Tuple[List[str], List[str]]:
-    """(ids, softdep modules) of our modprobe.d file for ``driver``."""
-    ids: List[str] = []
-    softdeps: List[str] = []
-    same = {driver, driver.replace("-", "_")}
+def parse_modprobe_conf(text: Optional[str]) -> Dict[str, Tuple[List[str], List[str]]]:
+    """Each driver our modprobe.d file names, in modprobe's spelling (``vfio_pci``: ``vfio-pci``): its
+    (``ids=`` IDs, modules that load after it by ``softdep``)."""
+    drivers: Dict[str, Tuple[List[str], List[str]]] = {}
     for line in (text or "").splitlines():
         words = line.split()
-        if len(words) >= 3 and words[0] == "options" and words[1] in same:
-            for word in words[2:]:
-                if word.startswith("ids="):
-                    ids += [item for item in word[4:].split(",") if item]
-        elif len(words) >= 4 and words[0] == "softdep" and words[2] == "pre:" and set(words[3:]) & same:
-            softdeps.append(words[1])
-    return ids, softdeps
-
-
-def claiming_drivers(text: Optional[str]) -> List[str]:
-    """Drivers our modprobe.d file gives ``ids=`` to, in modprobe's spelling (``vfio_pci``: ``vfio-pci``)."""
-    return sorted({words[1].replace("_", "-") for words in (line.split() for line in (text or "").splitlines())
-                   if len(words) >= 3 and words[0] == "options" and any(w.startswith("ids=") for w in words[2:])})
+        if len(words) >= 3 and words[0] == "options":
+            ids = [item for word in words[2:] if word.startswith("ids=") for item in word[4:].split(",") if item]
+            if ids:
+                drivers.setdefault(words[1].replace("_", "-"), ([], []))[0].extend(ids)
+        elif len(words) >= 4 and words[0] == "softdep" and words[2] == "pre:":
+            for driver in set(words[3:]):
+                drivers.setdefault(driver.replace("_", "-"), ([], []))[1].append(words[1])
+    return drivers
 
 
 def render_modprobe_conf(driver: str, ids: Iterable[str], softdeps: Iterable[str]) -> Optional[str]:
@@ -152,17 +146,21 @@ def early_binding_content(facts: Facts, intent: Intent, targets: Sequence[Dict[s
                           warnings: List[str]) -> Optional[str]:
     """New content of our modprobe.d file: the targets' IDs added (present) or taken out (absent)."""
     before = facts.files.get(MODPROBE_CONF)
-    ids, softdeps = parse_modprobe_conf(before, intent.driver)
+    conf = parse_modprobe_conf(before)
+    ids, softdeps = conf.get(intent.driver.replace("_", "-"), ([], []))
     mine = {"%s:%s" % (dev["vendor_id"], dev["device_id"]) for dev in targets}
     if intent.state == "absent":
         if not set(ids) & mine:
             return before
         return render_modprobe_conf(intent.driver, [i for i in ids if i not in mine], softdeps)
-    others = [driver for driver in claiming_drivers(before) if driver != intent.driver.replace("_", "-")]
+    # One driver per file: modprobe honours only the first softdep line naming a module (kmod v30,
+    # libkmod/libkmod-module.c, kmod_module_get_softdeps), so a second driver could not load before nvidia too.
+    others = sorted(driver for driver, (claimed, _softdeps) in conf.items()
+                    if claimed and driver != intent.driver.replace("_", "-"))
     if others:
-        raise PciDriverError("early binding: %s holds the ids= of one driver, and it holds %s's; bind these devices "
-                             "to %s at runtime and by the udev rule (early_binding: false), or first take %s's "
-                             "devices off it (state: absent)" % (MODPROBE_CONF, others[0], intent.driver, others[0]))
+        raise PciDriverError("early binding: %s serves one driver and already holds %s's ids=; bind these devices to "
+                             "%s at runtime and by the udev rule (early_binding: false), or first take %s's devices "
+                             "off it (state: absent)" % (MODPROBE_CONF, others[0], intent.driver, others[0]))
     target_addresses = {dev["address"] for dev in targets}
     wanted = set(ids)
     for pci_id in sorted(mine):

@@ -103,8 +103,8 @@ def test_a_second_early_binding_driver_is_refused(run_module, tmp_path: Path) ->
     two = [{"addresses": [GPU], "early_binding": True},
            {"addresses": ["05:00.0"], "early_binding": True, "driver": "pci-stub"}]
     result = run_all(run_module, root, two, initramfs_command="")
-    expected = ("early binding: /etc/modprobe.d/confidential-gpu-vfio.conf holds the ids= of one driver, and it holds "
-                "vfio-pci's; bind these devices to pci-stub at runtime")
+    expected = ("early binding: /etc/modprobe.d/confidential-gpu-vfio.conf serves one driver and already holds "
+                "vfio-pci's ids=; bind these devices to pci-stub at runtime")
     assert result["failed"] is True and expected in result["msg"], result
     assert snapshot(root) == before
     first = run_module(MODULE, dict(two[0], root=str(root), initramfs_command=""))
