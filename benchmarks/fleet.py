@@ -134,7 +134,9 @@ def build_host(root: Path, layout: Layout, fixtures: Path = FIXTURES) -> int:
 
 def build_fleet(work: Path, count: int) -> Dict[str, Layout]:
     """``count`` hosts below work/hosts and their inventory (work/inventory.json), and the stand-in boot tools
-    (work/bin, tests/lib/standins) that kernel_args is pointed at; the layout of each host."""
+    (work/bin, tests/lib/standins) that kernel_args is pointed at; the layout of each host.  Hosts built there
+    before are replaced: prepare changes a host's tree, so a second run starts from bare hosts again."""
+    shutil.rmtree(work / "hosts", ignore_errors=True)
     shutil.copytree(REPO / "tests" / "lib" / "standins", work / "bin", dirs_exist_ok=True)
     for path in (work / "bin").iterdir():
         path.chmod(0o755)
@@ -262,7 +264,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--python", type=interpreter, default=default_python(),
                         help="the hosts' interpreter (default: /usr/bin/python3 when present, else this one)")
     parser.add_argument("--top-tasks", type=int, default=8, help="print this many of the slowest tasks per run")
-    parser.add_argument("--keep", type=Path, help="build the fleet here and keep it (default: a temporary directory)")
+    parser.add_argument("--keep", type=Path, help="build the fleet here and keep it, replacing a fleet built there "
+                        "before (default: a temporary directory)")
     options = parser.parse_args(argv)
     if not Path("/usr/bin/time").is_file():
         raise SystemExit("/usr/bin/time is missing (Debian package time): it measures the modules' CPU")

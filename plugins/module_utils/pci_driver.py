@@ -71,8 +71,8 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_driver_r
     ensure_driver,
     vfio_nodes,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_topology
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges, read_host_facts
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import read_host_facts, read_topology
+from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import describe_bridges
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, os_release_ids
 
 DRIVER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")

@@ -18,6 +18,7 @@ import os
 import re
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
+from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks import reads_header
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config import (
     HEADER_SIZE,
     LEGACY_SIZE,
@@ -42,6 +43,9 @@ T = TypeVar("T")
 
 PCI_DEVICES = "/sys/bus/pci/devices"
 PCI_DRIVERS = "/sys/bus/pci/drivers"
+PROC_CMDLINE = "/proc/cmdline"
+PROC_OSRELEASE = "/proc/sys/kernel/osrelease"
+ACPI_IVRS = "/sys/firmware/acpi/tables/IVRS"
 HOST_BRIDGE_DIR_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
 
 
@@ -96,6 +100,40 @@ def read_config(host: HostRoot, address: str) -> bytes:
     """The function's readable config space: all 256 bytes of the header and capabilities (64 for a
     non-root reader), then 4096 with the extended capability list in place and the rest zero."""
     return read_config_space(host, address, config_with_capability_headers)
+
+
+def config_size(host: HostRoot, address: str, cache: Dict[str, bytes]) -> int:
+    if address not in cache:
+        cache[address] = read_config(host, address)
+    return len(cache[address])
+
+
+def hex_id(value: Optional[str]) -> int:
+    return int(value, 16) if value else -1
+
+
+def read_host_facts(host: HostRoot, devices: Sequence[Dict[str, Any]],
+                    below: Optional[Sequence[Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """What the plan reads from the host besides the topology (``devices``), for the bridges above ``below``
+    (default: every device): each config space's readable size where the ACS capability is missing (to tell
+    "absent" from "unreadable"), the multi-function bit of the bridges whose kernel quirk reads the header,
+    whether the ACPI IVRS table exists, the kernel command line and release.  The plan itself
+    (:func:`plan_from_facts`) reads nothing, so it runs as well on discovery's facts of the same run."""
+    by_address = {dev["address"]: dev for dev in devices}
+    configs: Dict[str, bytes] = {}
+    sizes: Dict[str, int] = {}
+    multifunction: Dict[str, bool] = {}
+    paths = (dev.get("path") or [] for dev in (devices if below is None else below))
+    for address in sorted({address for path in paths for address in path[:-1]}):
+        bridge = by_address.get(address, {})
+        if not bridge.get("acs"):
+            sizes[address] = config_size(host, address, configs)
+        if reads_header(hex_id(bridge.get("vendor_id")), hex_id(bridge.get("device_id"))):
+            config_size(host, address, configs)
+            header = configs[address][0x0E:0x0F]
+            multifunction[address] = bool(header and header[0] & 0x80)
+    return {"config_sizes": sizes, "multifunction": multifunction, "ivrs": host.exists(ACPI_IVRS),
+            "cmdline": host.read_text(PROC_CMDLINE), "os_release": host.read_text(PROC_OSRELEASE)}
 
 
 def warn_short_configs(host: HostRoot, devices: Sequence[Dict[str, Any]], sizes: Dict[str, int]) -> None:

@@ -48,7 +48,6 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.acs_quirks i
     QuirkDevice,
     QuirkVerdict,
     acs_quirk,
-    reads_header,
 )
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cc_host import kernel_version
 from ansible_collections.confidential_gpu.host.plugins.module_utils.cmdline_tokens import parse_cmdline
@@ -65,8 +64,11 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_config i
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_device import ROLES, Selector, invalid_filters
 from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology import (
     PCI_DEVICES,
+    PROC_CMDLINE,
     common_bridge,
+    hex_id,
     read_config,
+    read_host_facts,
     read_topology,
     unshape_devices,
 )
@@ -90,8 +92,6 @@ ISOLATION_BITS = REQ_ACS_FLAGS
 DIRECT_TRANSLATED_BITS = DT | REQ_ACS_FLAGS
 # Linux 6.11 added pci=config_acs= (drivers/pci/pci.c); older kernels ignore it as an unknown pci= option.
 CONFIG_ACS_SINCE = (6, 11)
-PROC_OSRELEASE = "/proc/sys/kernel/osrelease"
-ACPI_IVRS = "/sys/firmware/acpi/tables/IVRS"
 # What pci=disable_acs_redir= clears (P2P request and completion redirect, egress control).
 REDIRECT_BITS = RR | CR | EC
 # config_acs flags, most significant bit (Direct Translated P2P) first: clear RR, CR and EC, keep the rest.
@@ -100,7 +100,6 @@ DEFAULT_CONFIG_ACS_FLAGS = "x0x00xx"
 ACS_OPTION_PREFIXES = ("disable_acs_redir=", "config_acs=")
 # Out-of-tree kernel patch that makes the kernel pretend ports have ACS.
 ACS_OVERRIDE_KEY = "pcie_acs_override"
-PROC_CMDLINE = "/proc/cmdline"
 
 PORTS_NEEDING_ACS = ("root_port", "downstream_port")
 QUIRK_VERDICTS = {ISOLATED: "quirk", NOT_ISOLATED: "quirk_not_isolating", UNTIL_IOMMU: "quirk_inactive"}
@@ -197,12 +196,6 @@ def port_type(dev: Dict[str, Any]) -> Optional[str]:
     return (dev.get("pcie") or {}).get("port_type")
 
 
-def config_size(host: HostRoot, address: str, cache: Dict[str, bytes]) -> int:
-    if address not in cache:
-        cache[address] = read_config(host, address)
-    return len(cache[address])
-
-
 def isolation_of(kind: Optional[str], acs: Optional[Dict[str, Any]], readable: int,
                  quirk: Optional[QuirkVerdict] = None) -> Tuple[str, int]:
     """(verdict, isolation bits the port implements but has off), the way the kernel's pci_acs_enabled judges.
@@ -249,34 +242,6 @@ def bridge_entry(bridge: Dict[str, Any], below: List[str], readable: int,
         "missing": flag_names(missing),
         "quirk": None if quirk is None else quirk.function,
     }
-
-
-def hex_id(value: Optional[str]) -> int:
-    return int(value, 16) if value else -1
-
-
-def read_host_facts(host: HostRoot, devices: Sequence[Dict[str, Any]],
-                    below: Optional[Sequence[Dict[str, Any]]] = None) -> Dict[str, Any]:
-    """What the plan reads from the host besides the topology (``devices``), for the bridges above ``below``
-    (default: every device): each config space's readable size where the ACS capability is missing (to tell
-    "absent" from "unreadable"), the multi-function bit of the bridges whose kernel quirk reads the header,
-    whether the ACPI IVRS table exists, the kernel command line and release.  The plan itself
-    (:func:`plan_from_facts`) reads nothing, so it runs as well on discovery's facts of the same run."""
-    by_address = {dev["address"]: dev for dev in devices}
-    configs: Dict[str, bytes] = {}
-    sizes: Dict[str, int] = {}
-    multifunction: Dict[str, bool] = {}
-    paths = (dev.get("path") or [] for dev in (devices if below is None else below))
-    for address in sorted({address for path in paths for address in path[:-1]}):
-        bridge = by_address.get(address, {})
-        if not bridge.get("acs"):
-            sizes[address] = config_size(host, address, configs)
-        if reads_header(hex_id(bridge.get("vendor_id")), hex_id(bridge.get("device_id"))):
-            config_size(host, address, configs)
-            header = configs[address][0x0E:0x0F]
-            multifunction[address] = bool(header and header[0] & 0x80)
-    return {"config_sizes": sizes, "multifunction": multifunction, "ivrs": host.exists(ACPI_IVRS),
-            "cmdline": host.read_text(PROC_CMDLINE), "os_release": host.read_text(PROC_OSRELEASE)}
 
 
 def quirk_of(facts: Dict[str, Any], bridge: Dict[str, Any], iommu_on: bool) -> Optional[QuirkVerdict]:

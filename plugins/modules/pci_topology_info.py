@@ -448,10 +448,10 @@ from ansible_collections.confidential_gpu.host.plugins.module_utils.pci_topology
     PCI_DEVICES,
     filter_topology,
     gathered_subsets,
+    read_host_facts,
     read_topology,
     shape_devices,
 )
-from ansible_collections.confidential_gpu.host.plugins.module_utils.pcie_acs import read_host_facts
 from ansible_collections.confidential_gpu.host.plugins.module_utils.sysfs import HostRoot, HostRootError, open_host_root
 
 

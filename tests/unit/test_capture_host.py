@@ -50,10 +50,11 @@ def test_this_machine_replays_like_itself(tmp_path: Path, run_module) -> None:
 
 
 def test_the_capture_keeps_what_the_info_modules_name() -> None:
-    """host_capture.py repeats cc_host's and pcie_acs's names on purpose (scripts/capture-host loads it alone, with
+    """host_capture.py repeats cc_host's and pci_topology's names on purpose (scripts/capture-host loads it alone, with
     the standard library only): the copies must stay equal to the originals."""
-    from ansible_collections.confidential_gpu.host.plugins.module_utils import cc_host, host_capture, pcie_acs
+    from ansible_collections.confidential_gpu.host.plugins.module_utils import cc_host, host_capture, pci_topology
     assert host_capture.KERNEL_CONFIG_OPTIONS == cc_host.KERNEL_CONFIG_OPTIONS
     assert tuple(directory for _key, directory in cc_host.MODULE_CONFIG_DIRS) == host_capture.MODULE_CONFIG_DIRS
-    assert {pcie_acs.PROC_CMDLINE, pcie_acs.PROC_OSRELEASE} <= {"/proc/" + name for name in host_capture.PROC_FILES}
-    assert pcie_acs.ACPI_IVRS.startswith(host_capture.ACPI_TABLES + "/")
+    assert {pci_topology.PROC_CMDLINE, pci_topology.PROC_OSRELEASE} <= {
+        "/proc/" + name for name in host_capture.PROC_FILES}
+    assert pci_topology.ACPI_IVRS.startswith(host_capture.ACPI_TABLES + "/")
