@@ -9,4 +9,5 @@ from ansible_collections.confidential_gpu.host.plugins.plugin_utils.shipped_file
 
 class ActionModule(ShippedFilesAction):
     MODULE = "confidential_gpu.host.hugepages"
+    MAPPING_LISTS = ("pools",)
     SHIPPED = ("confidential-gpu-hugepages.sh", "confidential-gpu-hugepages.service")

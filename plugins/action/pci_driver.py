@@ -9,4 +9,5 @@ from ansible_collections.confidential_gpu.host.plugins.plugin_utils.shipped_file
 
 class ActionModule(ShippedFilesAction):
     MODULE = "confidential_gpu.host.pci_driver"
+    MAPPING_LISTS = ("bindings",)
     SHIPPED = ("pci-override.sh", "confidential-gpu-vfio-initramfs-hook.sh", "confidential-gpu-vfio-dracut.conf")

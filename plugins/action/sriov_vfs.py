@@ -9,4 +9,5 @@ from ansible_collections.confidential_gpu.host.plugins.plugin_utils.shipped_file
 
 class ActionModule(ShippedFilesAction):
     MODULE = "confidential_gpu.host.sriov_vfs"
+    MAPPING_LISTS = ("pfs",)
     SHIPPED = ("sriov-apply.sh", "confidential-gpu-sriov.service")

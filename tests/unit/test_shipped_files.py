@@ -5,6 +5,7 @@ these tests (tests/lib/required_tools.py)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -119,3 +120,12 @@ def test_daemon_reload_runs_only_on_a_running_systemd_host(tmp_path: Path) -> No
         assert calls == [["systemctl", "daemon-reload"]]
     else:
         assert daemon_reload(record, "/") is None and calls == [], "no systemd running here: nothing to reload"
+
+
+@pytest.mark.parametrize("module", ["pci_driver", "sriov_vfs", "hugepages"])
+def test_each_action_checks_every_list_of_mappings_of_its_module(module: str) -> None:
+    """MAPPING_LISTS names each option of the module's argument spec whose entries are mappings."""
+    plugins = "ansible_collections.confidential_gpu.host.plugins."
+    spec = importlib.import_module(plugins + "modules." + module).ARGUMENT_SPEC
+    action = importlib.import_module(plugins + "action." + module).ActionModule
+    assert set(action.MAPPING_LISTS) == {option for option, rules in spec.items() if rules.get("elements") == "dict"}

@@ -59,7 +59,8 @@ CASES: List[Tuple[str, Dict[str, Any], List[str]]] = [
      ["bindings[0]: driver: '../../x'", DRIVER_FIX]),
     ("bindings-address-shell", {"bindings": [{"addresses": ["05:00.0"]}, {"addresses": ["01:00.0; reboot"]}]},
      ["bindings[1]: addresses: '01:00.0; reboot'", ADDRESS_FIX]),
-    # ansible-core's own check of elements: dict refuses it (its message does not name the option)
+    # the module alone: ansible-core's own check of elements: dict refuses it (its message does not name the
+    # option); in a task the action plugin refuses it first and names it (test_hostile_entry_mappings.py)
     ("bindings-item-not-a-dict", {"bindings": ["05:00.0"]}, ["dictionary requested, could not parse JSON"]),
     ("bindings-and-top-selection", {"addresses": ["05:00.0"], "bindings": [{"addresses": ["01:00.1"]}]},
      ["give the selection either at the top", "or in each item of bindings, not both"]),
