@@ -118,7 +118,7 @@ def read_host_facts(host: HostRoot, devices: Sequence[Dict[str, Any]],
     (default: every device): each config space's readable size where the ACS capability is missing (to tell
     "absent" from "unreadable"), the multi-function bit of the bridges whose kernel quirk reads the header,
     whether the ACPI IVRS table exists, the kernel command line and release.  The plan itself
-    (:func:`plan_from_facts`) reads nothing, so it runs as well on discovery's facts of the same run."""
+    (pcie_acs.plan_from_facts) reads nothing, so it runs as well on discovery's facts of the same run."""
     by_address = {dev["address"]: dev for dev in devices}
     configs: Dict[str, bytes] = {}
     sizes: Dict[str, int] = {}
