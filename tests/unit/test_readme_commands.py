@@ -47,10 +47,11 @@ def main_job(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     """Run the README's first command once; its output and the directory its reports went to."""
     require_tool("qemu-system-x86_64", "the README's main job boots the lab VM")
     reports = tmp_path_factory.mktemp("reports")
-    proc = subprocess.run(["bash", "-c", readme_commands()[0]], cwd=REPO, capture_output=True, text=True,
-                          timeout=1200, env=dict(os.environ, CGPU_REPORTS_DIR=str(reports)), check=False)
-    assert proc.returncode == 0, "%s failed (%d):\n%s\n%s" % (readme_commands()[0], proc.returncode,
-                                                             proc.stdout[-4000:], proc.stderr[-4000:])
+    command = readme_commands()[0]
+    proc = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=1200,
+                          env=dict(os.environ, CGPU_REPORTS_DIR=str(reports)), check=False)
+    output = "%s\n%s" % (proc.stdout[-4000:], proc.stderr[-4000:])
+    assert proc.returncode == 0, "%s failed (%d):\n%s" % (command, proc.returncode, output)
     return {"reports": reports, "stdout": proc.stdout}
 
 
