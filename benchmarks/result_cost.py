@@ -101,6 +101,7 @@ def main() -> None:
         return
     sys.path.insert(0, str(REPO / "benchmarks"))
     from discovery import SHAPES, TREES, build_tree, missing_fixtures
+    env = {"PYTHONPATH": "%s:%s" % (COLLECTIONS, site_packages()), "LC_ALL": "C"}
     with tempfile.TemporaryDirectory(prefix="result-cost-") as work:
         for name, functions_of in TREES.items():
             if name == "rich" and missing_fixtures():
@@ -108,7 +109,6 @@ def main() -> None:
                 continue
             top = Path(work) / name
             build_tree(top, functions_of(SHAPES[options.shape]))
-            env = {"PYTHONPATH": "%s:%s" % (COLLECTIONS, site_packages()), "LC_ALL": "C"}
             out = subprocess.run([options.python, __file__, "--measure", str(top), "--runs", str(options.runs)],
                                  capture_output=True, text=True, check=True, env=env).stdout
             figures = json.loads(out)
